@@ -1,0 +1,94 @@
+"""Exceptions raised by ckptname.
+
+Every error ckptname raises on purpose derives from :class:`CkptnameError`, and
+each child also derives from the built-in exception a caller would catch
+without knowing about ckptname::
+
+    CkptnameError(Exception)
+    ├── TemplateError(CkptnameError, ValueError)      bad template text, or a
+    │                                                 template that cannot be read back
+    ├── RenderError(CkptnameError, ValueError)        a value that cannot be written
+    │                                                 into a name that reads back safely
+    ├── MissingFieldError(CkptnameError, LookupError) a field with no value
+    ├── CheckpointError(CkptnameError, RuntimeError)  a checkpoint folder in a state
+    │   │                                             that training must not continue from
+    │   └── CheckpointSaveError(CheckpointError, OSError)  a save failed on disk or remote
+    └── MetadataError(CkptnameError, ValueError)      a sidecar or state file that
+                                                      cannot be read
+
+``MissingFieldError`` is a ``LookupError`` and deliberately not a ``KeyError``:
+``str(KeyError("..."))`` wraps the message in quotes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointSaveError",
+    "CkptnameError",
+    "MetadataError",
+    "MissingFieldError",
+    "RenderError",
+    "TemplateError",
+]
+
+
+class CkptnameError(Exception):
+    """Root of every error that ckptname raises on purpose."""
+
+
+class TemplateError(CkptnameError, ValueError):
+    """A template that does not compile, or that cannot be read back.
+
+    Attributes:
+        reason: the message without the template and caret lines.
+        template: the template text, or ``None``.
+        column: 0-based column the caret points at, or ``None``.
+    """
+
+    def __init__(self, reason: str, template: str | None = None, column: int | None = None):
+        self.reason = reason
+        self.template = template
+        self.column = column
+        message = reason
+        if template is not None:
+            message += f"\n  {template}"
+            if column is not None:
+                message += "\n  " + " " * _display_width(template[:column]) + "^"
+        super().__init__(message)
+
+
+class RenderError(CkptnameError, ValueError):
+    """A value that cannot be written into a name that reads back to it safely."""
+
+
+class MissingFieldError(CkptnameError, LookupError):
+    """A template field, or a monitored metric, has no value.
+
+    Attributes:
+        fields: the names that were missing.
+        available: the keys that were given.
+    """
+
+    def __init__(self, message: str, fields: tuple[str, ...] = (), available: tuple[str, ...] = ()):
+        self.fields = fields
+        self.available = available
+        super().__init__(message)
+
+
+class CheckpointError(CkptnameError, RuntimeError):
+    """A checkpoint folder that training must not continue from as it is."""
+
+
+class CheckpointSaveError(CheckpointError, OSError):
+    """Writing a checkpoint, its sidecar or the state file failed."""
+
+
+class MetadataError(CkptnameError, ValueError):
+    """A metadata sidecar or state file that cannot be read."""
+
+
+def _display_width(text: str) -> int:
+    # Tabs and wide characters are rare in templates; count code points, which
+    # is what terminals show for the ASCII that templates almost always are.
+    return len(text)

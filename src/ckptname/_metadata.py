@@ -1,0 +1,175 @@
+"""What ckptname writes next to checkpoints, and how it is read back.
+
+Files that belong to ckptname all carry ``.ckptname`` in their name, so no
+checkpoint template ever matches them (scanning skips such names):
+
+=================================  =============================================
+file                               what it is
+=================================  =============================================
+``<checkpoint>.ckptname.json``     the sidecar of one checkpoint: exact metric
+                                   values, counters, extras; written after the
+                                   checkpoint is complete, so on object stores
+                                   it is also the checkpoint's commit marker
+``.ckptname-state.json``           the state of a checkpoint folder: template,
+                                   latest, best, counters (one per folder the
+                                   callback writes into)
+``.ckptname-tmp-<id>-<name>``      a save in progress; renamed into place when
+                                   complete; never a checkpoint
+``.ckptname.lock``                 the owner (pid, host) of a folder a live run
+                                   writes into
+=================================  =============================================
+
+The sidecar (format ``ckptname.checkpoint/1``)::
+
+    {"format": "ckptname.checkpoint/1", "name": "ep03-0.52.keras",
+     "template": "ep{epoch:02d}-{val_loss:.2f}.keras",
+     "epoch": 3, "batch": 120, "batch_in_epoch": 40, "iterations": 120,
+     "metrics": {"loss": 0.5123456, "val_loss": 0.5187654},
+     "extras": {"lr": 0.001}, "time": 1763859000.25,
+     "ckptname_version": "0.1.0", "save_weights_only": false}
+
+The state file (format ``ckptname.state/1``)::
+
+    {"format": "ckptname.state/1", "template": "ep{epoch:02d}-{val_loss:.2f}.keras",
+     "latest": {"name": "ep03-0.52.keras", "epoch": 3, "batch": 120,
+                "batch_in_epoch": 40, "iterations": 120},
+     "best": {"name": "ep02-0.49.keras", "monitor": "val_loss", "mode": "min",
+              "value": 0.4912345} or null,
+     "time": 1763859000.3}
+
+Names in both are relative to the folder that holds the state file. Floats that
+JSON cannot hold (NaN, inf) are written as the strings ``"nan"``, ``"inf"``,
+``"-inf"`` and read back as floats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+from ._errors import MetadataError
+
+__all__ = [
+    "LOCK_NAME",
+    "SIDECAR_SUFFIX",
+    "STATE_NAME",
+    "TMP_PREFIX",
+    "decode",
+    "encode",
+    "is_reserved",
+    "read_metadata",
+    "sidecar_path",
+    "write_bytes_atomic",
+]
+
+SIDECAR_SUFFIX = ".ckptname.json"
+STATE_NAME = ".ckptname-state.json"
+TMP_PREFIX = ".ckptname-tmp-"
+LOCK_NAME = ".ckptname.lock"
+CHECKPOINT_FORMAT = "ckptname.checkpoint/1"
+STATE_FORMAT = "ckptname.state/1"
+_RESERVED_MARK = ".ckptname"
+
+
+def is_reserved(name: str) -> bool:
+    """Whether a file name belongs to ckptname (sidecar, state, temp, lock)."""
+    return _RESERVED_MARK in name
+
+
+def sidecar_path(checkpoint_path: str) -> str:
+    """The sidecar of a checkpoint: its path with ``.ckptname.json`` appended."""
+    return checkpoint_path + SIDECAR_SUFFIX
+
+
+def _safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # 'nan', 'inf', '-inf'
+    if isinstance(value, dict):
+        return {str(k): _safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_safe(v) for v in value]
+    return value
+
+
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def encode(data: dict[str, Any]) -> bytes:
+    """JSON bytes of a sidecar or state record; NaN and inf become strings."""
+    return json.dumps(_safe(data), indent=1, sort_keys=True, allow_nan=False).encode()
+
+
+def decode(raw: bytes, what: str) -> dict[str, Any]:
+    """Parse sidecar or state bytes.
+
+    Raises:
+        MetadataError: the bytes are not a JSON object.
+    """
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MetadataError(f"{what} is not valid JSON ({exc}); it may be truncated") from None
+    if not isinstance(data, dict):
+        raise MetadataError(f"{what} holds {type(data).__name__}, expected a JSON object")
+    for key in ("metrics",):
+        section = data.get(key)
+        if isinstance(section, dict):
+            data[key] = {
+                k: _NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in section.items()
+            }
+    best = data.get("best")
+    if isinstance(best, dict) and isinstance(best.get("value"), str):
+        best["value"] = _NON_FINITE.get(best["value"], best["value"])
+    return data
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata sidecar of a checkpoint, as a dict.
+
+    Args:
+        path: the checkpoint's path or URL (not the sidecar's).
+
+    Returns:
+        The sidecar's fields: ``epoch``, ``batch``, ``batch_in_epoch``,
+        ``iterations``, ``metrics`` (exact, unrounded), ``extras``, ``time``,
+        ``template``, ``ckptname_version``.
+
+    Raises:
+        FileNotFoundError: the checkpoint has no sidecar.
+        MetadataError: the sidecar cannot be read.
+    """
+    from ._storage import storage_for
+
+    target = os.fspath(path)
+    storage, inner = storage_for(target)
+    side = sidecar_path(inner)
+    try:
+        raw = storage.read_bytes(side)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"checkpoint {target!r} has no metadata sidecar ({os.path.basename(side)}); "
+            "it was not written by ckptname, or its save did not complete"
+        ) from None
+    return decode(raw, f"sidecar {side!r}")
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write a local file so that it appears complete under its name or not at all."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(
+        prefix=TMP_PREFIX, suffix="-" + os.path.basename(path), dir=directory
+    )
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,1106 @@
+"""Checkpoint filepath templates: compile once, render names, read names back.
+
+A template is compiled into an immutable :class:`Template` holding its fields,
+an anchored regular expression and one converter per field. ``render`` fills it
+exactly as ``str.format`` would; ``parse`` is its inverse.
+
+Examples, as template -> name -> ``parse(name)``::
+
+    ep{epoch:02d}-{val_loss:.2f}.keras  ep07-0.52.keras      {'epoch': 7, 'val_loss': 0.52}
+    ep{epoch:02d}-{val_loss:.2f}.keras  ep100--1.50.keras    {'epoch': 100, 'val_loss': -1.5}
+    at_{batch:05d}.weights.h5           at_123456.weights.h5 {'batch': 123456}
+    <epoch:03d>-<lr:.1e>.keras          012-3.0e-04.keras    {'epoch': 12, 'lr': 0.0003}
+    lr={lr:.0e}/ep{epoch}.h5            lr=1e-03/ep3.h5      {'lr': 0.001, 'epoch': 3}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import string
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from ._errors import MissingFieldError, RenderError, TemplateError
+
+__all__ = ["Template"]
+
+# Characters a rendered value may contain: anything but a path separator,
+# a Windows separator or NUL (those are refused at render time).
+_FREE = r"[^/\\\x00]"
+# A string in a field written without a format type: no dot either, so that
+# `step-{step}` never reads `step-100.backup` (the dot starts a suffix).
+_WORD = r"[^./\\\x00]"
+_FORBIDDEN_IN_VALUE = ("/", "\\", "\x00")
+_MAX_PART_BYTES = 255
+
+_SPEC_GRAMMAR = re.compile(
+    r"(?:(?P<fill>.)?(?P<align>[<>=^]))?"
+    r"(?P<sign>[-+ ])?(?P<z>z)?(?P<alt>\#)?(?P<zero>0)?(?P<width>[0-9]+)?"
+    r"(?P<grouping>[,_])?(?:\.(?P<precision>[0-9]+))?(?P<type>[a-zA-Z%])?",
+    re.S,
+)
+_INT_TYPES = "dxXob"
+_FLOAT_TYPES = "fFeEgG%"
+_TYPES = _INT_TYPES + _FLOAT_TYPES + "s"
+_REFUSED_TYPES = {
+    "n": "it depends on the locale, so names would change from machine to machine; use 'd' or 'g'",
+    "c": "it writes a character, not a number that reads back; use 'd'",
+}
+_DIGITS = {
+    "d": ("[0-9]", "[1-9]"),
+    "x": ("[0-9a-f]", "[1-9a-f]"),
+    "X": ("[0-9A-F]", "[1-9A-F]"),
+    "o": ("[0-7]", "[1-7]"),
+    "b": ("[01]", "1"),
+}
+_BASES = {"d": 10, "x": 16, "X": 16, "o": 8, "b": 2}
+_PREFIX = {"x": "0x", "X": "0X", "o": "0o", "b": "0b"}
+
+# Shapes used to infer the type of a field written without a format type.
+_CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_FLOAT_SHAPE = re.compile(r"-?(?:[0-9]+\.[0-9]+(?:e[-+][0-9]+)?|[0-9]e[-+][0-9]+|inf|nan)")
+_SIGN_PREFIX = re.compile(r"[-+ ]?(?:0[xXob])?")
+
+
+class _Reject(ValueError):
+    """Raised by a converter for text that rendering cannot produce."""
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    """A literal run (``name is None``) or a field, with its span in the template text."""
+
+    literal: str
+    name: str | None
+    spec: str
+    start: int
+    end: int
+    spec_start: int
+
+
+def _tokenize(text: str, style: str | None) -> tuple[str, list[_Token]]:
+    """Split template text into tokens and decide its style (``'brace'`` or ``'angle'``)."""
+    if style == "angle":
+        return "angle", _tokenize_angle(text)
+    brace_error: TemplateError | None = None
+    tokens: list[_Token] = []
+    try:
+        tokens = _tokenize_brace(text)
+    except TemplateError as exc:
+        brace_error = exc
+    if style == "brace" or (brace_error is None and any(t.name is not None for t in tokens)):
+        if brace_error is not None:
+            raise brace_error
+        _refuse_other_style(text, tokens, "<>", "{…}")
+        return "brace", tokens
+    if "<" in text or ">" in text:
+        tokens = _tokenize_angle(text)
+        _refuse_other_style(text, tokens, "{}", "<…>")
+        return "angle", tokens
+    if brace_error is not None:
+        raise brace_error
+    return "brace", tokens
+
+
+def _refuse_other_style(text: str, tokens: list[_Token], chars: str, style: str) -> None:
+    for tok in tokens:
+        if tok.name is not None:
+            continue
+        for i in range(tok.start, tok.end):
+            if text[i] in chars:
+                raise TemplateError(
+                    f"'{text[i]}' in a {style} template; a template uses one field style, "
+                    "and '<', '>' are not valid in portable file names",
+                    text,
+                    i,
+                )
+
+
+def _tokenize_brace(text: str) -> list[_Token]:
+    """Tokenize with the interpreter's own ``str.format`` parser, tracking columns."""
+    tokens: list[_Token] = []
+    pos = 0
+    # Formatter().parse yields lazily, so a syntax error surfaces at the token
+    # where it occurs and `pos` says how far the text was good.
+    it = iter(string.Formatter().parse(text))
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            break
+        except ValueError as exc:
+            raise _brace_syntax_error(text, pos, str(exc)) from None
+        literal, name, spec, conversion = item
+        if literal:
+            size = len(literal) + literal.count("{") + literal.count("}")
+            tokens.append(_Token(literal, None, "", pos, pos + size, pos))
+            pos += size
+        if name is None:
+            continue
+        start = pos
+        end = _field_end(text, start)
+        if conversion is not None:
+            col = text.index("!", start)
+            raise TemplateError(
+                f"conversion '!{conversion}' in field '{name}' is not supported; "
+                "the format spec alone decides how a value is written",
+                text,
+                col,
+            )
+        spec = spec or ""
+        spec_start = end - 1 - len(spec)
+        if "{" in spec or "}" in spec:
+            raise TemplateError(
+                f"nested field in the format spec of field '{name}' is not supported; "
+                "write the spec out, e.g. {" + name + ":.2f}",
+                text,
+                spec_start + spec.index("{") if "{" in spec else spec_start,
+            )
+        tokens.append(_Token("", name, spec, start, end, spec_start))
+        pos = end
+    return tokens
+
+
+def _field_end(text: str, start: int) -> int:
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return len(text)  # pragma: no cover - the parser has already refused this
+
+
+def _brace_syntax_error(text: str, pos: int, message: str) -> TemplateError:
+    i = pos
+    while i < len(text):
+        c = text[i]
+        if c in "{}" and text.startswith(c * 2, i):
+            i += 2
+            continue
+        if c == "}":
+            return TemplateError(
+                "single '}' is not allowed; write '}}' for a literal brace", text, i
+            )
+        if c == "{":
+            return TemplateError(
+                "field is never closed; add '}' or write '{{' for a literal brace", text, i
+            )
+        i += 1
+    return TemplateError(f"invalid template: {message}", text, pos)  # pragma: no cover
+
+
+def _tokenize_angle(text: str) -> list[_Token]:
+    """Tokenize ``<name:spec>`` fields; ``<<`` and ``>>`` are literal ``<`` and ``>``."""
+    tokens: list[_Token] = []
+    lit: list[str] = []
+    lit_start = 0
+    i = 0
+    n = len(text)
+
+    def flush(upto: int) -> None:
+        if lit:
+            tokens.append(_Token("".join(lit), None, "", lit_start, upto, lit_start))
+            lit.clear()
+
+    while i < n:
+        c = text[i]
+        if c in "<>" and text.startswith(c * 2, i):
+            if not lit:
+                lit_start = i
+            lit.append(c)
+            i += 2
+            continue
+        if c == ">":
+            raise TemplateError("single '>' is not allowed; write '>>' for a literal '>'", text, i)
+        if c != "<":
+            if not lit:
+                lit_start = i
+            lit.append(c)
+            i += 1
+            continue
+        flush(i)
+        start = i
+        j = i + 1
+        while j < n and text[j] not in ":>!<":
+            j += 1
+        if j == n or text[j] == "<":
+            raise TemplateError(
+                "field is never closed; add '>' or write '<<' for a literal '<'", text, start
+            )
+        name = text[i + 1 : j]
+        if text[j] == "!":
+            raise TemplateError(
+                f"conversion '{text[j : j + 2]}' in field '{name}' is not supported; "
+                "the format spec alone decides how a value is written",
+                text,
+                j,
+            )
+        if text[j] == ">":
+            tokens.append(_Token("", name, "", start, j + 1, j))
+            i = j + 1
+            lit_start = i
+            continue
+        spec_start = j + 1
+        spec_end = _angle_spec_end(text, spec_start)
+        if spec_end is None:
+            raise TemplateError(
+                "field is never closed; add '>' or write '<<' for a literal '<'", text, start
+            )
+        tokens.append(_Token("", name, text[spec_start:spec_end], start, spec_end + 1, spec_start))
+        i = spec_end + 1
+        lit_start = i
+    flush(n)
+    return tokens
+
+
+def _angle_spec_end(text: str, spec_start: int) -> int | None:
+    """Index of the ``>`` closing an angle field's spec.
+
+    ``>`` is also the right-align character, so the spec runs to the *last*
+    ``>`` (before any ``<`` or ``/``) that leaves a well-formed spec:
+    ``<a:>5>`` has spec ``>5``, ``<a:>>`` has spec ``>``.
+    """
+    candidates = []
+    k = spec_start
+    while k < len(text) and text[k] not in "</":
+        if text[k] == ">":
+            candidates.append(k)
+        k += 1
+    if not candidates:
+        return None
+    for end in reversed(candidates):
+        m = _SPEC_GRAMMAR.fullmatch(text, spec_start, end)
+        if m is not None:
+            return end
+    return candidates[0]
+
+
+# --------------------------------------------------------------------------- fields
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    fill: str
+    align: str | None
+    sign: str
+    z: bool
+    alt: bool
+    zero: bool
+    width: int
+    grouping: str
+    precision: int | None
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    spec: str
+    parsed: _Spec
+    kinds: frozenset[str]
+    greedy: str
+    lazy: str
+    convert: Callable[[str], Any]
+    # True where the converter already proves that the text is the canonical
+    # rendering of the value it returns; False where render must check it.
+    exact: bool
+    typeless_str: bool
+
+
+def _compile_spec(text: str, name: str, spec: str, spec_start: int) -> _Spec:
+    m = _SPEC_GRAMMAR.match(spec)
+    assert m is not None  # every group is optional
+    typ = m["type"] or ""
+    if m.end() != len(spec):
+        raise TemplateError(
+            f"invalid format spec '{spec}' in field '{name}'", text, spec_start + m.end()
+        )
+    if typ and typ not in _TYPES:
+        col = spec_start + m.start("type")
+        if typ in _REFUSED_TYPES:
+            raise TemplateError(
+                f"format type '{typ}' in field '{name}' is not supported: {_REFUSED_TYPES[typ]}",
+                text,
+                col,
+            )
+        raise TemplateError(f"unknown format type '{typ}' in field '{name}'", text, col)
+    fill = m["fill"]
+    if fill is not None and fill in _FORBIDDEN_IN_VALUE:
+        raise TemplateError(
+            f"fill character {fill!r} in field '{name}' cannot be part of a file name; "
+            "choose another fill",
+            text,
+            spec_start,
+        )
+    zero = m["zero"] is not None
+    align = m["align"]
+    if fill is None:
+        fill = "0" if zero else " "
+    return _Spec(
+        fill=fill,
+        align=align,
+        sign=m["sign"] or "-",
+        z=m["z"] is not None,
+        alt=m["alt"] is not None,
+        zero=zero,
+        width=int(m["width"] or 0),
+        grouping=m["grouping"] or "",
+        precision=None if m["precision"] is None else int(m["precision"]),
+        type=typ,
+    )
+
+
+def _kinds(text: str, name: str, spec: str, typ: str, spec_start: int) -> frozenset[str]:
+    """Which Python value kinds the spec can format, asking the interpreter itself."""
+    wanted = {"int": 0, "float": 0.0, "str": ""}
+    if typ and typ in _INT_TYPES:
+        wanted = {"int": 0}
+    elif typ and typ in _FLOAT_TYPES:
+        wanted = {"float": 0.0}
+    elif typ == "s":
+        wanted = {"str": ""}
+    kinds = set()
+    last_error: Exception | None = None
+    for kind, sample in wanted.items():
+        try:
+            format(sample, spec)
+        except ValueError as exc:
+            last_error = exc
+        else:
+            kinds.add(kind)
+    if not kinds:
+        raise TemplateError(
+            f"invalid format spec '{spec}' in field '{name}': {last_error}", text, spec_start
+        )
+    if typ and typ in _FLOAT_TYPES:
+        kinds.add("int")  # ints format with float types; they read back as floats
+    return frozenset(kinds)
+
+
+def _q(lazy: bool) -> str:
+    return "?" if lazy else ""
+
+
+def _alts(parts: list[str], lazy: bool) -> str:
+    # Greedy patterns try longer alternatives first, lazy ones shorter first, so
+    # that comparing the two readings of a name finds every ambiguity of a split.
+    return "(?:" + "|".join(reversed(parts) if lazy else parts) + ")"
+
+
+def _sign_alternatives(s: _Spec) -> tuple[list[str], str]:
+    """Regex alternatives for the sign of a non-negative number, and for a negative one."""
+    nonneg = {"-": "", "+": r"\+", " ": " "}[s.sign]
+    return [nonneg], "-"
+
+
+def _canonical_digits(typ: str, grouping: str, lazy: bool, nonzero: bool = False) -> str:
+    digit, first = _DIGITS[typ]
+    q = _q(lazy)
+    if grouping:
+        size = 3 if typ == "d" else 4
+        sep = re.escape(grouping)
+        body = f"{first}{digit}{{0,{size - 1}}}{q}(?:{sep}{digit}{{{size}}})*{q}"
+    else:
+        body = f"{first}{digit}*{q}"
+    if nonzero:
+        return body
+    return _alts([body, "0"], lazy)
+
+
+def _int_pattern(s: _Spec, lazy: bool) -> tuple[str, bool]:
+    """Pattern of an integer field, and whether it is exact (no padding to undo)."""
+    typ = s.type or "d"
+    prefix = re.escape(_PREFIX.get(typ, "")) if s.alt else ""
+    nonneg_signs, neg = _sign_alternatives(s)
+    zero_pad = s.width > 0 and s.fill == "0" and (s.align == "=" or (s.align is None and s.zero))
+    if s.width == 0 or (zero_pad and not s.grouping):
+        alts = []
+        digit, first = _DIGITS[typ]
+        q = _q(lazy)
+        for sign, negative in [(x, False) for x in nonneg_signs] + [(neg, True)]:
+            sign_len = len(sign.replace("\\", ""))
+            k = s.width - sign_len - len(prefix.replace("\\", "")) if s.width else 0
+            if k <= 1:
+                digits = _canonical_digits(typ, s.grouping, lazy, nonzero=negative)
+            else:
+                longer = f"{first}{digit}{{{k},}}{q}"
+                if negative:
+                    exactly = "|".join(f"0{{{j}}}{first}{digit}{{{k - 1 - j}}}" for j in range(k))
+                    exactly = f"(?:{exactly})"
+                else:
+                    exactly = f"{digit}{{{k}}}"
+                digits = _alts([longer, exactly], lazy)
+            alts.append(sign + prefix + digits)
+        return _alts(alts, lazy), True
+    body = _alts(
+        [sign + prefix + _canonical_digits(typ, s.grouping, lazy) for sign in nonneg_signs]
+        + [neg + prefix + _canonical_digits(typ, s.grouping, lazy, nonzero=True)],
+        lazy,
+    )
+    return _padded(body, s, lazy, sign_prefix=r"[-+ ]?" + prefix), False
+
+
+def _padded(body: str, s: _Spec, lazy: bool, sign_prefix: str = "") -> str:
+    if s.width == 0:
+        return body
+    pad = f"{re.escape(s.fill)}*{_q(lazy)}"
+    align = s.align or ("=" if s.zero and sign_prefix else ">")
+    if align == "<":
+        return body + pad
+    if align == "^":
+        return pad + body + pad
+    if align == "=":
+        # The fill goes between the sign (and 0x prefix) and the digits.
+        return f"(?:{sign_prefix}{pad}{_FREE}*{_q(lazy)})"
+    return pad + body
+
+
+def _float_pattern(s: _Spec, lazy: bool) -> str:
+    typ = s.type
+    q = _q(lazy)
+    upper = typ in "FEG"
+    specials = ["INF", "NAN"] if upper else ["inf", "nan"]
+    nonneg_signs, neg = _sign_alternatives(s)
+    if typ in "fF%":
+        precision = 6 if s.precision is None else s.precision
+        intpart = _canonical_digits("d", s.grouping, lazy)
+        frac = f"\\.[0-9]{{{precision}}}" if precision else ("\\." if s.alt else "")
+        number = intpart + frac
+    elif typ in "eE":
+        precision = 6 if s.precision is None else s.precision
+        frac = f"\\.[0-9]{{{precision}}}" if precision else ("\\." if s.alt else "")
+        e = "E" if upper else "e"
+        number = f"[0-9]{frac}{e}[-+][0-9]{{2,}}{q}"
+    else:  # g, G and floats in a field without a type: checked by re-rendering
+        e = "[eE]"
+        number = f"[0-9][0-9,_]*{q}(?:\\.[0-9]*{q})?(?:{e}[-+][0-9]+{q})?"
+    pct = "%" if typ == "%" else ""
+    body = _alts(
+        [sign + _alts([number, *specials], lazy) + pct for sign in nonneg_signs]
+        + [neg + _alts([number, specials[0]], lazy) + pct],
+        lazy,
+    )
+    return _padded(body, s, lazy, sign_prefix=r"[-+ ]?")
+
+
+def _str_pattern(s: _Spec, lazy: bool, chars: str = _FREE) -> str:
+    q = _q(lazy)
+    if s.width and s.precision is None and chars == _FREE:
+        return f"{chars}{{{s.width},}}{q}"
+    if s.precision is not None and not s.width:
+        return f"{chars}{{0,{s.precision}}}{q}"
+    return f"{chars}*{q}"
+
+
+def _compile_field(text: str, tok: _Token) -> _Field:
+    name = tok.name
+    assert name is not None
+    if name == "":
+        raise TemplateError(
+            "empty field name; name the value to fill in, e.g. {epoch}", text, tok.start
+        )
+    if name.isdigit():
+        raise TemplateError(
+            f"positional field '{name}' is not supported; name the value to fill in, "
+            "e.g. {epoch}",
+            text,
+            tok.start,
+        )
+    for ch in "[]":
+        if ch in name:
+            raise TemplateError(
+                f"field name '{name}' contains '{ch}'; indexing is not supported, "
+                "name the key directly",
+                text,
+                tok.start + 1 + name.index(ch),
+            )
+    s = _compile_spec(text, name, tok.spec, tok.spec_start)
+    kinds = _kinds(text, name, tok.spec, s.type, tok.spec_start)
+    spec = tok.spec
+    typ = s.type
+
+    convert: Callable[[str], Any]
+    typeless_str = False
+    if typ and typ in _INT_TYPES:
+        greedy, exact = _int_pattern(s, False)
+        lazy = _int_pattern(s, True)[0]
+        base = _BASES[typ]
+        if exact:
+            plain: Callable[[str], int] = int if base == 10 else partial(int, base=base)
+            convert = _strip_commas(plain) if s.grouping == "," else plain
+        else:
+            convert = _checked(spec, s, partial(_int_from, base=base))
+    elif typ and typ in _FLOAT_TYPES:
+        greedy, lazy = _float_pattern(s, False), _float_pattern(s, True)
+        exact = typ in "fF" and not s.width and not s.z and not s.grouping
+        if typ == "%":
+            convert = _checked(spec, s, _float_from_percent)
+        elif exact:
+            convert = partial(_short_float, spec=spec)
+        else:
+            convert = _checked(spec, s, _float_from)
+    elif typ == "s":
+        greedy, lazy = _str_pattern(s, False), _str_pattern(s, True)
+        exact = not s.width
+        convert = str if exact else _checked(spec, s, str)
+    else:
+        int_s = _Spec(s.fill, s.align, s.sign, s.z, s.alt, s.zero, s.width, s.grouping, None, "d")
+        float_s = _Spec(
+            s.fill, s.align, s.sign, s.z, s.alt, s.zero, s.width, s.grouping, s.precision, "g"
+        )
+
+        def typeless(lazy: bool) -> str:
+            parts = []
+            if "float" in kinds:
+                parts.append(_float_pattern(float_s, lazy))
+            if "int" in kinds:
+                parts.append(_int_pattern(int_s, lazy)[0])
+            if "str" in kinds:
+                parts.append(_padded(_str_pattern(s, lazy, _WORD), s, lazy))
+            return _alts(parts, lazy)
+
+        greedy, lazy = typeless(False), typeless(True)
+        exact = spec == ""
+        typeless_str = True
+        convert = _infer if exact else _checked(spec, s, _infer_all)
+    return _Field(name, spec, s, kinds, greedy, lazy, convert, exact, typeless_str)
+
+
+def _strip_commas(conv: Callable[[str], int]) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        return conv(text.replace(",", ""))
+
+    return convert
+
+
+def _int_from(text: str, base: int) -> list[Any]:
+    return [int(text.replace(",", ""), base)]
+
+
+def _float_from(text: str) -> list[Any]:
+    return [float(text.replace(",", ""))]
+
+
+def _float_from_percent(text: str) -> list[Any]:
+    if not text.endswith("%"):
+        raise _Reject(text)
+    return [float(text[:-1].replace(",", "")) / 100]
+
+
+def _short_float(text: str, spec: str) -> float:
+    value = float(text)
+    # Up to 15 significant digits survive text -> float -> text unchanged
+    # (DBL_DIG); longer texts may name no float at all, so check those.
+    if len(text) > 15 and format(value, spec) != text:
+        raise _Reject(text)
+    return value
+
+
+def _infer(text: str) -> Any:
+    """Type of a value written without a format type, read from its shape."""
+    if _CANONICAL_INT.fullmatch(text):
+        return int(text)
+    if text == "True":
+        return True
+    if text == "False":
+        return False
+    if _FLOAT_SHAPE.fullmatch(text) or text == "-inf":
+        value = float(text)
+        if repr(value) == text:
+            return value
+    return text
+
+
+def _infer_all(text: str) -> list[Any]:
+    out: list[Any] = []
+    plain = text.replace(",", "")
+    with contextlib.suppress(ValueError):
+        out.append(int(plain))
+    with contextlib.suppress(ValueError):
+        out.append(float(plain))
+    out.append(text)
+    return out
+
+
+def _unpadded(text: str, s: _Spec, kinds: frozenset[str]) -> Iterator[str]:
+    """Candidate value texts for a padded field, most padding first.
+
+    Where the fill could also belong to the value (``{x:0<3d}`` writes both 5 and
+    500 as ``500``), the reading with the most padding wins; ``render`` refuses
+    the values that would read back differently.
+    """
+    if not s.width or len(text) > s.width:
+        yield text
+        return
+    fill = s.fill
+    if s.align:
+        aligns = [s.align]
+    else:
+        aligns = []
+        if kinds & {"int", "float"}:
+            aligns.append("=" if s.zero else ">")
+        if "str" in kinds:
+            aligns.append("<")
+    found: list[tuple[int, str]] = []
+    for align in aligns:
+        if align == ">":
+            body = text.lstrip(fill)
+            for i in range(len(text) - len(body), -1, -1):
+                found.append((i, text[i:]))
+        elif align == "<":
+            body = text.rstrip(fill)
+            for i in range(len(text) - len(body), -1, -1):
+                found.append((i, text[: len(text) - i]))
+        elif align == "^":
+            for n in range(len(text), -1, -1):
+                left, right = n // 2, n - n // 2
+                if text[:left] == fill * left and text[len(text) - right :] == fill * right:
+                    found.append((n, text[left : len(text) - right]))
+        else:
+            m = _SIGN_PREFIX.match(text)
+            head = m.group() if m else ""
+            rest = text[len(head) :]
+            body = rest.lstrip(fill)
+            for i in range(len(rest) - len(body), -1, -1):
+                found.append((i, head + rest[i:]))
+    found.sort(key=lambda pair: -pair[0])
+    for _, body in found:
+        yield body
+
+
+def _checked(spec: str, s: _Spec, candidates: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A converter that returns the value whose rendering is exactly ``text``."""
+    kinds = frozenset({"int", "float", "str"})
+
+    def convert(text: str) -> Any:
+        for body in _unpadded(text, s, kinds):
+            try:
+                values = candidates(body)
+            except ValueError:
+                continue
+            if not isinstance(values, list):
+                values = [values]
+            for value in values:
+                try:
+                    if format(value, spec) == text:
+                        return value
+                except (ValueError, TypeError):
+                    continue
+        raise _Reject(text)
+
+    return convert
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _normalize(value: Any) -> Any:
+    """Turn NumPy scalars, 0-d arrays and eager tensors into Python values.
+
+    Keras converts its logs with ``float()`` before formatting a filepath; doing
+    the same here keeps names identical to what Keras would write.
+    """
+    cls = type(value)
+    if cls is int or cls is float or cls is str or cls is bool:
+        return value
+    if hasattr(value, "numpy") and callable(value.numpy) and not hasattr(value, "item"):
+        value = value.numpy()
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "item"):
+        if shape != ():
+            raise _BadValue(f"is an array of shape {tuple(shape)}; pass a single number")
+        return value.item()
+    if hasattr(value, "item") and type(value).__module__ == "numpy":
+        return value.item()
+    return value
+
+
+class _BadValue(Exception):
+    pass
+
+
+def _normalize_for(f: _Field, value: Any) -> Any:
+    try:
+        return _normalize(value)
+    except _BadValue as exc:
+        raise RenderError(f"value for field '{f.name}' {exc}") from None
+
+
+# --------------------------------------------------------------------------- template
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Template:
+    """A compiled checkpoint filepath template.
+
+    Fields are written ``{name:spec}`` (as ``str.format`` and Keras
+    ``ModelCheckpoint`` write them) or ``<name:spec>``; one template uses one
+    style. A doubled delimiter (``{{``, ``<<``) is a literal.
+
+    Args:
+        text: the template, e.g. ``"ckpt/{epoch:02d}-{val_loss:.2f}.keras"``.
+
+    Raises:
+        TemplateError: the text is not a valid template; the message shows the
+            template with a caret under the offending column.
+
+    Attributes:
+        text: the template text.
+        style: ``"brace"`` or ``"angle"``.
+        fields: field names in order of first appearance.
+        reversible: whether names can be read back; where ``False``,
+            ``parse`` raises a ``TemplateError`` that says why.
+        regex: the compiled, anchored pattern that ``parse`` matches names with,
+            one group per field occurrence.
+    """
+
+    text: str
+    style: str = field(init=False)
+    fields: tuple[str, ...] = field(init=False)
+    reversible: bool = field(init=False)
+    regex: re.Pattern[str] = field(init=False, repr=False)
+    _why: str | None = field(init=False, repr=False)
+    _lazy: re.Pattern[str] = field(init=False, repr=False)
+    _literals: tuple[str, ...] = field(init=False, repr=False)
+    _fields: tuple[_Field, ...] = field(init=False, repr=False)
+    _converters: tuple[Callable[[str], Any], ...] = field(init=False, repr=False)
+    _names: tuple[str, ...] = field(init=False, repr=False)
+    _duplicates: bool = field(init=False, repr=False)
+    _inexact: tuple[int, ...] = field(init=False, repr=False)
+    _typeless: tuple[int, ...] = field(init=False, repr=False)
+    _field_parts: tuple[int, ...] = field(init=False, repr=False)
+
+    def __init__(self, text: str, *, _style: str | None = None) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"template must be a str, got {type(text).__name__}")
+        style, tokens = _tokenize(text, _style)
+        literals: list[str] = []
+        fields: list[_Field] = []
+        pending = ""
+        why: str | None = None
+        prev_field: _Field | None = None
+        for tok in tokens:
+            if tok.name is None:
+                pending += tok.literal
+                continue
+            f = _compile_field(text, tok)
+            if prev_field is not None and pending == "" and why is None:
+                why = (
+                    f"fields '{prev_field.name}' and '{f.name}' touch, so one can run "
+                    "into the other"
+                )
+                if prev_field.parsed.width:
+                    why += " (widths are minimums: a padded field still takes longer values)"
+                why += (
+                    f"; put a separator between '{prev_field.name}' and '{f.name}', "
+                    f"e.g. {_field_source(style, prev_field)}-{_field_source(style, f)}"
+                )
+            literals.append(pending)
+            pending = ""
+            fields.append(f)
+            prev_field = f
+        literals.append(pending)
+        for literal in literals:
+            for segment in literal.split("/"):
+                if len(segment.encode()) > _MAX_PART_BYTES:
+                    raise TemplateError(
+                        f"path part of {len(segment.encode())} bytes; most file systems "
+                        f"allow {_MAX_PART_BYTES}",
+                        text,
+                        text.find(segment[:20]),
+                    )
+        greedy = _join_pattern(literals, [f.greedy for f in fields])
+        lazy = _join_pattern(literals, [f.lazy for f in fields])
+        names = tuple(f.name for f in fields)
+        # Which '/'-separated part of a rendered name each field lands in.
+        field_parts = []
+        part = 0
+        for i in range(len(fields)):
+            part += literals[i].count("/")
+            field_parts.append(part)
+        sets = object.__setattr__
+        sets(self, "text", text)
+        sets(self, "style", style)
+        sets(self, "fields", tuple(dict.fromkeys(names)))
+        sets(self, "reversible", why is None)
+        sets(self, "_why", why)
+        sets(self, "regex", re.compile(greedy, re.S))
+        sets(self, "_lazy", re.compile(lazy, re.S))
+        sets(self, "_literals", tuple(literals))
+        sets(self, "_fields", tuple(fields))
+        sets(self, "_converters", tuple(f.convert for f in fields))
+        sets(self, "_names", names)
+        sets(self, "_duplicates", len(set(names)) != len(names))
+        sets(self, "_inexact", tuple(i for i, f in enumerate(fields) if not f.exact))
+        sets(self, "_typeless", tuple(i for i, f in enumerate(fields) if f.typeless_str))
+        sets(self, "_field_parts", tuple(sorted(set(field_parts))))
+
+    # ------------------------------------------------------------------ dunder
+
+    def __repr__(self) -> str:
+        return f"Template({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Template):
+            return self.text == other.text and self.style == other.style
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((Template, self.text))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Template, (self.text,))
+
+    # ------------------------------------------------------------------ render
+
+    def render(self, values: Mapping[str, Any] | None = None, /, **kwargs: Any) -> str:
+        """Fill the template, exactly as ``str.format`` would.
+
+        Args:
+            values: a mapping of field values (needed for keys such as
+                ``"val/loss"`` that are not Python identifiers).
+            **kwargs: more values; they win over ``values``.
+
+        Extra keys are ignored, so Keras logs can be passed whole. Values may be
+        Python ints, floats, bools and strings, NumPy scalars or 0-d arrays.
+
+        Returns:
+            The name. It always reads back: ``parse(render(v))`` gives ``v``
+            (floats to the spec's precision).
+
+        Raises:
+            MissingFieldError: a field has no value.
+            RenderError: a value cannot be written with its spec, contains
+                ``/``, ``\\`` or NUL, makes a ``.``/``..``/empty path part or a
+                part over 255 bytes, or gives a name that would read back as
+                other values.
+        """
+        if values is None:
+            given: Mapping[str, Any] = kwargs
+        elif kwargs:
+            given = {**values, **kwargs}
+        else:
+            given = values
+        pieces: list[str] = []
+        given_values: list[Any] = []
+        missing: list[str] = []
+        for f in self._fields:
+            try:
+                value = given[f.name]
+            except KeyError:
+                missing.append(f.name)
+                continue
+            except TypeError:
+                raise TypeError(
+                    f"values must be a mapping of field names, got {type(given).__name__}"
+                ) from None
+            value = _normalize_for(f, value)
+            pieces.append(self._format(f, value))
+            given_values.append(value)
+        if missing:
+            raise self._missing(missing, given)
+        name = self._join(pieces)
+        self._check_readback(name, pieces, given_values)
+        return name
+
+    def _format(self, f: _Field, value: Any) -> str:
+        if value is None:
+            raise RenderError(f"value None for field '{f.name}'; pass a number or a string")
+        try:
+            piece = format(value, f.spec)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise RenderError(
+                f"cannot write {value!r} ({type(value).__name__}) into field "
+                f"'{f.name}' with spec '{f.spec}': {exc}"
+            ) from None
+        for bad in _FORBIDDEN_IN_VALUE:
+            if bad in piece:
+                raise RenderError(
+                    f"value {value!r} for field '{f.name}' contains {bad!r}, which would "
+                    "make a path outside the template's folders; remove it from the value"
+                )
+        if f.typeless_str and type(value) is str:
+            if "." in value:
+                raise RenderError(
+                    f"string value {value!r} for field '{f.name}' contains '.', which a "
+                    "field without a format type does not read back (so that suffixes such "
+                    "as '.backup' never match); give the field the 's' type: "
+                    f"{_field_source(self.style, f, 's')}"
+                )
+            back = _infer(piece) if f.spec == "" else value
+            if type(back) is not str:
+                kind = type(back).__name__
+                raise RenderError(
+                    f"string value {value!r} for field '{f.name}' would read back as the "
+                    f"{kind} {back!r}; pass {'an' if kind == 'int' else 'a'} {kind}, or give "
+                    f"the field the 's' type: {_field_source(self.style, f, 's')}"
+                )
+        return piece
+
+    def _join(self, pieces: list[str]) -> str:
+        lits = self._literals
+        out = [lits[0]]
+        for piece, lit in zip(pieces, lits[1:]):
+            out.append(piece)
+            out.append(lit)
+        return "".join(out)
+
+    def _missing(self, missing: list[str], given: Mapping[str, Any]) -> MissingFieldError:
+        keys = sorted(str(k) for k in given)
+        names = ", ".join(f"'{m}'" for m in dict.fromkeys(missing))
+        noun = "field" if len(set(missing)) == 1 else "fields"
+        return MissingFieldError(
+            f"no value for {noun} {names} of template '{self.text}' "
+            f"(given: {', '.join(keys) if keys else 'nothing'})",
+            tuple(dict.fromkeys(missing)),
+            tuple(keys),
+        )
+
+    def _check_readback(self, name: str, pieces: list[str], given_values: list[Any]) -> None:
+        parts = name.split("/")
+        for index in self._field_parts:
+            part = parts[index]
+            if part in ("", ".", ".."):
+                raise RenderError(
+                    f"name {name!r} has the path part {part!r}, which does not name a "
+                    "file or folder of its own; change the value that fills it"
+                )
+            if len(part) > _MAX_PART_BYTES // 4 and len(part.encode()) > _MAX_PART_BYTES:
+                raise RenderError(
+                    f"path part {part[:40]!r}... of name is {len(part.encode())} bytes; "
+                    f"most file systems allow {_MAX_PART_BYTES}; shorten the values that "
+                    "fill it"
+                )
+        if not self.reversible:
+            return
+        m = self.regex.fullmatch(name)
+        groups = tuple(pieces)
+        if m is None or m.groups() != groups:
+            raise self._ambiguous(name, m.groups() if m else None, groups)
+        lazy = self._lazy.fullmatch(name)
+        if lazy is None or lazy.groups() != groups:
+            raise self._ambiguous(name, lazy.groups() if lazy else None, groups)
+        for i in self._inexact:
+            try:
+                back = self._fields[i].convert(pieces[i])
+            except ValueError:
+                raise self._ambiguous(name, None, groups) from None
+            # The piece is the canonical text of `back`; for floats that is all
+            # that "the same value to the spec's precision" asks, for the rest
+            # the value itself must come back (`{x:0<3d}` writes 5 and 500 alike).
+            if not isinstance(back, float) and back != given_values[i]:
+                raise RenderError(
+                    f"value {given_values[i]!r} for field '{self._fields[i].name}' is "
+                    f"written {pieces[i]!r}, which reads back as {back!r}; choose a fill "
+                    "character that values cannot contain"
+                )
+
+    def _ambiguous(
+        self, name: str, got: tuple[str | Any, ...] | None, want: tuple[str, ...]
+    ) -> RenderError:
+        detail = ""
+        if got is not None:
+            for f, a, b in zip(self._fields, got, want):
+                if a != b:
+                    detail = f" ('{f.name}' could be read as {a!r} instead of {b!r})"
+                    break
+        return RenderError(
+            f"name {name!r} would not read back to the values that made it{detail}; "
+            "keep separators of the template out of string values, or put a literal "
+            "that values cannot contain between the fields"
+        )
+
+    # ------------------------------------------------------------------ parse
+
+    def parse(self, name: str) -> dict[str, Any] | None:
+        """Read a name back into the values that render it.
+
+        The whole name must match (no prefix or suffix), case-sensitively.
+        Integers come back as ``int``, floats as ``float``, other text as ``str``;
+        a field written without a type is read by its shape.
+
+        Returns:
+            A dict of field values, or ``None`` if ``name`` is not a name that
+            ``render`` could produce.
+
+        Raises:
+            TemplateError: the template is not reversible (see ``reversible``).
+        """
+        if self._why is not None:
+            raise TemplateError(f"template '{self.text}' cannot be read back: {self._why}")
+        m = self.regex.fullmatch(name)
+        if m is None:
+            return None
+        try:
+            values = [conv(text) for conv, text in zip(self._converters, m.groups())]
+        except ValueError:
+            return None
+        if self._duplicates:
+            out: dict[str, Any] = {}
+            for key, value in zip(self._names, values):
+                if key in out and not _same(out[key], value):
+                    return None
+                out[key] = value
+            return out
+        return dict(zip(self._names, values))
+
+    # ------------------------------------------------------------------ parts
+
+    @property
+    def segments(self) -> tuple[Template, ...]:
+        """The template split at ``/`` into one template per path part.
+
+        ``Template("lr={lr:.0e}/ep{epoch}.keras").segments`` is
+        ``(Template("lr={lr:.0e}"), Template("ep{epoch}.keras"))``. A ``/``
+        inside a field name (``{val/loss}``) does not split.
+        """
+        return tuple(
+            Template(part, _style=self.style) for part in _split_parts(self.text, self.style)
+        )
+
+
+def _join_pattern(literals: list[str], patterns: list[str]) -> str:
+    out = [re.escape(literals[0])]
+    for pattern, lit in zip(patterns, literals[1:]):
+        out.append(f"({pattern})")
+        out.append(re.escape(lit))
+    return "".join(out)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    return isinstance(a, float) and isinstance(b, float) and a != a and b != b
+
+
+def _field_source(style: str, f: _Field, typ: str | None = None) -> str:
+    spec = f.spec if typ is None else f.spec + typ
+    inner = f.name + (":" + spec if spec else "")
+    return "{" + inner + "}" if style == "brace" else "<" + inner + ">"
+
+
+def _split_parts(text: str, style: str) -> list[str]:
+    _, tokens = _tokenize(text, style)
+    parts: list[str] = []
+    current = ""
+    for tok in tokens:
+        source = text[tok.start : tok.end]
+        if tok.name is not None:
+            current += source
+            continue
+        pieces = source.split("/")
+        current += pieces[0]
+        for piece in pieces[1:]:
+            parts.append(current)
+            current = piece
+    parts.append(current)
+    return parts
