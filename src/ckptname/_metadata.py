@@ -48,7 +48,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 from typing import Any
 
 from ._errors import MetadataError
@@ -159,6 +158,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Write a local file so that it appears complete under its name or not at all."""
+    import tempfile  # only writers need it; keeps `import ckptname` light
+
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(
         prefix=TMP_PREFIX, suffix="-" + os.path.basename(path), dir=directory

@@ -56,6 +56,13 @@ _DIGITS = {
     "o": ("[0-7]", "[1-7]"),
     "b": ("[01]", "1"),
 }
+_DIGIT_CHARS = {
+    "d": "0123456789",
+    "x": "0123456789abcdef",
+    "X": "0123456789ABCDEF",
+    "o": "01234567",
+    "b": "01",
+}
 _BASES = {"d": 10, "x": 16, "X": 16, "o": 8, "b": 2}
 _PREFIX = {"x": "0x", "X": "0X", "o": "0o", "b": "0b"}
 
@@ -271,7 +278,8 @@ def _angle_spec_end(text: str, spec_start: int) -> int | None:
     """
     candidates = []
     k = spec_start
-    while k < len(text) and text[k] not in "</":
+    # '<' may be the fill or the alignment (the first two characters of a spec).
+    while k < len(text) and text[k] != "/" and (text[k] != "<" or k < spec_start + 2):
         if text[k] == ">":
             candidates.append(k)
         k += 1
@@ -314,6 +322,11 @@ class _Field:
     # rendering of the value it returns; False where render must check it.
     exact: bool
     typeless_str: bool
+    # For the compile-time proof that a name splits into fields one way only:
+    # the characters the field's text may hold after its first one (None: any),
+    # and whether no text of the field is a proper prefix of another.
+    tail: frozenset[str] | None
+    prefix_free: bool
 
 
 def _compile_spec(text: str, name: str, spec: str, spec_start: int) -> _Spec:
@@ -572,7 +585,40 @@ def _compile_field(text: str, tok: _Token) -> _Field:
         exact = spec == ""
         typeless_str = True
         convert = _infer if exact else _checked(spec, s, _infer_all)
-    return _Field(name, spec, s, kinds, greedy, lazy, convert, exact, typeless_str)
+    tail, prefix_free = _tail_chars(s, kinds)
+    return _Field(
+        name, spec, s, kinds, greedy, lazy, convert, exact, typeless_str, tail, prefix_free
+    )
+
+
+def _tail_chars(s: _Spec, kinds: frozenset[str]) -> tuple[frozenset[str] | None, bool]:
+    """Characters that can follow the first one in a field's text; prefix-freeness."""
+    typ = s.type
+    if "str" in kinds:
+        return None, False
+    chars = set(s.grouping)
+    if s.width:
+        chars.add(s.fill)
+        # With '=' alignment (and the 0 flag) or '<', a sign can only come first.
+        if s.align in (">", "^") or (s.align is None and not s.zero):
+            chars |= {"+", "-", " "}
+    if typ and typ in _INT_TYPES:
+        digits, _ = _DIGITS[typ]
+        chars |= set(
+            re.sub(r"[\[\]]", "", digits)
+            .replace("0-9", "0123456789")
+            .replace("a-f", "abcdef")
+            .replace("A-F", "ABCDEF")
+            .replace("0-7", "01234567")
+        )
+        if s.alt:
+            chars |= set(_PREFIX.get(typ, ""))
+        return frozenset(chars), False
+    chars |= set("0123456789.infaINFA%")
+    if typ not in ("f", "F", "%"):
+        chars |= set("eE+-,_")
+    prefix_free = typ in ("f", "F", "%") and s.precision != 0 and not s.width
+    return frozenset(chars), prefix_free
 
 
 def _strip_commas(conv: Callable[[str], int]) -> Callable[[str], int]:
@@ -593,7 +639,8 @@ def _float_from(text: str) -> list[Any]:
 def _float_from_percent(text: str) -> list[Any]:
     if not text.endswith("%"):
         raise _Reject(text)
-    return [float(text[:-1].replace(",", "")) / 100]
+    # "12.3e-2" reads as the double nearest 0.123, which "12.3" / 100 need not be.
+    return [float(text[:-1].replace(",", "") + "e-2")]
 
 
 def _short_float(text: str, spec: str) -> float:
@@ -728,7 +775,12 @@ class _BadValue(Exception):
     pass
 
 
+_PLAIN = frozenset({int, float, str, bool})
+
+
 def _normalize_for(f: _Field, value: Any) -> Any:
+    if value is None:
+        raise RenderError(f"value None for field '{f.name}'; pass a number or a string")
     try:
         return _normalize(value)
     except _BadValue as exc:
@@ -778,6 +830,9 @@ class Template:
     _inexact: tuple[int, ...] = field(init=False, repr=False)
     _typeless: tuple[int, ...] = field(init=False, repr=False)
     _field_parts: tuple[int, ...] = field(init=False, repr=False)
+    _joiner: Callable[..., str] = field(init=False, repr=False)
+    _proven_unique: bool = field(init=False, repr=False)
+    _risky_parts: bool = field(init=False, repr=False)
 
     def __init__(self, text: str, *, _style: str | None = None) -> None:
         if not isinstance(text, str):
@@ -843,6 +898,13 @@ class Template:
         sets(self, "_inexact", tuple(i for i, f in enumerate(fields) if not f.exact))
         sets(self, "_typeless", tuple(i for i, f in enumerate(fields) if f.typeless_str))
         sets(self, "_field_parts", tuple(sorted(set(field_parts))))
+        sets(
+            self,
+            "_joiner",
+            "{}".join(lit.replace("{", "{{").replace("}", "}}") for lit in literals).format,
+        )
+        sets(self, "_proven_unique", why is None and _splits_one_way(literals, fields))
+        sets(self, "_risky_parts", _parts_can_be_dots(literals))
 
     # ------------------------------------------------------------------ dunder
 
@@ -890,38 +952,39 @@ class Template:
             given = {**values, **kwargs}
         else:
             given = values
-        pieces: list[str] = []
-        given_values: list[Any] = []
-        missing: list[str] = []
-        for f in self._fields:
+        try:
+            raw = [given[key] for key in self._names]
+        except KeyError:
+            missing = [key for key in self._names if key not in given]
+            raise self._missing(missing, given) from None
+        except TypeError:
+            raise TypeError(
+                f"values must be a mapping of field names, got {type(given).__name__}"
+            ) from None
+        pieces = []
+        for f, value in zip(self._fields, raw):
+            if type(value) not in _PLAIN:
+                value = _normalize_for(f, value)
             try:
-                value = given[f.name]
-            except KeyError:
-                missing.append(f.name)
-                continue
-            except TypeError:
-                raise TypeError(
-                    f"values must be a mapping of field names, got {type(given).__name__}"
+                piece = format(value, f.spec)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise RenderError(
+                    f"cannot write {value!r} ({type(value).__name__}) into field "
+                    f"'{f.name}' with spec '{f.spec}': {exc}"
                 ) from None
-            value = _normalize_for(f, value)
-            pieces.append(self._format(f, value))
-            given_values.append(value)
-        if missing:
-            raise self._missing(missing, given)
-        name = self._join(pieces)
-        self._check_readback(name, pieces, given_values)
+            if f.tail is None:
+                self._check_text(f, value, piece)
+            pieces.append(piece)
+        name = self._joiner(*pieces)
+        if self._risky_parts or len(name) > _MAX_PART_BYTES // 4:
+            self._check_parts(name)
+        if not self._proven_unique:
+            self._check_split(name, pieces)
+        for i in self._inexact:
+            self._check_inexact(i, pieces[i], raw[i])
         return name
 
-    def _format(self, f: _Field, value: Any) -> str:
-        if value is None:
-            raise RenderError(f"value None for field '{f.name}'; pass a number or a string")
-        try:
-            piece = format(value, f.spec)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise RenderError(
-                f"cannot write {value!r} ({type(value).__name__}) into field "
-                f"'{f.name}' with spec '{f.spec}': {exc}"
-            ) from None
+    def _check_text(self, f: _Field, value: Any, piece: str) -> None:
         for bad in _FORBIDDEN_IN_VALUE:
             if bad in piece:
                 raise RenderError(
@@ -944,15 +1007,6 @@ class Template:
                     f"{kind} {back!r}; pass {'an' if kind == 'int' else 'a'} {kind}, or give "
                     f"the field the 's' type: {_field_source(self.style, f, 's')}"
                 )
-        return piece
-
-    def _join(self, pieces: list[str]) -> str:
-        lits = self._literals
-        out = [lits[0]]
-        for piece, lit in zip(pieces, lits[1:]):
-            out.append(piece)
-            out.append(lit)
-        return "".join(out)
 
     def _missing(self, missing: list[str], given: Mapping[str, Any]) -> MissingFieldError:
         keys = sorted(str(k) for k in given)
@@ -965,7 +1019,7 @@ class Template:
             tuple(keys),
         )
 
-    def _check_readback(self, name: str, pieces: list[str], given_values: list[Any]) -> None:
+    def _check_parts(self, name: str) -> None:
         parts = name.split("/")
         for index in self._field_parts:
             part = parts[index]
@@ -976,33 +1030,43 @@ class Template:
                 )
             if len(part) > _MAX_PART_BYTES // 4 and len(part.encode()) > _MAX_PART_BYTES:
                 raise RenderError(
-                    f"path part {part[:40]!r}... of name is {len(part.encode())} bytes; "
+                    f"path part {part[:40]!r}... of the name is {len(part.encode())} bytes; "
                     f"most file systems allow {_MAX_PART_BYTES}; shorten the values that "
                     "fill it"
                 )
+
+    def _check_split(self, name: str, pieces: list[str]) -> None:
+        """Refuse a name that reads back as other pieces, or as more than one split.
+
+        The greedy pattern finds the reading whose fields are longest from the
+        left, the lazy one the reading whose fields are shortest; a name that
+        splits one way only gives the same pieces under both.
+        """
         if not self.reversible:
             return
-        m = self.regex.fullmatch(name)
         groups = tuple(pieces)
-        if m is None or m.groups() != groups:
-            raise self._ambiguous(name, m.groups() if m else None, groups)
-        lazy = self._lazy.fullmatch(name)
-        if lazy is None or lazy.groups() != groups:
-            raise self._ambiguous(name, lazy.groups() if lazy else None, groups)
-        for i in self._inexact:
-            try:
-                back = self._fields[i].convert(pieces[i])
-            except ValueError:
-                raise self._ambiguous(name, None, groups) from None
-            # The piece is the canonical text of `back`; for floats that is all
-            # that "the same value to the spec's precision" asks, for the rest
-            # the value itself must come back (`{x:0<3d}` writes 5 and 500 alike).
-            if not isinstance(back, float) and back != given_values[i]:
-                raise RenderError(
-                    f"value {given_values[i]!r} for field '{self._fields[i].name}' is "
-                    f"written {pieces[i]!r}, which reads back as {back!r}; choose a fill "
-                    "character that values cannot contain"
-                )
+        for pattern in (self.regex, self._lazy):
+            m = pattern.fullmatch(name)
+            if m is None or m.groups() != groups:
+                raise self._ambiguous(name, m.groups() if m else None, groups)
+
+    def _check_inexact(self, i: int, piece: str, value: Any) -> None:
+        f = self._fields[i]
+        try:
+            back = f.convert(piece)
+        except ValueError:
+            raise RenderError(
+                f"value {value!r} for field '{f.name}' is written {piece!r}, which does not "
+                "read back; choose a fill character that values cannot contain"
+            ) from None
+        # The piece is the canonical text of `back`; for floats that is all that
+        # "the same value to the spec's precision" asks; other values must come
+        # back themselves (`{x:0<3d}` writes 5 and 500 alike).
+        if not isinstance(back, float) and back != _normalize(value):
+            raise RenderError(
+                f"value {value!r} for field '{f.name}' is written {piece!r}, which reads "
+                f"back as {back!r}; choose a fill character that values cannot contain"
+            )
 
     def _ambiguous(
         self, name: str, got: tuple[str | Any, ...] | None, want: tuple[str, ...]
@@ -1066,6 +1130,38 @@ class Template:
         return tuple(
             Template(part, _style=self.style) for part in _split_parts(self.text, self.style)
         )
+
+
+def _splits_one_way(literals: list[str], fields: list[_Field]) -> bool:
+    """Whether every name of the template splits into its fields in one way only.
+
+    A field's end is forced when the text after it starts with a character the
+    field can only hold as its first one (``-`` after ``{epoch:02d}``), with a
+    ``/``, at the end of the name, or when no text of the field is a prefix of
+    another (``{val_loss:.2f}`` always ends two digits after its point). Where
+    every field's end is forced, the split is unique and ``render`` skips its
+    run-time check.
+    """
+    for f, after in zip(fields, literals[1:]):
+        if after == "" or after[0] == "/" or f.prefix_free:
+            continue
+        if f.tail is not None and after[0] not in f.tail:
+            continue
+        return False
+    return True
+
+
+def _parts_can_be_dots(literals: list[str]) -> bool:
+    """Whether some path part holding a field could render as '', '.' or '..'."""
+    parts: list[str] = [""]
+    for i, lit in enumerate(literals):
+        pieces = lit.split("/")
+        parts[-1] += pieces[0]
+        for piece in pieces[1:]:
+            parts.append(piece)
+        if i < len(literals) - 1:
+            parts[-1] += "\x00"  # marks a field
+    return any("\x00" in p and p.replace("\x00", "").strip(".") == "" for p in parts)
 
 
 def _join_pattern(literals: list[str], patterns: list[str]) -> str:
