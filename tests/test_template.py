@@ -305,6 +305,24 @@ COMPILE_ERRORS = [
         "fill character '/' in field 'a' cannot be part of a file name; choose "
         "another fill\n  {a:/>5}\n     ^",
     ),
+    (
+        "{epoch:<02d}",
+        "fill '0' in field 'epoch' can also be part of the number, so two values would get "
+        "the same name; pad with another character, or with zeros on the left: {epoch:02d}"
+        "\n  {epoch:<02d}\n         ^",
+    ),
+    (
+        "{x:->3d}",
+        "fill '-' in field 'x' can also be part of the number, so two values would get the "
+        "same name; pad with another character, or with zeros on the left: {x:03d}"
+        "\n  {x:->3d}\n     ^",
+    ),
+    (
+        "{x:1>5.1f}",
+        "fill '1' in field 'x' can also be part of the number, so two values would get the "
+        "same name; pad with another character, or with zeros on the left: {x:05.1f}"
+        "\n  {x:1>5.1f}\n     ^",
+    ),
 ]
 
 
@@ -457,10 +475,16 @@ RENDER_ERRORS = [
         "value for field 'e' is an array of shape (3,); pass a single number",
     ),
     (
-        "{x:0<3d}",
-        {"x": 500},
-        "value 500 for field 'x' is written '500', which reads back as 5; choose a fill "
-        "character that values cannot contain",
+        "{x:_<6}|",
+        {"x": "ab_"},
+        "value 'ab_' for field 'x' is written 'ab____', which reads back as 'ab'; keep the "
+        "fill character out of the values",
+    ),
+    (
+        "{x:.0e}",
+        {"x": 1.5e308},
+        "value 1.5e+308 for field 'x' is written '2e+308', which no value reads back from "
+        "(rounding took it past the largest float); use a spec with more precision",
     ),
     (
         "{x:s}.keras",

@@ -67,7 +67,7 @@ _BASES = {"d": 10, "x": 16, "X": 16, "o": 8, "b": 2}
 _PREFIX = {"x": "0x", "X": "0X", "o": "0o", "b": "0b"}
 
 # Shapes used to infer the type of a field written without a format type.
-_CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")
 _FLOAT_SHAPE = re.compile(r"-?(?:[0-9]+\.[0-9]+(?:e[-+][0-9]+)?|[0-9]e[-+][0-9]+|inf|nan)")
 _SIGN_PREFIX = re.compile(r"[-+ ]?(?:0[xXob])?")
 
@@ -372,6 +372,36 @@ def _compile_spec(text: str, name: str, spec: str, spec_start: int) -> _Spec:
     )
 
 
+def _refuse_confusable_fill(text: str, name: str, s: _Spec, spec_start: int) -> None:
+    """Refuse a fill that numbers can hold, which gives two values one name.
+
+    ``{epoch:<02d}`` writes both 1 and 10 as ``10``; ``{x:->3d}`` writes 5 and -5
+    as ``--5``. Zeros on the left (``{epoch:02d}``, ``{x:0>3d}``) stay readable.
+    """
+    typ = s.type
+    if s.width <= 1 or not typ or typ == "s" or s.fill == " ":
+        return  # a width of 1 never pads
+    number_chars = set("+-" + s.grouping)
+    if typ in _INT_TYPES:
+        number_chars |= set(_DIGIT_CHARS[typ])
+        if s.alt:
+            number_chars |= set(_PREFIX.get(typ, ""))
+    else:
+        number_chars |= set("0123456789.eEinfaINFA%")
+    align = s.align or ("=" if s.zero else ">")
+    if s.fill not in number_chars or (s.fill == "0" and align in (">", "=")):
+        return
+    precision = "" if s.precision is None else f".{s.precision}"
+    example = "{" + f"{name}:0{s.width}{s.grouping}{precision}{s.type}" + "}"
+    raise TemplateError(
+        f"fill {s.fill!r} in field '{name}' can also be part of the number, so two values "
+        f"would get the same name; pad with another character, or with zeros on the "
+        f"left: {example}",
+        text,
+        spec_start,
+    )
+
+
 def _kinds(text: str, name: str, spec: str, typ: str, spec_start: int) -> frozenset[str]:
     """Which Python value kinds the spec can format, asking the interpreter itself."""
     wanted = {"int": 0, "float": 0.0, "str": ""}
@@ -538,6 +568,7 @@ def _compile_field(text: str, tok: _Token) -> _Field:
             )
     s = _compile_spec(text, name, tok.spec, tok.spec_start)
     kinds = _kinds(text, name, tok.spec, s.type, tok.spec_start)
+    _refuse_confusable_fill(text, name, s, tok.spec_start)
     spec = tok.spec
     typ = s.type
 
@@ -573,7 +604,13 @@ def _compile_field(text: str, tok: _Token) -> _Field:
 
         def typeless(lazy: bool) -> str:
             parts = []
-            if "float" in kinds:
+            if spec == "":
+                # str(float): the shape of a repr; "1.50" is refused by the converter.
+                q = _q(lazy)
+                parts.append(
+                    f"-?(?:[0-9]+{q}\\.[0-9]+{q}(?:e[-+][0-9]+{q})?|[0-9]e[-+][0-9]+{q}|inf)|nan"
+                )
+            elif "float" in kinds:
                 parts.append(_float_pattern(float_s, lazy))
             if "int" in kinds:
                 parts.append(_int_pattern(int_s, lazy)[0])
@@ -639,8 +676,11 @@ def _float_from(text: str) -> list[Any]:
 def _float_from_percent(text: str) -> list[Any]:
     if not text.endswith("%"):
         raise _Reject(text)
+    body = text[:-1].replace(",", "")
+    if body.lstrip("+- ").lower() in ("inf", "nan"):
+        return [float(body)]
     # "12.3e-2" reads as the double nearest 0.123, which "12.3" / 100 need not be.
-    return [float(text[:-1].replace(",", "") + "e-2")]
+    return [float(body + "e-2")]
 
 
 def _short_float(text: str, spec: str) -> float:
@@ -664,6 +704,10 @@ def _infer(text: str) -> Any:
         value = float(text)
         if repr(value) == text:
             return value
+    if "." in text:
+        # Float-shaped but no float's repr (1.50), and no string either: strings
+        # in a field without a type hold no dot.
+        raise _Reject(text)
     return text
 
 
@@ -1056,8 +1100,9 @@ class Template:
             back = f.convert(piece)
         except ValueError:
             raise RenderError(
-                f"value {value!r} for field '{f.name}' is written {piece!r}, which does not "
-                "read back; choose a fill character that values cannot contain"
+                f"value {value!r} for field '{f.name}' is written {piece!r}, which no value "
+                "reads back from (rounding took it past the largest float); use a spec with "
+                "more precision"
             ) from None
         # The piece is the canonical text of `back`; for floats that is all that
         # "the same value to the spec's precision" asks; other values must come
@@ -1065,7 +1110,7 @@ class Template:
         if not isinstance(back, float) and back != _normalize(value):
             raise RenderError(
                 f"value {value!r} for field '{f.name}' is written {piece!r}, which reads "
-                f"back as {back!r}; choose a fill character that values cannot contain"
+                f"back as {back!r}; keep the fill character out of the values"
             )
 
     def _ambiguous(
