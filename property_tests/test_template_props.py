@@ -84,7 +84,12 @@ def test_numbers_between_safe_separators_always_render(template, data):
     except (ValueError, TypeError, OverflowError):
         assume(False)
     assume(all(len(part.encode()) <= 255 for part in expected.split("/")))  # refused by design
-    assert t.render(values) == expected
+    try:
+        name = t.render(values)
+    except RenderError as exc:
+        assert "past the largest float" in str(exc)  # '.0e' rounds 1.5e308 up to 2e+308
+        return
+    assert name == expected
     back = t.parse(expected)
     assert back is not None
     for field_name, spec in fields:
@@ -101,10 +106,10 @@ def test_every_name_the_pattern_matches_renders_back_exactly(template, data):
     assert back is not None, name
     try:
         again = t.render(back)
-    except RenderError:
-        # a name the pattern admits but render refuses must also be refused by
-        # render for every reading: only ambiguous string splits do that
-        assert any(spec in ("", "s", ".3s") for _, spec in template[1])
+    except RenderError as exc:
+        # the name splits more than one way ('0' between binary fields): parse
+        # picks one reading, render refuses to write such a name
+        assert "would not read back" in str(exc)
         return
     assert again == name
 

@@ -218,6 +218,23 @@ def test_epoch_wider_than_padding_parses_back():
     assert t.parse("100-100000") == {"epoch": 100, "batch": 100000}
 
 
+def test_zero_padded_float_does_not_take_the_next_fields_sign():
+    t = Template("{a:01f}-{epoch:d}")
+    assert t.parse(t.render(a=0.0, epoch=-1)) == {"a": 0.0, "epoch": -1}
+
+
+def test_grouped_zero_padding_reads_back():
+    t = Template("n={x:06,d}")
+    assert t.render(x=5) == "n=00,005"
+    assert t.parse("n=00,005") == {"x": 5}
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "./e1", "../e1"])
+def test_parts_that_name_no_file_do_not_parse(name):
+    assert Template("{run:s}/e{epoch}").parse(name) is None
+    assert Template("{run:s}").parse(name.split("/")[0]) is None
+
+
 def test_repeated_fields_that_disagree_do_not_parse():
     assert Template("{epoch}/ep{epoch:03d}.keras").parse("4/ep005.keras") is None
 
