@@ -134,10 +134,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(f"template:   {t.text}")
     print(f"style:      {t.style}")
-    kinds = []
+    kinds: list[str] = []
+    seen: set[str] = set()
     for f in t._fields:
-        if f.name in [k.split(" ")[0] for k in kinds]:
+        if f.name in seen:
             continue
+        seen.add(f.name)
         typ = f.parsed.type
         kind = (
             "int"
