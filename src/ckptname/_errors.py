@@ -13,8 +13,13 @@ without knowing about ckptname::
     ├── CheckpointError(CkptnameError, RuntimeError)  a checkpoint folder in a state
     │   │                                             that training must not continue from
     │   └── CheckpointSaveError(CheckpointError, OSError)  a save failed on disk or remote
-    └── MetadataError(CkptnameError, ValueError)      a sidecar or state file that
-                                                      cannot be read
+    ├── MetadataError(CkptnameError, ValueError)      a sidecar or state file that
+    │                                                 cannot be read
+    └── MonitorError(CkptnameError, ValueError)       a metric to rank by, or a mode,
+                                                      that cannot be used
+
+Warnings ckptname gives (a resume whose counters disagree, a save that failed
+with ``on_save_error="warn"``) are :class:`CkptnameWarning`, a ``UserWarning``.
 
 ``MissingFieldError`` is a ``LookupError`` and deliberately not a ``KeyError``:
 ``str(KeyError("..."))`` wraps the message in quotes.
@@ -26,8 +31,10 @@ __all__ = [
     "CheckpointError",
     "CheckpointSaveError",
     "CkptnameError",
+    "CkptnameWarning",
     "MetadataError",
     "MissingFieldError",
+    "MonitorError",
     "RenderError",
     "TemplateError",
 ]
@@ -35,6 +42,10 @@ __all__ = [
 
 class CkptnameError(Exception):
     """Root of every error that ckptname raises on purpose."""
+
+
+class CkptnameWarning(UserWarning):
+    """A warning from ckptname: something to look at that does not stop training."""
 
 
 class TemplateError(CkptnameError, ValueError):
@@ -86,6 +97,14 @@ class CheckpointSaveError(CheckpointError, OSError):
 
 class MetadataError(CkptnameError, ValueError):
     """A metadata sidecar or state file that cannot be read."""
+
+
+class MonitorError(CkptnameError, ValueError):
+    """A metric to rank checkpoints by, or a ``mode``, that cannot be used.
+
+    Raised for a ``mode`` other than ``"min"``, ``"max"`` or ``"auto"``, and for
+    ``mode="auto"`` with a metric name that does not say which way is better.
+    """
 
 
 def _display_width(text: str) -> int:

@@ -48,9 +48,12 @@ import contextlib
 import json
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import MetadataError
+
+if TYPE_CHECKING:
+    from ._storage import Storage
 
 __all__ = [
     "LOCK_NAME",
@@ -61,6 +64,7 @@ __all__ = [
     "encode",
     "is_reserved",
     "read_metadata",
+    "read_state",
     "sidecar_path",
     "write_bytes_atomic",
 ]
@@ -174,3 +178,35 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def read_state(storage: Storage, folder: str) -> dict[str, Any] | None:
+    """The state file of a checkpoint folder, checked against its format.
+
+    Only what every reader needs is checked here (the format and the
+    template); callers check the ``latest`` and ``best`` entries they use.
+
+    Args:
+        storage: the storage that holds ``folder`` (see ``storage_for``).
+        folder: the folder's path in that storage.
+
+    Returns:
+        The state as a dict (``template``, ``latest``, ``best``...), or
+        ``None`` where the folder has no state file.
+
+    Raises:
+        MetadataError: the file is not valid JSON, is of another format, or
+            has no template; it may be truncated or written by something else.
+    """
+    path = storage.join(folder, STATE_NAME) if folder else STATE_NAME
+    try:
+        raw = storage.read_bytes(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    what = f"state file {storage.url(path)!r}"
+    data = decode(raw, what)
+    if data.get("format") != STATE_FORMAT:
+        raise MetadataError(f"{what} has format {data.get('format')!r}, expected {STATE_FORMAT!r}")
+    if not isinstance(data.get("template"), str) or not data["template"]:
+        raise MetadataError(f"{what} has no template")
+    return data

@@ -9,6 +9,7 @@ is always one ``ls`` per folder: never a glob, never a walk of the whole tree.
 from __future__ import annotations
 
 import os
+import stat as _stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,10 @@ class Storage:
         raise NotImplementedError
 
     def exists(self, path: str) -> bool:
+        raise NotImplementedError
+
+    def stat(self, path: str) -> Entry | None:
+        """The entry for one path (its name is the last part), or ``None`` if absent."""
         raise NotImplementedError
 
     def size(self, path: str) -> int | None:
@@ -78,6 +83,14 @@ class LocalStorage(Storage):
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
+    def stat(self, path: str) -> Entry | None:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        is_dir = _stat.S_ISDIR(st.st_mode)
+        return Entry(os.path.basename(path), is_dir, None if is_dir else st.st_size, st.st_mtime)
+
     def size(self, path: str) -> int | None:
         try:
             return os.stat(path).st_size
@@ -111,14 +124,20 @@ class FsspecStorage(Storage):
         return "/".join(p.rstrip("/") for p in parts if p != "")
 
     def listdir(self, path: str) -> list[Entry]:
+        # Listings are cached by some file systems (s3fs); a checkpoint folder
+        # is written by other processes, so always ask the store itself.
+        self.fs.invalidate_cache(path)
         try:
             infos = self.fs.ls(path, detail=True)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
         out = []
-        prefix = path.rstrip("/") + "/"
+        here = path.rstrip("/")
+        prefix = here + "/"
         for info in infos:
             full = info["name"].rstrip("/")
+            if full == here or full == here.lstrip("/"):
+                continue  # some stores list a folder's own marker object
             name = full[len(prefix) :] if full.startswith(prefix) else full.rsplit("/", 1)[-1]
             if not name or "/" in name:
                 continue
@@ -129,6 +148,16 @@ class FsspecStorage(Storage):
 
     def exists(self, path: str) -> bool:
         return bool(self.fs.exists(path))
+
+    def stat(self, path: str) -> Entry | None:
+        self.fs.invalidate_cache(path)
+        try:
+            info = self.fs.info(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        is_dir = info.get("type") == "directory"
+        size = None if is_dir else info.get("size")
+        return Entry(path.rstrip("/").rsplit("/", 1)[-1], is_dir, size, None)
 
     def size(self, path: str) -> int | None:
         try:

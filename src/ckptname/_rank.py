@@ -1,0 +1,287 @@
+"""How checkpoints are ordered: by progress, and by a monitored metric.
+
+Every ordering ckptname applies lives here, so that ``scan``, ``find_latest``,
+``find_best``, retention and the command line cannot disagree:
+
+* :func:`progress_key` orders checkpoints from oldest to newest;
+* :func:`resolve_mode` decides whether a metric is better low or high;
+* :func:`best_key` orders checkpoints from worst to best by a metric.
+
+Records are duck-typed (any object with the attributes of
+:class:`ckptname.Checkpoint`), so this module imports nothing else of
+ckptname's but its errors.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._errors import MonitorError
+
+if TYPE_CHECKING:
+    from ._scan import Checkpoint
+
+__all__ = ["best_key", "can_win", "metric_value", "progress_key", "resolve_mode"]
+
+Mode = Literal["min", "max"]
+
+# Stands in for a missing counter or time: sorts before every real value, and
+# keeps every key the same shape so that any two keys compare.
+_ABSENT = -math.inf
+_DIGIT_RUNS = re.compile(r"([0-9]+)")
+
+
+def _counter(value: Any) -> int | float:
+    """A counter as a number, or ``_ABSENT`` where it is missing or not a number."""
+    if value is None or isinstance(value, bool):
+        return _ABSENT
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if not math.isnan(value) else _ABSENT
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)  # a counter written with the 's' type: '007'
+    return _ABSENT
+
+
+def _natural(name: str) -> tuple[str | int, ...]:
+    """``name`` split into text and numbers, so that ``ep9`` sorts before ``ep10``.
+
+    ``re.split`` with one group puts text at even and digit runs at odd
+    positions, so two keys always compare str with str and int with int.
+    """
+    parts: list[str | int] = _DIGIT_RUNS.split(name)
+    for i in range(1, len(parts), 2):
+        parts[i] = int(parts[i])
+    return tuple(parts)
+
+
+def progress_key(checkpoint: Checkpoint) -> tuple[Any, ...]:
+    """The sort key that orders checkpoints from oldest to newest.
+
+    The rules, in order:
+
+    1. the global ``batch``, then ``epoch``, then ``batch_in_epoch``, as read
+       from the name: numbers compared as numbers, whatever their padding
+       (``ep100`` after ``ep99``, ``b100000`` after ``b99999``);
+    2. only where the name holds none of these three counters: the same
+       counters recorded in the checkpoint's metadata sidecar (where it was
+       read), then the file's modification time (local files only; object
+       stores' times are not used);
+    3. then the name (relative to the root), with runs of digits compared as
+       numbers, and last the name as text, so the order is total and the same
+       on every machine.
+
+    A counter a template lacks sorts before any value, so that records of one
+    template always compare field by field. Modification times are never
+    consulted when the name holds a counter.
+
+    ===========================================  =============================
+    names, oldest first                          decided by
+    ===========================================  =============================
+    ``ep99.keras``, ``ep100.keras``              epoch, as numbers
+    ``b99999.h5``, ``b100000.h5``                batch, as numbers
+    ``e02-b00001.h5``, ``e01-b00003.h5``         batch before epoch
+    ``best.keras`` (batch 40), ``last.keras``    sidecar counters (no counter
+    (batch 80)                                   in the template)
+    ===========================================  =============================
+
+    Args:
+        checkpoint: a :class:`ckptname.Checkpoint`.
+
+    Returns:
+        A tuple; larger is newer.
+    """
+    batch = _counter(checkpoint.batch)
+    epoch = _counter(checkpoint.epoch)
+    in_epoch = _counter(checkpoint.batch_in_epoch)
+    side_batch = side_epoch = side_in_epoch = mtime = _ABSENT
+    if batch == epoch == in_epoch == _ABSENT:
+        meta = checkpoint.metadata
+        if meta:
+            side_batch = _counter(meta.get("batch"))
+            side_epoch = _counter(meta.get("epoch"))
+            side_in_epoch = _counter(meta.get("batch_in_epoch"))
+        if checkpoint.mtime is not None:
+            mtime = checkpoint.mtime
+    name = checkpoint.name
+    return (
+        batch,
+        epoch,
+        in_epoch,
+        side_batch,
+        side_epoch,
+        side_in_epoch,
+        mtime,
+        _natural(name),
+        name,
+    )
+
+
+# ---------------------------------------------------------------- mode
+
+
+# Words that mean "higher is better" and "lower is better" in metric names.
+# Names are split into words at anything but letters and digits, and at
+# camelCase humps; a word counts if it is in a set or matches a pattern.
+_MAX_WORDS = frozenset(
+    {
+        "accuracy", "acc", "auc", "auroc", "auprc", "precision", "recall", "f1", "fbeta",
+        "fscore", "iou", "miou", "dice", "map", "ap", "ndcg", "mrr", "hits", "r2", "psnr",
+        "ssim", "bleu", "rouge", "meteor", "specificity", "sensitivity", "kappa", "mcc",
+        "matthews", "similarity", "correlation", "pearson", "spearman", "reward", "top1",
+        "top5",
+    }
+)  # fmt: skip
+_MAX_PATTERN = re.compile(r"(?:m?ap|iou|rouge[a-z0-9]*|f[0-9]+|top[0-9]+|acc[0-9]+)[0-9]*")
+_MIN_WORDS = frozenset(
+    {
+        "loss", "error", "err", "mse", "mae", "mape", "msle", "rmse", "rmsle", "nll",
+        "crossentropy", "hinge", "divergence", "kld", "kl", "cosh", "poisson", "perplexity",
+        "ppl", "wer", "cer", "ter", "fid", "eer", "distance", "huber", "smape", "mase",
+        "brier", "deviance", "regret",
+    }
+)  # fmt: skip
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NOT_WORD = re.compile(r"[^a-z0-9]+")
+
+
+def _words(monitor: str) -> list[str]:
+    text = _CAMEL_HUMP.sub("_", monitor).lower()
+    # Keras names its MeanIoU metric 'mean_io_u'.
+    text = text.replace("io_u", "iou")
+    return [w for w in _NOT_WORD.split(text) if w]
+
+
+def resolve_mode(monitor: str, mode: str = "auto") -> Mode:
+    """Whether a lower or a higher value of ``monitor`` is better.
+
+    ``"auto"`` reads the metric's name, with or without a ``val_`` (or
+    ``val/``, ``train_``...) prefix:
+
+    ============================================================  ==========
+    names                                                          mode
+    ============================================================  ==========
+    accuracy, acc, auc, precision, recall, f1, iou, dice, map,     ``"max"``
+    psnr, ssim, bleu, r2, ... (``val_accuracy``, ``mean_io_u``)
+    loss, error, mse, mae, crossentropy, perplexity, wer, ...      ``"min"``
+    (``val_loss``, ``mean_absolute_error``)
+    anything else, or words that point both ways                   an error
+    ============================================================  ==========
+
+    Args:
+        monitor: the metric's name, e.g. ``"val_loss"``.
+        mode: ``"min"``, ``"max"`` or ``"auto"``.
+
+    Returns:
+        ``"min"`` or ``"max"``.
+
+    Raises:
+        MonitorError: ``mode`` is not one of the three, or it is ``"auto"`` and
+            the name does not say which way is better. Unlike Keras, which
+            warns and guesses, ckptname refuses to guess: a wrong guess keeps
+            the worst checkpoints and deletes the best.
+    """
+    if not isinstance(monitor, str) or not monitor:
+        raise MonitorError(f"monitor must be a metric name such as 'val_loss', got {monitor!r}")
+    if mode == "min":
+        return "min"
+    if mode == "max":
+        return "max"
+    if mode != "auto":
+        raise MonitorError(
+            f"mode must be 'min', 'max' or 'auto', got {mode!r}; use 'min' where lower "
+            "is better (losses, errors) and 'max' where higher is better (accuracies, scores)"
+        )
+    up: list[str] = []
+    down: list[str] = []
+    for word in _words(monitor):
+        if word in _MIN_WORDS:
+            down.append(word)
+        elif word in _MAX_WORDS or _MAX_PATTERN.fullmatch(word):
+            up.append(word)
+    if up and not down:
+        return "max"
+    if down and not up:
+        return "min"
+    detail = f" ('{down[0]}' says lower, '{up[0]}' says higher)" if up and down else ""
+    raise MonitorError(
+        f"cannot tell whether a higher or a lower {monitor!r} is better{detail}; "
+        "pass mode='min' or mode='max'"
+    )
+
+
+# ---------------------------------------------------------------- best
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def metric_value(checkpoint: Checkpoint, monitor: str) -> tuple[float | None, float | None]:
+    """The value of ``monitor`` for a checkpoint: as in its name, and exact.
+
+    Args:
+        checkpoint: a :class:`ckptname.Checkpoint`.
+        monitor: the metric's name.
+
+    Returns:
+        ``(named, exact)``: the value read from the name (rounded as the
+        template writes it) and the unrounded value from the metadata sidecar,
+        each ``None`` where it is not known. Where the name lacks the metric,
+        the exact value stands in for it.
+    """
+    named = _number(checkpoint.values.get(monitor))
+    exact = None
+    meta = checkpoint.metadata
+    if meta:
+        metrics = meta.get("metrics")
+        if isinstance(metrics, dict):
+            exact = _number(metrics.get(monitor))
+            if exact is not None and math.isnan(exact):
+                exact = None
+    if named is None:
+        named = exact
+    return named, exact
+
+
+def best_key(checkpoint: Checkpoint, monitor: str, mode: Mode) -> tuple[Any, ...]:
+    """The sort key that orders checkpoints from worst to best by ``monitor``.
+
+    The rules, in order:
+
+    1. a checkpoint without a value, or whose value is NaN, is worse than any
+       with a value: NaN never wins;
+    2. the value in the name (``mode="min"``: lower is better);
+    3. on a tie there, the exact value from the metadata sidecar where the
+       record carries it (``Checkpoint.metadata``); a record without one
+       ranks by its rounded value;
+    4. then progress (:func:`progress_key`): of equal values the later
+       checkpoint wins, so the result never depends on listing order.
+
+    Args:
+        checkpoint: a :class:`ckptname.Checkpoint`.
+        monitor: the metric's name.
+        mode: ``"min"`` or ``"max"`` (see :func:`resolve_mode`).
+
+    Returns:
+        A tuple; larger is better.
+    """
+    named, exact = metric_value(checkpoint, monitor)
+    if named is None or math.isnan(named):
+        return (0, 0.0, 0.0, progress_key(checkpoint))
+    if exact is None:
+        exact = named
+    if mode == "min":
+        return (1, -named, -exact, progress_key(checkpoint))
+    return (1, named, exact, progress_key(checkpoint))
+
+
+def can_win(checkpoint: Checkpoint, monitor: str) -> bool:
+    """Whether the checkpoint has a value of ``monitor`` that is not NaN."""
+    named, _ = metric_value(checkpoint, monitor)
+    return named is not None and not math.isnan(named)

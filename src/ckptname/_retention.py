@@ -1,0 +1,267 @@
+"""Which checkpoints to keep: a pure plan, and a separate step that deletes.
+
+The policy is a function of records only (:func:`plan_retention`), so the
+callback, the command line and a test can compute the same plan and show it
+before anything is deleted. Deleting is :func:`apply_retention`, which
+re-checks every path it is asked to delete.
+
+===========================================  ====================================
+arguments                                    kept
+===========================================  ====================================
+neither ``keep_last`` nor ``keep_best``      everything
+``keep_last=2``                              the 2 newest
+``keep_best=1, monitor="val_loss"``          the lowest ``val_loss``, and the newest
+``keep_last=2, keep_best=1``                 the union: 2 newest and the best
+any, with ``protect=(path,)``                also ``path`` (e.g. the one resumed from)
+===========================================  ====================================
+
+The newest checkpoint is always kept: deleting it would lose the only point a
+crashed run can resume from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import CheckpointError, MissingFieldError, TemplateError
+from ._metadata import is_reserved, sidecar_path
+from ._rank import best_key, can_win, progress_key, resolve_mode
+from ._scan import Checkpoint, _layout, _open
+from ._template import Template
+
+__all__ = ["RetentionPlan", "apply_retention", "plan_retention"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPlan:
+    """What to keep and what to delete, each oldest first.
+
+    Attributes:
+        keep: the checkpoints to keep.
+        delete: the checkpoints to delete.
+        reasons: for each kept checkpoint's path, why it is kept: any of
+            ``"newest"``, ``"latest"`` (one of the ``keep_last``), ``"best"``
+            (one of the ``keep_best``), ``"protected"``, ``"no policy"``.
+    """
+
+    keep: tuple[Checkpoint, ...]
+    delete: tuple[Checkpoint, ...]
+    reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+
+
+def _count(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be None or a whole number >= 0, got {value!r}")
+    return value
+
+
+def _normal(path: str | os.PathLike[str]) -> str:
+    """A path or URL spelled one way, so that protect entries match records."""
+    text = os.fspath(path)
+    if "://" in text:
+        protocol, _, rest = text.partition("://")
+        if protocol != "file":
+            return f"{protocol}://{rest.strip('/')}"
+        text = rest
+    return os.path.normcase(os.path.abspath(text))
+
+
+def plan_retention(
+    records: Iterable[Checkpoint],
+    *,
+    keep_last: int | None = None,
+    keep_best: int | None = None,
+    monitor: str | None = None,
+    mode: str = "auto",
+    protect: Iterable[str | os.PathLike[str] | Checkpoint] = (),
+) -> RetentionPlan:
+    """Decide which checkpoints to keep; delete nothing.
+
+    The plan keeps the union of: the ``keep_last`` newest (progress order, see
+    ``ckptname._rank.progress_key``), the ``keep_best`` best by ``monitor``
+    (``ckptname._rank.best_key``: NaN never counts, ties go to the exact value
+    in ``Checkpoint.metadata`` where the records carry it, then to the later
+    checkpoint), the newest checkpoint, and every checkpoint in ``protect``.
+    Everything else is to be deleted. With neither ``keep_last`` nor
+    ``keep_best`` every checkpoint is kept.
+
+    Args:
+        records: the checkpoints of one template, e.g. from ``ckptname.scan``.
+            A path that appears twice counts once.
+        keep_last: how many of the newest to keep, or ``None``.
+        keep_best: how many of the best to keep, or ``None``; needs
+            ``monitor``.
+        monitor: the metric to rank by, e.g. ``"val_loss"``.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (see ``ckptname.resolve_mode``).
+        protect: checkpoints never to delete: records, paths, URLs, or names
+            relative to the root.
+
+    Returns:
+        A :class:`RetentionPlan`.
+
+    Raises:
+        ValueError: ``keep_last`` or ``keep_best`` is not a whole number >= 0,
+            or ``keep_best`` is given without ``monitor``.
+        MonitorError: ``mode`` is invalid, or ``"auto"`` cannot tell.
+        MissingFieldError: ``keep_best`` is given and no record has a value
+            for ``monitor`` (in its name or its metadata).
+    """
+    keep_last = _count("keep_last", keep_last)
+    keep_best = _count("keep_best", keep_best)
+    resolved = None
+    if keep_best is not None:
+        if monitor is None:
+            raise ValueError(
+                f"keep_best={keep_best} needs a metric to rank by; pass monitor=, "
+                "e.g. monitor='val_loss'"
+            )
+        resolved = resolve_mode(monitor, mode)
+    unique: dict[str, Checkpoint] = {}
+    for record in records:
+        unique.setdefault(record.path, record)
+    ordered = sorted(unique.values(), key=progress_key)
+    reasons: dict[str, list[str]] = {r.path: [] for r in ordered}
+    if not ordered:
+        return RetentionPlan((), (), {})
+
+    if keep_last is None and keep_best is None:
+        for r in ordered:
+            reasons[r.path].append("no policy")
+    if keep_last:
+        for r in ordered[-keep_last:]:
+            reasons[r.path].append("latest")
+    if keep_best is not None and monitor is not None and resolved is not None:
+        candidates = [r for r in ordered if can_win(r, monitor)]
+        if not candidates and not any(monitor in r.values for r in ordered):
+            names = ", ".join(sorted({k for r in ordered for k in r.values}))
+            raise MissingFieldError(
+                f"keep_best={keep_best} ranks by {monitor!r}, which no checkpoint has in "
+                f"its name or metadata (fields: {names or 'none'}); rank by one of those "
+                "fields, or put the metric into the template",
+                (monitor,),
+                tuple(sorted({k for r in ordered for k in r.values})),
+            )
+        candidates.sort(key=lambda r: best_key(r, monitor, resolved), reverse=True)
+        for r in candidates[:keep_best]:
+            reasons[r.path].append("best")
+    reasons[ordered[-1].path].insert(0, "newest")
+
+    if isinstance(protect, (str, os.PathLike, Checkpoint)):
+        protect = (protect,)  # one path given bare, not a sequence of characters
+    given: set[str] = set()
+    for item in protect:
+        given.add(item.path if isinstance(item, Checkpoint) else os.fspath(item))
+    if given:
+        wanted = {_normal(text) for text in given}
+        for r in ordered:
+            if r.name in given or r.path in given or _normal(r.path) in wanted:
+                reasons[r.path].append("protected")
+
+    keep = tuple(r for r in ordered if reasons[r.path])
+    delete = tuple(r for r in ordered if not reasons[r.path])
+    return RetentionPlan(keep, delete, {path: tuple(why) for path, why in reasons.items() if why})
+
+
+def apply_retention(
+    plan: RetentionPlan,
+    root: str | os.PathLike[str],
+    *,
+    template: Template | str | None = None,
+) -> list[str]:
+    """Delete the checkpoints a plan marks for deletion, each with its sidecar.
+
+    Every record is checked before anything is deleted: its name must be a
+    relative name without ``.ckptname``, read back with its template (and with
+    ``template`` where given), and its path must be ``root`` joined with that
+    name; a record that fails any check stops the whole call. A local record
+    whose folder, once symbolic links are resolved, lies outside ``root`` is
+    skipped with a warning: pruning never follows a link out of ``root``. A
+    checkpoint that is itself a symbolic link is removed as a link; its target
+    is left alone.
+
+    The checkpoint is deleted before its sidecar, so that an interruption
+    leaves at worst a sidecar without a checkpoint, which scanning ignores.
+    Files already gone are skipped.
+
+    Args:
+        plan: from :func:`plan_retention`.
+        root: the folder or URL the records were found under.
+        template: if given, the template every deleted record must match.
+
+    Returns:
+        The paths of the checkpoints deleted (as in ``Checkpoint.path``).
+
+    Raises:
+        CheckpointError: the plan would delete a record that does not lie
+            under ``root``, does not match its template, or is also in
+            ``plan.keep``. Nothing is deleted then.
+        OSError: deleting failed (for instance, permission denied).
+    """
+    where = _open(root)
+    required = _layout(template) if template is not None else None
+    kept = {r.path for r in plan.keep}
+    checked: list[tuple[Checkpoint, str]] = []
+    for record in plan.delete:
+        problem = _why_not_deletable(record, where, required, kept)
+        if problem is not None:
+            raise CheckpointError(
+                f"refusing to delete {record.path!r}: {problem}; nothing was deleted"
+            )
+        checked.append((record, where.inner_path(record.name)))
+
+    deleted: list[str] = []
+    root_real = os.path.realpath(where.inner or ".") if where.local else ""
+    for record, inner in checked:
+        if where.local and not _inside(root_real, os.path.dirname(inner) or "."):
+            warnings.warn(
+                f"not deleting {record.path!r}: its folder is a symbolic link that leads "
+                f"out of {where.text!r}",
+                stacklevel=2,
+            )
+            continue
+        try:
+            where.storage.remove(inner)
+        except FileNotFoundError:
+            pass
+        else:
+            deleted.append(record.path)
+        with contextlib.suppress(FileNotFoundError):
+            where.storage.remove(sidecar_path(inner))
+    return deleted
+
+
+def _why_not_deletable(record: Checkpoint, where: Any, required: Any, kept: set[str]) -> str | None:
+    name = record.name
+    if record.path in kept:
+        return "the plan also keeps it"
+    parts = name.split("/")
+    if not name or any(part in ("", ".", "..") for part in parts) or "\\" in name:
+        return f"its name {name!r} is not a name relative to root"
+    if is_reserved(name):
+        return f"its name {name!r} belongs to ckptname's own files"
+    if _normal(record.path) != _normal(where.path(name)):
+        return f"it does not lie under {where.text!r} as {name!r}"
+    layouts = [required] if required is not None else []
+    if record.template is None and required is None:
+        return "it carries no template to check its name against; pass template="
+    if record.template is not None:
+        try:
+            layouts.append(_layout(record.template))
+        except TemplateError as exc:
+            return f"its template cannot be used ({exc.reason})"
+    for layout in layouts:
+        if layout.template.parse(name) is None:
+            return f"its name does not match the template {layout.text!r}"
+    return None
+
+
+def _inside(root_real: str, folder: str) -> bool:
+    real = os.path.realpath(folder)
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)

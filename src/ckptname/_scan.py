@@ -1,0 +1,1131 @@
+"""Find checkpoints: list them, and pick the latest and the best.
+
+A template says where checkpoints are and what their names mean; scanning
+reads names back with it instead of guessing from times or string order:
+
+===============================================  ===============================
+template (relative to ``root``)                  names it finds
+===============================================  ===============================
+``ep{epoch:02d}-{val_loss:.2f}.keras``           ``ep07-0.52.keras``,
+                                                 ``ep100-0.31.keras`` (after ep99)
+``at_{batch:05d}.weights.h5``                    ``at_100000.weights.h5``
+                                                 (after ``at_99999``)
+``lr={lr:.0e}/seed={seed:d}/ep{epoch:03d}.h5``   ``lr=1e-03/seed=2/ep012.h5``,
+                                                 with ``lr`` and ``seed`` in
+                                                 ``Checkpoint.values``
+===============================================  ===============================
+
+What counts as a checkpoint:
+
+* the whole name matches the template (``step-100.backup`` is not
+  ``step-{step}``), level by level: one listing per folder level, never a
+  recursive walk, a glob or a search;
+* it is a file of at least one byte (a directory or an empty file is never a
+  checkpoint: an empty file is what a crash during a non-atomic save leaves);
+* its name holds no ``.ckptname`` (temporary files, sidecars, the state file
+  and the lock belong to ckptname);
+* on remote (fsspec) roots, where there is no atomic rename, a checkpoint in a
+  folder that ckptname writes into counts only once its sidecar exists: the
+  callback writes the sidecar last, as a commit marker. A folder counts as
+  written by ckptname when it, or a folder listed on the way down from
+  ``root``, holds the state file, or when it holds any sidecar. In other
+  remote folders (checkpoints uploaded by other tools) every matching,
+  non-empty object counts: object stores make each upload visible whole or
+  not at all. Local saves are atomic by rename, so local checkpoints need no
+  marker.
+
+The order of checkpoints is :func:`ckptname._rank.progress_key`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import re
+import stat
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any
+
+from ._errors import MetadataError, MissingFieldError, TemplateError
+from ._metadata import SIDECAR_SUFFIX, STATE_NAME, decode, is_reserved, read_state, sidecar_path
+from ._rank import Mode, best_key, can_win, metric_value, progress_key, resolve_mode
+from ._storage import LocalStorage, Storage, storage_for
+from ._template import Template
+
+__all__ = ["Checkpoint", "best_per_group", "find_best", "find_latest", "scan"]
+
+# The fields that say how far training had got, in progress order.
+COUNTERS = ("batch", "epoch", "batch_in_epoch")
+_EXAMPLE = "template='ep{epoch:02d}-{val_loss:.2f}.keras'"
+
+
+# --------------------------------------------------------------------------- record
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One checkpoint found on disk or in an object store.
+
+    Records are values: frozen, cheap, comparable, hashable and picklable.
+
+    Attributes:
+        path: the full path, or the URL for a URL root (``root`` joined with
+            ``name``, spelled as ``root`` was given).
+        name: the path relative to ``root``, with ``/`` between parts.
+        values: everything read from the name, directory parts included
+            (``{"lr": 0.001, "seed": 2, "epoch": 12}``).
+        epoch: the ``epoch`` field of the name, or ``None`` where the template
+            lacks it.
+        batch: the ``batch`` field (the global batch count), or ``None``.
+        batch_in_epoch: the ``batch_in_epoch`` field, or ``None``.
+        size: the size in bytes where it was read (local checkpoints that were
+            checked, every remote checkpoint), else ``None``.
+        mtime: the modification time of a local file where it was read; it
+            orders checkpoints only when neither name nor sidecar hold a
+            counter.
+        template: the text of the template the name matched.
+        metadata: the checkpoint's sidecar where it was read (to order by its
+            counters, or to break a tie by its exact metric values), else
+            ``None``. Not compared.
+    """
+
+    path: str
+    name: str
+    values: dict[str, Any] = field(hash=False)
+    epoch: int | None = None
+    batch: int | None = None
+    batch_in_epoch: int | None = None
+    size: int | None = field(default=None, kw_only=True)
+    mtime: float | None = field(default=None, kw_only=True)
+    template: str | None = field(default=None, kw_only=True)
+    metadata: dict[str, Any] | None = field(
+        default=None, kw_only=True, compare=False, hash=False, repr=False
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        """A flat dict for ``pandas.DataFrame``: the record's attributes and its values.
+
+        Keys are ``path``, ``name``, ``epoch``, ``batch``, ``batch_in_epoch``,
+        ``size``, ``mtime``, ``template``, then every field of ``values``. A
+        field whose name is one of those attributes and whose value differs
+        from it (a template field called ``size``) is kept as ``values.<name>``.
+        """
+        out: dict[str, Any] = {
+            "path": self.path,
+            "name": self.name,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "size": self.size,
+            "mtime": self.mtime,
+            "template": self.template,
+        }
+        for key, value in self.values.items():
+            if key not in out:
+                out[key] = value
+            elif out[key] != value or type(out[key]) is not type(value):
+                out[f"values.{key}"] = value
+        return out
+
+
+def _as_counter(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def _make(
+    path: str,
+    name: str,
+    values: dict[str, Any],
+    template: str,
+    *,
+    size: int | None = None,
+    mtime: float | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Checkpoint:
+    get = values.get
+    return Checkpoint(
+        path,
+        name,
+        values,
+        _as_counter(get("epoch")),
+        _as_counter(get("batch")),
+        _as_counter(get("batch_in_epoch")),
+        size=size,
+        mtime=mtime,
+        template=template,
+        metadata=metadata,
+    )
+
+
+# --------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Layout:
+    """A template split for walking: one template per folder level, plus the leaf."""
+
+    template: Template
+    text: str
+    dirs: tuple[Template, ...]
+    leaf: Template
+    # Searches a NUL-joined listing for the first progress counter of every
+    # name that fully matches the leaf (see _fast_search), or None.
+    fast: re.Pattern[str] | None
+    has_counter: bool
+
+
+@lru_cache(maxsize=128)
+def _compiled(text: str) -> Template:
+    return Template(text)
+
+
+def _layout(template: Template | str) -> _Layout:
+    """Compile and check a template for scanning (cached).
+
+    Raises:
+        TemplateError: the template does not compile, cannot be read back,
+            or would reach outside ``root``.
+        TypeError: ``template`` is neither a ``Template`` nor a ``str``.
+    """
+    if isinstance(template, str):
+        template = _compiled(template)
+    elif not isinstance(template, Template):
+        raise TypeError(
+            f"template must be a str or a ckptname.Template, got {type(template).__name__}"
+        )
+    return _layout_of(template)
+
+
+@lru_cache(maxsize=128)
+def _layout_of(template: Template) -> _Layout:
+    text = template.text
+    _check_inside_root(template)
+    if not template.reversible:
+        template.parse("")  # raises the TemplateError that says why
+    segments = template.segments
+    leaf = segments[-1]
+    return _Layout(
+        template=template,
+        text=text,
+        dirs=tuple(segments[:-1]),
+        leaf=leaf,
+        fast=_fast_search(leaf),
+        has_counter=any(c in template.fields for c in COUNTERS),
+    )
+
+
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+def _check_inside_root(template: Template) -> None:
+    text = template.text
+    if text.startswith(("/", "\\")) or _DRIVE.match(text):
+        raise TemplateError(
+            "template is an absolute path; a template is relative to root, so pass the "
+            "folder as root and the rest as template",
+            text,
+            0,
+        )
+    if ".ckptname" in text:
+        raise TemplateError(
+            "template contains '.ckptname', which marks ckptname's own files (sidecars, "
+            "state, temporary files); no checkpoint can match it, so rename the checkpoints",
+            text,
+            text.index(".ckptname"),
+        )
+    column = 0
+    for segment in template.segments:
+        part = segment.text
+        if part == "..":
+            raise TemplateError(
+                "template has the path part '..', which leads out of root; pass the "
+                "parent folder as root instead",
+                text,
+                column,
+            )
+        if part in ("", "."):
+            what = "an empty path part" if part == "" else "the path part '.'"
+            raise TemplateError(
+                f"template has {what}, which names no folder of its own; remove it",
+                text,
+                column,
+            )
+        column += len(part) + 1
+
+
+def _fast_search(leaf: Template) -> re.Pattern[str] | None:
+    """A pattern that finds, in ``"\\0" + "\\0".join(names) + "\\0"``, the first
+    progress counter of every name that fully matches ``leaf``.
+
+    One ``findall`` over the joined listing costs a fraction of a
+    ``fullmatch`` per name, because it makes one short string per match
+    instead of a match object. It is used only where it finds exactly what
+    ``leaf.parse`` accepts: the counter is read by ``int``, no field appears
+    twice, and nothing in the pattern can match NUL (so no match can span
+    two names).
+    """
+    names = leaf.fields
+    regex = leaf.regex
+    if regex.groups != len(names):
+        return None  # a field appears twice; parse compares the copies
+    # The converters are the template's; a counter read by plain int() is
+    # what the fast path reproduces. Anything else (hex, padding to undo)
+    # takes the general path.
+    converters = getattr(leaf, "_converters", None)
+    for counter in COUNTERS:
+        if counter in names:
+            index = names.index(counter)
+            if converters is None or converters[index] is not int:
+                return None
+            pattern = _keep_one_group(regex.pattern, index + 1)
+            if pattern is None:
+                return None
+            return re.compile("\x00(?:" + pattern + ")(?=\x00)", regex.flags)
+    return None
+
+
+def _keep_one_group(pattern: str, keep: int) -> str | None:
+    """``pattern`` with every capturing group but number ``keep`` made non-capturing.
+
+    Returns ``None`` where the pattern may match NUL or holds something this
+    small reader of regular expressions does not handle (named groups,
+    backreferences, conditionals): the caller then takes the general path.
+    """
+    out: list[str] = []
+    group = 0
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            size = _escape_size(pattern, i)
+            if size is None:
+                return None
+            out.append(pattern[i : i + size])
+            i += size
+        elif c == "[":
+            end = _class_end(pattern, i)
+            if end is None:
+                return None
+            out.append(pattern[i:end])
+            i = end
+        elif c == "(":
+            if pattern.startswith("(?", i):
+                kind = pattern[i + 2 : i + 3]
+                if kind in ("P", "(", "") or (kind == "<" and pattern[i + 3 : i + 4] not in "=!"):
+                    return None  # named group, conditional: not worth handling
+                out.append("(?")
+                i += 2
+            else:
+                group += 1
+                out.append("(" if group == keep else "(?:")
+                i += 1
+        elif c in ".\x00":
+            return None
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+
+
+def _escape_size(pattern: str, i: int) -> int | None:
+    """Length of the escape at ``pattern[i]``, or ``None`` if it may match NUL."""
+    kind = pattern[i + 1 : i + 2]
+    if kind in _HEX_ESCAPES:
+        digits = pattern[i + 2 : i + 2 + _HEX_ESCAPES[kind]]
+        try:
+            if int(digits, 16) == 0:
+                return None
+        except ValueError:
+            return None
+        return 2 + len(digits)
+    if kind == "" or kind.isdigit() or kind in "DSWN":
+        return None  # octal/NUL, backreference, classes that include NUL
+    return 2
+
+
+def _class_end(pattern: str, start: int) -> int | None:
+    """End of the character class at ``start``, or ``None`` if it may match NUL."""
+    i = start + 1
+    negated = pattern.startswith("^", i)
+    if negated:
+        i += 1
+    if pattern.startswith("]", i):
+        i += 1
+    excludes_nul = False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "]":
+            # A negated class matches NUL unless it lists it; a positive one
+            # has already been refused if it lists it.
+            return i + 1 if (excludes_nul or not negated) else None
+        if c == "\\":
+            kind = pattern[i + 1 : i + 2]
+            if kind == "x" and pattern[i + 2 : i + 4] == "00":
+                if not negated:
+                    return None
+                excludes_nul = True
+                i += 4
+                continue
+            size = _escape_size(pattern, i)
+            if size is None:
+                return None
+            i += size
+            continue
+        if c == "\x00":
+            return None
+        i += 1
+    return None
+
+
+# --------------------------------------------------------------------------- roots
+
+
+@dataclass(frozen=True, slots=True)
+class _Root:
+    text: str
+    storage: Storage
+    inner: str
+    local: bool
+
+    def path(self, name: str) -> str:
+        """The user-facing path or URL of a name relative to the root."""
+        if not self.local or "://" in self.text:
+            base = self.text if self.text.endswith("/") else self.text + "/"
+            return base + name
+        return os.path.join(self.text, name) if self.text else name
+
+    def inner_path(self, name: str) -> str:
+        if self.local:
+            return os.path.join(self.inner, name) if self.inner else name
+        return self.storage.join(self.inner, name)
+
+
+def _open(root: str | os.PathLike[str]) -> _Root:
+    text = os.fspath(root)
+    if not isinstance(text, str):
+        raise TypeError(f"root must be a path or a URL string, got {type(root).__name__}")
+    storage, inner = storage_for(text)
+    return _Root(text, storage, inner, isinstance(storage, LocalStorage))
+
+
+@dataclass(frozen=True, slots=True)
+class _Folder:
+    """A leaf folder found by walking the template's folder levels."""
+
+    inner: str
+    prefix: str  # the folder's name relative to root, ending in '/', or ''
+    values: dict[str, Any]
+    managed: bool  # a state file was seen on the way down (remote commit rule)
+
+
+def _merge(outer: dict[str, Any], inner: dict[str, Any]) -> dict[str, Any] | None:
+    """Values of a name's parts, merged; ``None`` where one field reads two ways."""
+    if not outer:
+        return inner
+    merged = dict(outer)
+    for key, value in inner.items():
+        if key in merged and not _same(merged[key], value):
+            return None
+        merged[key] = value
+    return merged
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a == b) or (a != a and b != b)
+
+
+def _folders(root: _Root, layout: _Layout) -> list[_Folder]:
+    """The leaf folders: one listing per folder level, only as deep as the template."""
+    folders = [_Folder(root.inner, "", {}, False)]
+    storage = root.storage
+    for segment in layout.dirs:
+        found: list[_Folder] = []
+        if not segment.fields:
+            # A literal folder name needs no listing: descend into it, and let
+            # the listing below find out whether it exists.
+            part = segment.render({})
+            for f in folders:
+                found.append(
+                    _Folder(_join(root, f.inner, part), f.prefix + part + "/", f.values, f.managed)
+                )
+            folders = found
+            continue
+        for f in folders:
+            try:
+                entries = storage.listdir(f.inner)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            managed = f.managed or any(e.name == STATE_NAME for e in entries)
+            for entry in sorted(entries, key=lambda e: e.name):
+                if not entry.is_dir or is_reserved(entry.name):
+                    continue
+                values = segment.parse(entry.name)
+                if values is None:
+                    continue
+                merged = _merge(f.values, values)
+                if merged is None:
+                    continue
+                found.append(
+                    _Folder(
+                        _join(root, f.inner, entry.name),
+                        f.prefix + entry.name + "/",
+                        merged,
+                        managed,
+                    )
+                )
+        folders = found
+    return folders
+
+
+def _join(root: _Root, folder: str, name: str) -> str:
+    if root.local:
+        return os.path.join(folder, name) if folder else name
+    return root.storage.join(folder, name)
+
+
+def _listdir_names(path: str) -> list[str]:
+    try:
+        return os.listdir(path or ".")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+# --------------------------------------------------------------------------- sidecars
+
+
+class _SidecarProblems:
+    """Collects unreadable sidecars so that one call warns once, not once per file."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def read(self, storage: Storage, inner_path: str) -> dict[str, Any] | None:
+        side = sidecar_path(inner_path)
+        try:
+            raw = storage.read_bytes(side)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        try:
+            return decode(raw, f"sidecar {storage.url(side)!r}")
+        except MetadataError as exc:
+            self.messages.append(str(exc))
+            return None
+
+    def warn(self, stacklevel: int = 3) -> None:
+        if not self.messages:
+            return
+        count = len(self.messages)
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        warnings.warn(
+            f"{self.messages[0]}{more}; ordering and ranking those checkpoints "
+            "without their metadata",
+            stacklevel=stacklevel,
+        )
+
+
+def _with_metadata(root: _Root, record: Checkpoint, problems: _SidecarProblems) -> Checkpoint:
+    if record.metadata is not None:
+        return record
+    meta = problems.read(root.storage, root.inner_path(record.name))
+    return record if meta is None else replace(record, metadata=meta)
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def _local_records(
+    root: _Root, layout: _Layout, folder: _Folder, *, check: bool
+) -> list[Checkpoint]:
+    """Every name in a local leaf folder that reads back with the template.
+
+    With ``check``, each is also stat'ed: only non-empty files are kept, with
+    their size and time. Without it, records are unchecked (the caller checks
+    the few it returns).
+    """
+    leaf = layout.leaf
+    out: list[Checkpoint] = []
+    text = layout.text
+    for name in _listdir_names(folder.inner):
+        if is_reserved(name):
+            continue
+        values = leaf.parse(name)
+        if values is None:
+            continue
+        merged = _merge(folder.values, values)
+        if merged is None:
+            continue
+        rel = folder.prefix + name
+        if not check:
+            out.append(_make(root.path(rel), rel, merged, text))
+            continue
+        try:
+            st = os.stat(os.path.join(folder.inner, name) if folder.inner else name)
+        except OSError:
+            continue  # deleted since the listing, or a dangling link
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            continue
+        out.append(_make(root.path(rel), rel, merged, text, size=st.st_size, mtime=st.st_mtime))
+    return out
+
+
+def _remote_records(root: _Root, layout: _Layout, folder: _Folder) -> list[Checkpoint]:
+    """Every complete, non-empty object in a remote leaf folder that reads back."""
+    entries = root.storage.listdir(folder.inner)
+    names = {e.name for e in entries}
+    managed = (
+        folder.managed
+        or STATE_NAME in names
+        or any(name.endswith(SIDECAR_SUFFIX) for name in names)
+    )
+    leaf = layout.leaf
+    out: list[Checkpoint] = []
+    for entry in entries:
+        name = entry.name
+        if entry.is_dir or is_reserved(name) or entry.size == 0:
+            continue
+        if managed and name + SIDECAR_SUFFIX not in names:
+            continue  # uploaded, but its save has not been committed
+        values = leaf.parse(name)
+        if values is None:
+            continue
+        merged = _merge(folder.values, values)
+        if merged is None:
+            continue
+        rel = folder.prefix + name
+        out.append(_make(root.path(rel), rel, merged, layout.text, size=entry.size))
+    return out
+
+
+def _all_records(root: _Root, layout: _Layout, *, check: bool) -> list[Checkpoint]:
+    records: list[Checkpoint] = []
+    for folder in _folders(root, layout):
+        if root.local:
+            records.extend(_local_records(root, layout, folder, check=check))
+        else:
+            records.extend(_remote_records(root, layout, folder))
+    return records
+
+
+def _ordered(root: _Root, layout: _Layout, records: list[Checkpoint]) -> list[Checkpoint]:
+    """Records in progress order, reading what the order needs where names lack counters."""
+    if not layout.has_counter and records:
+        problems = _SidecarProblems()
+        records = [_with_metadata(root, r, problems) for r in records]
+        if root.local:
+            records = [_with_mtime(root, r) for r in records]
+        problems.warn(stacklevel=5)
+    records.sort(key=progress_key)
+    return records
+
+
+def _with_mtime(root: _Root, record: Checkpoint) -> Checkpoint:
+    if record.mtime is not None:
+        return record
+    try:
+        st = os.stat(root.inner_path(record.name))
+    except OSError:
+        return record
+    return replace(record, mtime=st.st_mtime)
+
+
+# --------------------------------------------------------------------------- state
+
+
+def _state_layout(root: _Root, call: str) -> tuple[_Layout | None, dict[str, Any] | None]:
+    """The layout named by the root's state file, and the state itself.
+
+    Returns ``(None, None)`` where the root does not exist (nothing to find).
+
+    Raises:
+        TemplateError: no usable state file, so the caller must pass a template.
+    """
+    state_path = root.path(STATE_NAME)
+    try:
+        state = read_state(root.storage, root.inner)
+    except MetadataError as exc:
+        raise TemplateError(
+            f"{exc}, and no template was given; pass the template the checkpoints were "
+            f"saved with, e.g. {call}({root.text!r}, {_EXAMPLE})"
+        ) from None
+    if state is None:
+        if root.storage.stat(root.inner or ".") is None:
+            return None, None
+        raise TemplateError(
+            f"no template given, and {root.text!r} has no state file ({STATE_NAME}) to "
+            f"read one from; pass the template the checkpoints were saved with, e.g. "
+            f"{call}({root.text!r}, {_EXAMPLE})"
+        )
+    try:
+        layout = _layout(state["template"])
+    except TemplateError as exc:
+        raise TemplateError(
+            f"state file {state_path!r} holds a template that cannot be used "
+            f"({exc.reason}), and no template was given; pass the template the "
+            f"checkpoints were saved with, e.g. {call}({root.text!r}, {_EXAMPLE})"
+        ) from None
+    return layout, state
+
+
+def _from_state(root: _Root, layout: _Layout, state: dict[str, Any]) -> Checkpoint | None:
+    """The checkpoint the state file names as latest, if it is still there.
+
+    One ``stat`` (one ``info`` request on remote roots), no listing. A state
+    entry that does not read back with its template is corrupt: warn, and let
+    the caller list the folder. A named file that is gone or empty is stale:
+    the caller lists the folder, without a warning (retention or a person may
+    have removed it).
+    """
+    latest = state.get("latest")
+    if latest is None:
+        return None
+    name = latest.get("name") if isinstance(latest, dict) else None
+    values = None
+    if isinstance(name, str) and not is_reserved(name) and "\\" not in name:
+        parts = name.split("/")
+        if all(part not in ("", ".", "..") for part in parts):
+            values = layout.template.parse(name)
+    if values is None:
+        warnings.warn(
+            f"state file {root.path(STATE_NAME)!r} names {name!r} as the latest "
+            f"checkpoint, which does not match its template {layout.text!r}; "
+            "finding the latest checkpoint by listing the folder instead",
+            stacklevel=3,
+        )
+        return None
+    assert isinstance(name, str)
+    entry = root.storage.stat(root.inner_path(name))
+    if entry is None or entry.is_dir or entry.size == 0:
+        return None
+    return _make(root.path(name), name, values, layout.text, size=entry.size, mtime=entry.mtime)
+
+
+# --------------------------------------------------------------------------- latest
+
+
+def _descending_local(root: _Root, layout: _Layout, folder: _Folder) -> Iterator[Checkpoint]:
+    """Unchecked records of one local folder, newest first, computed lazily.
+
+    The fast path lists the folder once, finds the first progress counter of
+    every match with one search over the joined listing, and parses only the
+    names that carry the largest; the next largest is looked at only when the
+    caller refuses every record it was given (an empty file, say).
+    """
+    names = _listdir_names(folder.inner)
+    if not names:
+        return
+    if layout.fast is None or not layout.has_counter:
+        yield from _descending_general(root, layout, folder)
+        return
+    joined = "\x00" + "\x00".join(names) + "\x00"
+    texts = layout.fast.findall(joined)
+    try:
+        counters: list[float] = list(map(int, texts))
+    except ValueError:  # pragma: no cover - the converter is int, so parse agrees
+        yield from _descending_general(root, layout, folder)
+        return
+    gone = float("-inf")
+    given: set[str] = set()
+    for _ in range(8):
+        if not counters:
+            return
+        top = max(counters)
+        if top == gone:
+            return
+        text = texts[counters.index(top)]
+        matched, records = _names_with_counter(root, layout, folder, joined, text, top)
+        if len(matched) != counters.count(top):
+            break  # parse and the search disagree: trust parse
+        records.sort(key=progress_key, reverse=True)
+        for record in records:
+            given.add(record.name)
+            yield record
+        counters = [gone if c == top else c for c in counters]
+    for record in _descending_general(root, layout, folder):
+        if record.name not in given:
+            yield record
+
+
+def _names_with_counter(
+    root: _Root, layout: _Layout, folder: _Folder, joined: str, text: str, value: float
+) -> tuple[list[str], list[Checkpoint]]:
+    """The names in ``joined`` whose first progress counter is ``value`` (written
+    ``text``): the names that match, and records of those whose parts agree."""
+    leaf = layout.leaf
+    counter = next(c for c in COUNTERS if c in leaf.fields)
+    matched: list[str] = []
+    records: list[Checkpoint] = []
+    pos = joined.find(text)
+    while pos != -1:
+        start = joined.rfind("\x00", 0, pos) + 1
+        end = joined.find("\x00", pos)
+        name = joined[start:end]
+        pos = joined.find(text, end)
+        values = leaf.parse(name)
+        if values is None or values.get(counter) != value:
+            continue
+        matched.append(name)
+        if is_reserved(name):
+            continue
+        merged = _merge(folder.values, values)
+        if merged is None:
+            continue
+        rel = folder.prefix + name
+        records.append(_make(root.path(rel), rel, merged, layout.text))
+    return matched, records
+
+
+def _descending_general(root: _Root, layout: _Layout, folder: _Folder) -> Iterator[Checkpoint]:
+    records = _local_records(root, layout, folder, check=not layout.has_counter)
+    if not records:
+        return
+    records = _ordered(root, layout, records)
+    yield from reversed(records)
+
+
+def _checked_local(root: _Root, record: Checkpoint) -> Checkpoint | None:
+    """The record with its size and time, if it is a non-empty regular file."""
+    try:
+        st = os.stat(root.inner_path(record.name))
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        return None
+    return replace(record, size=st.st_size, mtime=st.st_mtime)
+
+
+def _latest_by_listing(root: _Root, layout: _Layout) -> Checkpoint | None:
+    folders = _folders(root, layout)
+    if not root.local:
+        records = []
+        for folder in folders:
+            records.extend(_remote_records(root, layout, folder))
+        ordered = _ordered(root, layout, records)
+        return ordered[-1] if ordered else None
+    streams = [_descending_local(root, layout, folder) for folder in folders]
+    if not streams:
+        return None
+    # Each stream is newest first; merging them lazily reads further into a
+    # folder only when everything newer has been refused.
+    merged = (
+        streams[0] if len(streams) == 1 else heapq.merge(*streams, key=progress_key, reverse=True)
+    )
+    for record in merged:
+        checked = _checked_local(root, record)
+        if checked is not None:
+            return checked
+    return None
+
+
+def find_latest(
+    root: str | os.PathLike[str], template: Template | str | None = None
+) -> Checkpoint | None:
+    """The newest complete checkpoint under ``root``.
+
+    Without a template, the folder's state file (``.ckptname-state.json``,
+    kept by ``ckptname.keras.BatchAwareCheckpoint``) names the latest
+    checkpoint and its template; one ``stat`` confirms that the file is still
+    there and not empty, and no listing is made. Where that file is gone, the
+    folder is listed with the state's template instead. With a template, the
+    folder is always listed, so the answer never depends on the state file.
+
+    Newest means last in progress order: by global batch, then epoch, then
+    batch in epoch, then name, numbers compared as numbers (``ep100`` is newer
+    than ``ep99``); only for templates with none of these counters, by the
+    counters in the sidecars, then by modification time (see
+    ``ckptname._rank.progress_key``).
+
+    Args:
+        root: a folder path or an fsspec URL (``s3://bucket/run``).
+        template: the template the checkpoints were saved with, relative to
+            ``root`` (a ``Template`` or its text); ``None`` reads it from the
+            state file.
+
+    Returns:
+        The newest checkpoint, or ``None`` where there is none (or ``root``
+        does not exist). Temporary files, sidecars, empty files, names that do
+        not fully match and, on remote roots, uncommitted uploads are never
+        returned.
+
+    Raises:
+        TemplateError: the template is invalid or would reach outside
+            ``root``; or no template was given and there is no usable state
+            file.
+    """
+    where = _open(root)
+    if template is None:
+        layout, state = _state_layout(where, "find_latest")
+        if layout is None or state is None:
+            return None
+        hit = _from_state(where, layout, state)
+        if hit is not None:
+            return hit
+    else:
+        layout = _layout(template)
+    return _latest_by_listing(where, layout)
+
+
+# --------------------------------------------------------------------------- scan
+
+
+def scan(root: str | os.PathLike[str], template: Template | str | None = None) -> list[Checkpoint]:
+    """Every complete checkpoint under ``root``, oldest first.
+
+    Lists one folder per folder level of the template (``lr={lr}/ep{epoch}.h5``
+    lists ``root`` and each matching ``lr=...`` folder); each local match is
+    stat'ed once, to drop empty files and record its size.
+
+    Args:
+        root: a folder path or an fsspec URL (``s3://bucket/run``).
+        template: the template the checkpoints were saved with, relative to
+            ``root``; ``None`` reads it from the folder's state file.
+
+    Returns:
+        Checkpoints in progress order (see :func:`find_latest`); empty where
+        ``root`` does not exist.
+
+    Raises:
+        TemplateError: the template is invalid or would reach outside
+            ``root``; or no template was given and there is no usable state
+            file.
+    """
+    where = _open(root)
+    if template is None:
+        layout, _ = _state_layout(where, "scan")
+        if layout is None:
+            return []
+    else:
+        layout = _layout(template)
+    return _ordered(where, layout, _all_records(where, layout, check=True))
+
+
+# --------------------------------------------------------------------------- best
+
+
+def _pick_best(
+    records: Iterable[Checkpoint],
+    monitor: str,
+    mode: Mode,
+    read_metadata: Callable[[Checkpoint], Checkpoint],
+    check: Callable[[Checkpoint], Checkpoint | None],
+) -> Checkpoint | None:
+    """The best record by ``monitor``, reading sidecars only to break ties.
+
+    Records are ranked by the value in their names; where several share the
+    best value, their sidecars are read and :func:`ckptname._rank.best_key`
+    orders them by exact value, then progress. ``check`` may refuse a record
+    (an empty file), and the next best is taken.
+    """
+    sign = -1.0 if mode == "min" else 1.0
+
+    def named(record: Checkpoint) -> float:
+        value, _ = metric_value(record, monitor)
+        assert value is not None
+        return sign * value
+
+    ranked = sorted(
+        (r for r in records if can_win(r, monitor)),
+        key=lambda r: (named(r), progress_key(r)),
+        reverse=True,
+    )
+    i = 0
+    while i < len(ranked):
+        value = named(ranked[i])
+        j = i + 1
+        while j < len(ranked) and named(ranked[j]) == value:
+            j += 1
+        group = ranked[i:j]
+        if len(group) > 1:
+            group = sorted(
+                (read_metadata(r) for r in group),
+                key=lambda r: best_key(r, monitor, mode),
+                reverse=True,
+            )
+        for record in group:
+            checked = check(record)
+            if checked is not None:
+                return checked
+        i = j
+    return None
+
+
+def find_best(
+    root: str | os.PathLike[str],
+    monitor: str,
+    mode: str = "auto",
+    template: Template | str | None = None,
+) -> Checkpoint | None:
+    """The complete checkpoint under ``root`` with the best value of ``monitor``.
+
+    Values are read from the names. NaN never wins. Checkpoints whose names
+    tie on the (rounded) value are told apart by the exact value in their
+    sidecars, read only for those; then the later one wins, so the answer
+    does not depend on listing order. Where the template has no ``monitor``
+    field, every checkpoint's sidecar is read for it.
+
+    Args:
+        root: a folder path or an fsspec URL.
+        monitor: the metric, e.g. ``"val_loss"``.
+        mode: ``"min"``, ``"max"``, or ``"auto"`` (from the metric's name, see
+            :func:`ckptname.resolve_mode`).
+        template: the template the checkpoints were saved with; ``None``
+            reads it from the folder's state file.
+
+    Returns:
+        The best checkpoint, or ``None`` where no checkpoint has a value that
+        is not NaN (or ``root`` does not exist).
+
+    Raises:
+        MonitorError: ``mode`` is invalid, or ``"auto"`` cannot tell.
+        MissingFieldError: neither the template nor any sidecar holds
+            ``monitor``.
+        TemplateError: as for :func:`find_latest`.
+    """
+    resolved = resolve_mode(monitor, mode)
+    where = _open(root)
+    if template is None:
+        layout, _ = _state_layout(where, "find_best")
+        if layout is None:
+            return None
+    else:
+        layout = _layout(template)
+    records = _all_records(where, layout, check=not where.local)
+    if not records:
+        return None
+    problems = _SidecarProblems()
+    if monitor not in layout.template.fields:
+        records = [_with_metadata(where, r, problems) for r in records]
+        if not any(metric_value(r, monitor)[0] is not None for r in records):
+            raise MissingFieldError(
+                f"monitor {monitor!r} is not a field of template {layout.text!r} and no "
+                f"checkpoint's sidecar records it; rank by one of the template's fields "
+                f"({', '.join(layout.template.fields) or 'none'}) or by a metric the "
+                "sidecars hold",
+                (monitor,),
+                layout.template.fields,
+            )
+    if not layout.has_counter:
+        records = _ordered(where, layout, records)
+
+    def check(record: Checkpoint) -> Checkpoint | None:
+        return _checked_local(where, record) if where.local else record
+
+    best = _pick_best(
+        records, monitor, resolved, lambda r: _with_metadata(where, r, problems), check
+    )
+    problems.warn()
+    return best
+
+
+def best_per_group(
+    records: Iterable[Checkpoint],
+    monitor: str,
+    mode: str = "auto",
+    by: Sequence[str] | str | None = None,
+) -> dict[tuple[Any, ...], Checkpoint]:
+    """The best checkpoint of each group of records, e.g. per learning rate of a sweep.
+
+    ::
+
+        template = "lr={lr:.0e}/seed={seed:d}/ep{epoch:03d}-{val_loss:.4f}.keras"
+        records = ckptname.scan("sweeps", template)
+        ckptname.best_per_group(records, "val_loss", by=("lr",))
+        # {(0.001,): Checkpoint(...lr=1e-03/seed=2/ep041-0.3120.keras), (0.01,): ...}
+
+    Ranking is :func:`find_best`'s: NaN never wins, ties on the value in the
+    name are broken by the exact value in the sidecars (read only for those
+    records), then by progress.
+
+    Args:
+        records: checkpoints, e.g. from :func:`scan`.
+        monitor: the metric to rank by.
+        mode: ``"min"``, ``"max"`` or ``"auto"``.
+        by: the fields to group by (a name or a sequence of names); ``None``
+            groups by every field that comes from a folder level of the
+            records' template (``lr`` and ``seed`` above), and ``()`` makes
+            one group.
+
+    Returns:
+        ``{group values: best checkpoint}``, one entry per group that has a
+        checkpoint with a value, ordered by group values.
+
+    Raises:
+        MonitorError: ``mode`` is invalid, or ``"auto"`` cannot tell.
+        MissingFieldError: a record lacks a field of ``by``.
+        TemplateError: ``by`` is ``None`` and a record has no template.
+    """
+    resolved = resolve_mode(monitor, mode)
+    fields: tuple[str, ...] | None
+    if isinstance(by, str):
+        fields = (by,)
+    elif by is None:
+        fields = None
+    else:
+        fields = tuple(by)
+    groups: dict[tuple[Any, ...], list[Checkpoint]] = {}
+    for record in records:
+        keys = fields if fields is not None else _folder_fields(record)
+        try:
+            group = tuple(record.values[k] for k in keys)
+        except KeyError as exc:
+            raise MissingFieldError(
+                f"checkpoint {record.name!r} has no value for {exc.args[0]!r} to group by "
+                f"(its values: {', '.join(record.values) or 'none'}); group by fields of "
+                "its template",
+                (str(exc.args[0]),),
+                tuple(record.values),
+            ) from None
+        groups.setdefault(group, []).append(record)
+    problems = _SidecarProblems()
+
+    def with_metadata(record: Checkpoint) -> Checkpoint:
+        if record.metadata is not None:
+            return record
+        try:
+            storage, inner = storage_for(record.path)
+        except ImportError:
+            return record
+        meta = problems.read(storage, inner)
+        return record if meta is None else replace(record, metadata=meta)
+
+    out: dict[tuple[Any, ...], Checkpoint] = {}
+    for group in _sorted_groups(groups):
+        best = _pick_best(groups[group], monitor, resolved, with_metadata, lambda r: r)
+        if best is not None:
+            out[group] = best
+    problems.warn()
+    return out
+
+
+def _folder_fields(record: Checkpoint) -> tuple[str, ...]:
+    if record.template is None:
+        raise TemplateError(
+            f"checkpoint {record.name!r} has no template to tell its folder fields; "
+            "pass by=, e.g. by=('lr',)"
+        )
+    layout = _layout(record.template)
+    return tuple(dict.fromkeys(f for segment in layout.dirs for f in segment.fields))
+
+
+def _sorted_groups(groups: dict[tuple[Any, ...], list[Checkpoint]]) -> list[tuple[Any, ...]]:
+    def key(group: tuple[Any, ...]) -> tuple[Any, ...]:
+        # Numbers before text, each in its own order, so mixed groups still sort.
+        return tuple(
+            (0, v, "") if isinstance(v, (int, float)) and v == v else (1, 0, str(v)) for v in group
+        )
+
+    return sorted(groups, key=key)
