@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import CheckpointError, MissingFieldError, TemplateError
+from ._errors import CheckpointError, CkptnameWarning, MissingFieldError, TemplateError
 from ._metadata import is_reserved, sidecar_path
 from ._rank import best_key, can_win, progress_key, resolve_mode
 from ._scan import Checkpoint, _layout, _open
@@ -223,6 +223,7 @@ def apply_retention(
             warnings.warn(
                 f"not deleting {record.path!r}: its folder is a symbolic link that leads "
                 f"out of {where.text!r}",
+                CkptnameWarning,
                 stacklevel=2,
             )
             continue

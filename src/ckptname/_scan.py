@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
-from ._errors import MetadataError, MissingFieldError, TemplateError
+from ._errors import CkptnameWarning, MetadataError, MissingFieldError, TemplateError
 from ._metadata import SIDECAR_SUFFIX, STATE_NAME, decode, is_reserved, read_state, sidecar_path
 from ._rank import Mode, best_key, can_win, metric_value, progress_key, resolve_mode
 from ._storage import LocalStorage, Storage, storage_for
@@ -271,22 +271,24 @@ def _fast_search(leaf: Template) -> re.Pattern[str] | None:
     One ``findall`` over the joined listing costs a fraction of a
     ``fullmatch`` per name, because it makes one short string per match
     instead of a match object. It is used only where it finds exactly what
-    ``leaf.parse`` accepts: the counter is read by ``int``, no field appears
-    twice, and nothing in the pattern can match NUL (so no match can span
-    two names).
+    ``leaf.parse`` accepts: the counter is read by ``int`` (a ``d`` type) or
+    by shape (no type, where ``int`` reads the same numbers), no field
+    appears twice, and nothing in the pattern can match NUL (so no match can
+    span two names).
     """
     names = leaf.fields
     regex = leaf.regex
     if regex.groups != len(names):
         return None  # a field appears twice; parse compares the copies
-    # The converters are the template's; a counter read by plain int() is
-    # what the fast path reproduces. Anything else (hex, padding to undo)
-    # takes the general path.
+    # The converters are the template's own; where they are not the two
+    # known ones (hex, padding to undo, or a template engine that changed),
+    # the general path parses every name, which is always right.
     converters = getattr(leaf, "_converters", None)
     for counter in COUNTERS:
         if counter in names:
             index = names.index(counter)
-            if converters is None or converters[index] is not int:
+            convert = None if converters is None else converters[index]
+            if convert is not int and getattr(convert, "__name__", None) != "_infer":
                 return None
             pattern = _keep_one_group(regex.pattern, index + 1)
             if pattern is None:
@@ -534,6 +536,7 @@ class _SidecarProblems:
         warnings.warn(
             f"{self.messages[0]}{more}; ordering and ranking those checkpoints "
             "without their metadata",
+            CkptnameWarning,
             stacklevel=stacklevel,
         )
 
@@ -549,18 +552,24 @@ def _with_metadata(root: _Root, record: Checkpoint, problems: _SidecarProblems) 
 
 
 def _local_records(
-    root: _Root, layout: _Layout, folder: _Folder, *, check: bool
+    root: _Root,
+    layout: _Layout,
+    folder: _Folder,
+    *,
+    check: bool,
+    names: list[str] | None = None,
 ) -> list[Checkpoint]:
     """Every name in a local leaf folder that reads back with the template.
 
     With ``check``, each is also stat'ed: only non-empty files are kept, with
     their size and time. Without it, records are unchecked (the caller checks
-    the few it returns).
+    the few it returns). ``names`` is the folder's listing where the caller
+    has it already.
     """
     leaf = layout.leaf
     out: list[Checkpoint] = []
     text = layout.text
-    for name in _listdir_names(folder.inner):
+    for name in _listdir_names(folder.inner) if names is None else names:
         if is_reserved(name):
             continue
         values = leaf.parse(name)
@@ -704,6 +713,7 @@ def _from_state(root: _Root, layout: _Layout, state: dict[str, Any]) -> Checkpoi
             f"state file {root.path(STATE_NAME)!r} names {name!r} as the latest "
             f"checkpoint, which does not match its template {layout.text!r}; "
             "finding the latest checkpoint by listing the folder instead",
+            CkptnameWarning,
             stacklevel=3,
         )
         return None
@@ -729,14 +739,16 @@ def _descending_local(root: _Root, layout: _Layout, folder: _Folder) -> Iterator
     if not names:
         return
     if layout.fast is None or not layout.has_counter:
-        yield from _descending_general(root, layout, folder)
+        yield from _descending_general(root, layout, folder, names)
         return
     joined = "\x00" + "\x00".join(names) + "\x00"
     texts = layout.fast.findall(joined)
     try:
         counters: list[float] = list(map(int, texts))
-    except ValueError:  # pragma: no cover - the converter is int, so parse agrees
-        yield from _descending_general(root, layout, folder)
+    except ValueError:
+        # A field without a format type also matches text that is no integer
+        # ('step-abc' for 'step-{batch}'); let parse decide about those.
+        yield from _descending_general(root, layout, folder, names)
         return
     gone = float("-inf")
     given: set[str] = set()
@@ -755,7 +767,7 @@ def _descending_local(root: _Root, layout: _Layout, folder: _Folder) -> Iterator
             given.add(record.name)
             yield record
         counters = [gone if c == top else c for c in counters]
-    for record in _descending_general(root, layout, folder):
+    for record in _descending_general(root, layout, folder, names):
         if record.name not in given:
             yield record
 
@@ -776,7 +788,10 @@ def _names_with_counter(
         name = joined[start:end]
         pos = joined.find(text, end)
         values = leaf.parse(name)
-        if values is None or values.get(counter) != value:
+        # The counter as the record will hold it: where that differs from
+        # int(text) ('+5' in a field without a type), the counts disagree and
+        # the caller falls back to parsing every name.
+        if values is None or _as_counter(values.get(counter)) != value:
             continue
         matched.append(name)
         if is_reserved(name):
@@ -789,8 +804,10 @@ def _names_with_counter(
     return matched, records
 
 
-def _descending_general(root: _Root, layout: _Layout, folder: _Folder) -> Iterator[Checkpoint]:
-    records = _local_records(root, layout, folder, check=not layout.has_counter)
+def _descending_general(
+    root: _Root, layout: _Layout, folder: _Folder, names: list[str]
+) -> Iterator[Checkpoint]:
+    records = _local_records(root, layout, folder, check=not layout.has_counter, names=names)
     if not records:
         return
     records = _ordered(root, layout, records)

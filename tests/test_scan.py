@@ -1,0 +1,786 @@
+"""scan, find_latest, find_best, best_per_group on real local folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pickle
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ckptname
+from ckptname import (
+    Checkpoint,
+    MissingFieldError,
+    MonitorError,
+    TemplateError,
+    best_per_group,
+    find_best,
+    find_latest,
+    scan,
+)
+from ckptname._metadata import STATE_NAME, encode
+from ckptname._scan import _keep_one_group
+
+# ------------------------------------------------------------------ helpers
+
+
+def touch(root: Path, name: str, data: bytes = b"x", mtime: float | None = None) -> Path:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def sidecar(root: Path, name: str, **fields: Any) -> None:
+    data = {"format": "ckptname.checkpoint/1", "name": name, **fields}
+    (root / (name + ".ckptname.json")).write_bytes(encode(data))
+
+
+def state(root: Path, template: str, latest: str | None, **extra: Any) -> Path:
+    data: dict[str, Any] = {
+        "format": "ckptname.state/1",
+        "template": template,
+        "latest": None if latest is None else {"name": latest},
+        "best": None,
+        "time": 0.0,
+        **extra,
+    }
+    path = root / STATE_NAME
+    path.write_bytes(encode(data))
+    return path
+
+
+def names(records: list[Checkpoint]) -> list[str]:
+    return [r.name for r in records]
+
+
+@pytest.fixture
+def listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every folder listed (os.listdir or os.scandir) during the test."""
+    seen: list[str] = []
+    real_listdir, real_scandir = os.listdir, os.scandir
+
+    def listdir(path: Any = ".") -> list[Any]:
+        seen.append(os.fspath(path))
+        return real_listdir(path)
+
+    def scandir(path: Any = ".") -> Any:
+        seen.append(os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr(os, "scandir", scandir)
+    return seen
+
+
+# ------------------------------------------------------------------ latest and scan
+
+# (template, files, latest, everything scan returns); a file is a name, or
+# (name, bytes) for other contents; names ending in '/' are folders.
+LATEST_PASS = [
+    pytest.param(
+        "ep{epoch:02d}-{val_loss:.2f}.keras",
+        ["ep98-0.50.keras", "ep99-0.40.keras", "ep100-0.45.keras"],
+        "ep100-0.45.keras",
+        ["ep98-0.50.keras", "ep99-0.40.keras", "ep100-0.45.keras"],
+        id="epoch 100 after 99",
+    ),
+    pytest.param(
+        "b{batch:05d}.weights.h5",
+        ["b99998.weights.h5", "b100000.weights.h5", "b99999.weights.h5"],
+        "b100000.weights.h5",
+        ["b99998.weights.h5", "b99999.weights.h5", "b100000.weights.h5"],
+        id="batch 100000 after 99999",
+    ),
+    pytest.param(
+        "step-{batch}",
+        ["step-100", "step-200", "step-300.backup"],
+        "step-200",
+        ["step-100", "step-200"],
+        id="step-100.backup ignored",
+    ),
+    pytest.param(
+        "ep{epoch:03d}.keras",
+        ["ep001.keras", "ep002.keras", ".ckptname-tmp-1f2e-ep003.keras", ("ep004.keras", b"")],
+        "ep002.keras",
+        ["ep001.keras", "ep002.keras"],
+        id="temp and zero-byte ignored",
+    ),
+    pytest.param(
+        "run1-ep{epoch:02d}.keras",
+        ["run1-ep05.keras", "run1-ep07.keras", "run2-ep50.keras", "xrun1-ep09.keras"],
+        "run1-ep07.keras",
+        ["run1-ep05.keras", "run1-ep07.keras"],
+        id="other runs ignored",
+    ),
+    pytest.param(
+        "ep{epoch:02d}",
+        ["ep01", "ep02", "ep99/"],
+        "ep02",
+        ["ep01", "ep02"],
+        id="folders are not checkpoints",
+    ),
+    pytest.param(
+        "ep{epoch:02d}.keras",
+        ["ep01.keras", "EP99.keras", "ep99.KERAS", "ep99.keras~"],
+        "ep01.keras",
+        ["ep01.keras"],
+        id="case and suffix matter",
+    ),
+    pytest.param(
+        "ck-{tag:s}-b{batch:d}",
+        ["ck-a-b1", "ck-a-b2.ckptname.json", "ck-a-b3.ckptname-x", ".ckptname-tmp-9-ck-a-b4"],
+        "ck-a-b1",
+        ["ck-a-b1"],
+        id="ckptname files never match, even a template that could",
+    ),
+    pytest.param(
+        "e{epoch:02d}-i{batch_in_epoch:05d}.h5",
+        ["e01-i00010.h5", "e02-i00002.h5", "e01-i00020.h5", "e02-i00001.h5"],
+        "e02-i00002.h5",
+        ["e01-i00010.h5", "e01-i00020.h5", "e02-i00001.h5", "e02-i00002.h5"],
+        id="batch in epoch restarts each epoch",
+    ),
+    pytest.param(
+        "rl_model_{batch}_steps.zip",
+        ["rl_model_9000_steps.zip", "rl_model_10000_steps.zip", "rl_model_800_steps.zip"],
+        "rl_model_10000_steps.zip",
+        ["rl_model_800_steps.zip", "rl_model_9000_steps.zip", "rl_model_10000_steps.zip"],
+        id="string order never used",
+    ),
+    pytest.param(
+        "ep{epoch:02d}.keras",
+        [],
+        None,
+        [],
+        id="empty folder",
+    ),
+]
+
+
+def build(root: Path, files: list[Any]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for i, item in enumerate(files):
+        name, data = (item, b"x") if isinstance(item, str) else item
+        if name.endswith("/"):
+            (root / name).mkdir(parents=True)
+        else:
+            # Newest mtime on the first file: order must never come from it.
+            touch(root, name, data, mtime=1_000_000 - i)
+
+
+@pytest.mark.parametrize(("template", "files", "latest", "everything"), LATEST_PASS)
+def test_find_latest_and_scan(
+    tmp_path: Path, template: str, files: list[Any], latest: str | None, everything: list[str]
+) -> None:
+    build(tmp_path, files)
+    found = find_latest(tmp_path, template)
+    assert (found.name if found else None) == latest
+    records = scan(tmp_path, template)
+    assert names(records) == everything
+    assert found == (records[-1] if records else None)
+
+
+def test_records_carry_full_paths_and_values(tmp_path: Path) -> None:
+    touch(tmp_path, "ep07-0.52.keras")
+    (record,) = scan(str(tmp_path), "ep{epoch:02d}-{val_loss:.2f}.keras")
+    assert record.path == str(tmp_path / "ep07-0.52.keras")
+    assert record.name == "ep07-0.52.keras"
+    assert record.values == {"epoch": 7, "val_loss": 0.52}
+    assert (record.epoch, record.batch, record.batch_in_epoch) == (7, None, None)
+    assert record.size == 1
+    assert record.template == "ep{epoch:02d}-{val_loss:.2f}.keras"
+
+
+def test_mtime_never_used_when_counters_exist(tmp_path: Path) -> None:
+    for epoch in range(1, 6):
+        touch(tmp_path, f"ep{epoch}.keras", mtime=1_000_000 - epoch * 1000)
+    assert find_latest(tmp_path, "ep{epoch}.keras").name == "ep5.keras"  # type: ignore[union-attr]
+
+
+def test_many_empty_newest_files_still_find_the_latest_complete_one(tmp_path: Path) -> None:
+    # A run that crashed repeatedly during non-atomic saves: the fast path
+    # gives up on the newest after a few, and the general path finishes.
+    for batch in range(1, 41):
+        touch(tmp_path, f"b{batch:05d}.h5", b"x" if batch <= 20 else b"")
+    found = find_latest(tmp_path, "b{batch:05d}.h5")
+    assert found is not None and found.name == "b00020.h5"
+
+
+@pytest.mark.parametrize(
+    "decoys",
+    [["step-abc", "step-1.5"], ["step-+900", "step-0900", "step-٩٩"], []],
+)
+def test_field_without_type_reads_counters_by_shape(tmp_path: Path, decoys: list[str]) -> None:
+    for name in ["step-8", "step-10", "step-9", *decoys]:
+        touch(tmp_path, name)
+    found = find_latest(tmp_path, "step-{batch}")
+    assert found == scan(tmp_path, "step-{batch}")[-1]
+    assert found is not None and found.name == ("step-0900" if "step-0900" in decoys else "step-10")
+
+
+def test_duplicate_counters_in_one_folder_are_ordered_by_name(tmp_path: Path) -> None:
+    for tag in ("a", "b", "c"):
+        touch(tmp_path, f"b00100-{tag}.h5")
+    touch(tmp_path, "b00099-z.h5")
+    found = find_latest(tmp_path, "b{batch:05d}-{tag}.h5")
+    assert found is not None and found.name == "b00100-c.h5"
+
+
+def test_latest_reads_sidecar_counters_where_template_has_none(tmp_path: Path) -> None:
+    touch(tmp_path, "best-0.310.keras", mtime=2000)
+    touch(tmp_path, "best-0.520.keras", mtime=1000)
+    sidecar(tmp_path, "best-0.310.keras", batch=40, epoch=2)
+    sidecar(tmp_path, "best-0.520.keras", batch=80, epoch=4)
+    template = "best-{val_loss:.3f}.keras"
+    assert find_latest(tmp_path, template).name == "best-0.520.keras"  # type: ignore[union-attr]
+    assert names(scan(tmp_path, template)) == ["best-0.310.keras", "best-0.520.keras"]
+
+
+def test_latest_falls_back_to_mtime_where_nothing_has_counters(tmp_path: Path) -> None:
+    touch(tmp_path, "model-b.keras", mtime=1000)
+    touch(tmp_path, "model-a.keras", mtime=2000)
+    assert find_latest(tmp_path, "model-{tag}.keras").name == "model-a.keras"  # type: ignore[union-attr]
+
+
+def test_corrupt_sidecar_warns_and_orders_without_it(tmp_path: Path) -> None:
+    touch(tmp_path, "best-0.310.keras", mtime=2000)
+    touch(tmp_path, "best-0.520.keras", mtime=1000)
+    sidecar(tmp_path, "best-0.310.keras", batch=40)
+    (tmp_path / "best-0.520.keras.ckptname.json").write_bytes(b'{"batch": 8')
+    with pytest.warns(UserWarning) as caught:
+        records = scan(tmp_path, "best-{val_loss:.3f}.keras")
+    # Without its sidecar the second sorts first (no counter beats a counter).
+    assert names(records) == ["best-0.520.keras", "best-0.310.keras"]
+    (warning,) = caught
+    side = str(tmp_path / "best-0.520.keras.ckptname.json")
+    assert str(warning.message) == (
+        f"sidecar {side!r} is not valid JSON (Expecting ',' delimiter: line 1 column 12 "
+        "(char 11)); it may be truncated; ordering and ranking those checkpoints without "
+        "their metadata"
+    )
+
+
+def test_missing_root_has_no_checkpoints(tmp_path: Path) -> None:
+    gone = tmp_path / "never-made"
+    assert find_latest(gone, "ep{epoch}.keras") is None
+    assert scan(gone, "ep{epoch}.keras") == []
+    assert find_best(gone, "val_loss", template="ep{epoch}-{val_loss:.2f}.keras") is None
+    assert find_latest(gone) is None
+
+
+def test_accepts_template_objects_and_path_objects(tmp_path: Path) -> None:
+    touch(tmp_path, "ep3.keras")
+    template = ckptname.Template("ep{epoch}.keras")
+    assert find_latest(tmp_path, template) == find_latest(str(tmp_path), "ep{epoch}.keras")
+
+
+# ------------------------------------------------------------------ folders
+
+
+SWEEP = "lr={lr:.0e}/seed={seed:d}/ep{epoch:03d}-{val_loss:.4f}.keras"
+
+
+def make_sweep(root: Path) -> None:
+    losses = {
+        (0.001, 1): [0.9, 0.5, 0.7],
+        (0.001, 2): [0.8, 0.6, 0.4],
+        (0.01, 1): [0.3, 0.2, math.nan],
+        (0.01, 2): [0.35, 0.25, 0.3],
+    }
+    for (lr, seed), values in losses.items():
+        for epoch, loss in enumerate(values, start=1):
+            touch(root, f"lr={lr:.0e}/seed={seed}/ep{epoch:03d}-{loss:.4f}.keras")
+    # Decoys: none of these is a checkpoint of the sweep.
+    (root / "lr=oops" / "seed=1").mkdir(parents=True)
+    touch(root, "lr=oops/seed=1/ep009-0.0100.keras")
+    touch(root, "lr=1e-04")  # a file, not a folder
+    touch(root, "lr=1e-03/notes.txt")
+    touch(root, "lr=1e-03/seed=1/deeper/ep009-0.0100.keras")
+    touch(root, "lr=1e-03/seed=x/ep009-0.0100.keras")
+
+
+def test_sweep_records_carry_folder_values(tmp_path: Path) -> None:
+    make_sweep(tmp_path)
+    records = scan(tmp_path, SWEEP)
+    assert len(records) == 12
+    (first,) = [r for r in records if r.name == "lr=1e-03/seed=1/ep001-0.9000.keras"]
+    assert first.values == {"lr": 0.001, "seed": 1, "epoch": 1, "val_loss": 0.9}
+    assert first.path == os.path.join(str(tmp_path), "lr=1e-03/seed=1/ep001-0.9000.keras")
+    assert {(r.values["lr"], r.values["seed"]) for r in records} == {
+        (0.001, 1),
+        (0.001, 2),
+        (0.01, 1),
+        (0.01, 2),
+    }
+    latest = find_latest(tmp_path, SWEEP)
+    assert latest == records[-1]
+    assert latest is not None and latest.epoch == 3
+
+
+def test_sweep_lists_one_folder_per_level_and_no_deeper(
+    tmp_path: Path, listings: list[str]
+) -> None:
+    make_sweep(tmp_path)
+    listings.clear()
+    find_latest(tmp_path, SWEEP)
+    listed = sorted(os.path.relpath(p, tmp_path) for p in listings)
+    assert listed == [
+        ".",
+        "lr=1e-02",
+        "lr=1e-02/seed=1",
+        "lr=1e-02/seed=2",
+        "lr=1e-03",
+        "lr=1e-03/seed=1",
+        "lr=1e-03/seed=2",
+    ]
+
+
+def test_literal_folder_in_template_needs_no_listing_of_root(
+    tmp_path: Path, listings: list[str]
+) -> None:
+    touch(tmp_path, "checkpoints/ep2.keras")
+    touch(tmp_path, "checkpoints/ep10.keras")
+    listings.clear()
+    found = find_latest(tmp_path, "checkpoints/ep{epoch}.keras")
+    assert found is not None and found.name == "checkpoints/ep10.keras"
+    assert listings == [os.path.join(str(tmp_path), "checkpoints")]
+
+
+def test_field_in_two_parts_must_read_the_same(tmp_path: Path) -> None:
+    touch(tmp_path, "run1/s1-ep1.keras")
+    touch(tmp_path, "run1/s2-ep2.keras")  # seed 1 in the folder, 2 in the name
+    records = scan(tmp_path, "run{seed:d}/s{seed:d}-ep{epoch:d}.keras")
+    assert names(records) == ["run1/s1-ep1.keras"]
+
+
+def test_best_per_group_by_folder_field(tmp_path: Path) -> None:
+    make_sweep(tmp_path)
+    records = scan(tmp_path, SWEEP)
+    best = best_per_group(records, "val_loss", by=("lr",))
+    assert {k: v.name for k, v in best.items()} == {
+        (0.001,): "lr=1e-03/seed=2/ep003-0.4000.keras",
+        (0.01,): "lr=1e-02/seed=1/ep002-0.2000.keras",
+    }
+    assert list(best) == [(0.001,), (0.01,)]
+
+
+def test_best_per_group_defaults_to_every_folder_field(tmp_path: Path) -> None:
+    make_sweep(tmp_path)
+    best = best_per_group(scan(tmp_path, SWEEP), "val_loss", "min")
+    assert {k: v.name for k, v in best.items()} == {
+        (0.001, 1): "lr=1e-03/seed=1/ep002-0.5000.keras",
+        (0.001, 2): "lr=1e-03/seed=2/ep003-0.4000.keras",
+        (0.01, 1): "lr=1e-02/seed=1/ep002-0.2000.keras",  # the NaN epoch never wins
+        (0.01, 2): "lr=1e-02/seed=2/ep002-0.2500.keras",
+    }
+    (overall,) = best_per_group(scan(tmp_path, SWEEP), "val_loss", by=()).values()
+    assert overall.name == "lr=1e-02/seed=1/ep002-0.2000.keras"
+
+
+def test_best_per_group_fail(tmp_path: Path) -> None:
+    make_sweep(tmp_path)
+    records = scan(tmp_path, SWEEP)
+    with pytest.raises(MissingFieldError) as info:
+        best_per_group(records, "val_loss", by="batch_size")
+    assert str(info.value) == (
+        "checkpoint 'lr=1e-02/seed=1/ep001-0.3000.keras' has no value for 'batch_size' to "
+        "group by (its values: lr, seed, epoch, val_loss); group by fields of its template"
+    )
+    with pytest.raises(MonitorError):
+        best_per_group(records, "lr")
+
+
+# ------------------------------------------------------------------ state file
+
+
+TEMPLATE = "ep{epoch:03d}-{val_loss:.2f}.keras"
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    for epoch, loss in [(1, 0.9), (2, 0.5), (3, 0.7)]:
+        touch(tmp_path, f"ep{epoch:03d}-{loss:.2f}.keras")
+    state(tmp_path, TEMPLATE, "ep003-0.70.keras")
+    return tmp_path
+
+
+@pytest.fixture
+def no_listing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("the folder was listed")
+
+    monkeypatch.setattr(os, "listdir", refuse)
+    monkeypatch.setattr(os, "scandir", refuse)
+    yield
+
+
+def test_state_file_answers_without_listing(run: Path, no_listing: None) -> None:
+    found = find_latest(run)
+    assert found is not None
+    assert found.name == "ep003-0.70.keras"
+    assert found.values == {"epoch": 3, "val_loss": 0.7}
+    assert found.path == str(run / "ep003-0.70.keras")
+
+
+def test_state_file_answer_equals_listing_answer(run: Path) -> None:
+    assert find_latest(run) == find_latest(run, TEMPLATE) == scan(run)[-1]
+
+
+def test_stale_state_falls_back_to_listing_with_its_template(run: Path) -> None:
+    (run / "ep003-0.70.keras").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a stale state is normal: no warning
+        found = find_latest(run)
+    assert found is not None and found.name == "ep002-0.50.keras"
+
+
+def test_state_naming_an_empty_file_is_stale(run: Path) -> None:
+    (run / "ep003-0.70.keras").write_bytes(b"")
+    assert find_latest(run).name == "ep002-0.50.keras"  # type: ignore[union-attr]
+
+
+def test_state_without_latest_lists_the_folder(run: Path) -> None:
+    state(run, TEMPLATE, None)
+    assert find_latest(run).name == "ep003-0.70.keras"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "latest",
+    ["ep999.keras", "../ep003-0.70.keras", "/etc/passwd", ".ckptname-tmp-ep003-0.70.keras"],
+)
+def test_state_naming_something_else_warns_and_lists(run: Path, latest: str) -> None:
+    state(run, TEMPLATE, latest)
+    with pytest.warns(UserWarning) as caught:
+        found = find_latest(run)
+    assert found is not None and found.name == "ep003-0.70.keras"
+    assert str(caught[0].message) == (
+        f"state file {str(run / STATE_NAME)!r} names {latest!r} as the latest checkpoint, "
+        f"which does not match its template {TEMPLATE!r}; finding the latest checkpoint by "
+        "listing the folder instead"
+    )
+
+
+def test_template_given_means_the_state_file_is_not_trusted(run: Path) -> None:
+    touch(run, "ep004-0.60.keras")  # saved, but the state was not updated (a crash)
+    assert find_latest(run).name == "ep003-0.70.keras"  # type: ignore[union-attr]
+    assert find_latest(run, TEMPLATE).name == "ep004-0.60.keras"  # type: ignore[union-attr]
+
+
+def test_scan_and_find_best_read_the_template_from_the_state(run: Path) -> None:
+    assert names(scan(run)) == ["ep001-0.90.keras", "ep002-0.50.keras", "ep003-0.70.keras"]
+    assert find_best(run, "val_loss").name == "ep002-0.50.keras"  # type: ignore[union-attr]
+
+
+def test_no_state_and_no_template_fail(tmp_path: Path) -> None:
+    touch(tmp_path, "ep001-0.90.keras")
+    root = str(tmp_path)
+    for call, fn in [("find_latest", find_latest), ("scan", scan)]:
+        with pytest.raises(TemplateError) as info:
+            fn(root)
+        assert str(info.value) == (
+            f"no template given, and {root!r} has no state file (.ckptname-state.json) to "
+            "read one from; pass the template the checkpoints were saved with, e.g. "
+            f"{call}({root!r}, template='ep{{epoch:02d}}-{{val_loss:.2f}}.keras')"
+        )
+
+
+STATE_FAIL = [
+    pytest.param(
+        b'{"format": "ckpt',
+        "is not valid JSON (Unterminated string starting at: line 1 column 12 (char 11)); "
+        "it may be truncated",
+        id="truncated",
+    ),
+    pytest.param(
+        b"[1, 2]",
+        "holds list, expected a JSON object",
+        id="not an object",
+    ),
+    pytest.param(
+        json.dumps({"format": "other/9", "template": TEMPLATE}).encode(),
+        "has format 'other/9', expected 'ckptname.state/1'",
+        id="other format",
+    ),
+    pytest.param(
+        json.dumps({"format": "ckptname.state/1", "template": 5}).encode(),
+        "has no template",
+        id="no template",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "problem"), STATE_FAIL)
+def test_corrupt_state_without_template_fails_saying_pass_template(
+    run: Path, content: bytes, problem: str
+) -> None:
+    (run / STATE_NAME).write_bytes(content)
+    path = str(run / STATE_NAME)
+    with pytest.raises(TemplateError) as info:
+        find_latest(run)
+    assert str(info.value) == (
+        f"state file {path!r} {problem}, and no template was given; pass the template the "
+        f"checkpoints were saved with, e.g. find_latest({str(run)!r}, "
+        "template='ep{epoch:02d}-{val_loss:.2f}.keras')"
+    )
+
+
+@pytest.mark.parametrize(("content", "problem"), STATE_FAIL)
+def test_corrupt_state_with_template_is_not_read(run: Path, content: bytes, problem: str) -> None:
+    (run / STATE_NAME).write_bytes(content)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert find_latest(run, TEMPLATE).name == "ep003-0.70.keras"  # type: ignore[union-attr]
+
+
+def test_state_with_a_template_that_does_not_compile(run: Path) -> None:
+    state(run, "ep{epoch:q}.keras", "ep1.keras")
+    with pytest.raises(TemplateError) as info:
+        find_latest(run)
+    assert str(info.value) == (
+        f"state file {str(run / STATE_NAME)!r} holds a template that cannot be used "
+        "(unknown format type 'q' in field 'epoch'), and no template was given; pass the "
+        f"template the checkpoints were saved with, e.g. find_latest({str(run)!r}, "
+        "template='ep{epoch:02d}-{val_loss:.2f}.keras')"
+    )
+
+
+# ------------------------------------------------------------------ templates
+
+TEMPLATE_FAIL = [
+    (
+        "/abs/ep{epoch}.keras",
+        "template is an absolute path; a template is relative to root, so pass the folder "
+        "as root and the rest as template\n  /abs/ep{epoch}.keras\n  ^",
+    ),
+    (
+        "C:ep{epoch}.keras",
+        "template is an absolute path; a template is relative to root, so pass the folder "
+        "as root and the rest as template\n  C:ep{epoch}.keras\n  ^",
+    ),
+    (
+        "../ep{epoch}.keras",
+        "template has the path part '..', which leads out of root; pass the parent folder "
+        "as root instead\n  ../ep{epoch}.keras\n  ^",
+    ),
+    (
+        "lr={lr}/../ep{epoch}.keras",
+        "template has the path part '..', which leads out of root; pass the parent folder "
+        "as root instead\n  lr={lr}/../ep{epoch}.keras\n          ^",
+    ),
+    (
+        "lr={lr}//ep{epoch}.keras",
+        "template has an empty path part, which names no folder of its own; remove it\n"
+        "  lr={lr}//ep{epoch}.keras\n          ^",
+    ),
+    (
+        "./ep{epoch}.keras",
+        "template has the path part '.', which names no folder of its own; remove it\n"
+        "  ./ep{epoch}.keras\n  ^",
+    ),
+    (
+        "ep{epoch}.ckptname.json",
+        "template contains '.ckptname', which marks ckptname's own files (sidecars, state, "
+        "temporary files); no checkpoint can match it, so rename the checkpoints\n"
+        "  ep{epoch}.ckptname.json\n           ^",
+    ),
+    (
+        "ep{epoch}{batch}.keras",
+        "template 'ep{epoch}{batch}.keras' cannot be read back: fields 'epoch' and 'batch' "
+        "touch, so one can run into the other; put a separator between 'epoch' and "
+        "'batch', e.g. {epoch}-{batch}",
+    ),
+]
+
+
+@pytest.mark.parametrize(("template", "message"), TEMPLATE_FAIL)
+def test_template_fail(tmp_path: Path, template: str, message: str) -> None:
+    for call in (
+        lambda: scan(tmp_path, template),
+        lambda: find_latest(tmp_path, template),
+        lambda: find_best(tmp_path, "val_loss", template=template),
+    ):
+        with pytest.raises(TemplateError) as info:
+            call()
+        assert str(info.value) == message
+
+
+def test_template_of_wrong_type(tmp_path: Path) -> None:
+    with pytest.raises(TypeError) as info:
+        scan(tmp_path, 5)  # type: ignore[arg-type]
+    assert str(info.value) == "template must be a str or a ckptname.Template, got int"
+
+
+# ------------------------------------------------------------------ best
+
+BEST = "ep{epoch:02d}-{val_loss:.2f}-{val_accuracy:.3f}.keras"
+
+
+def make_best(root: Path) -> None:
+    for epoch, loss, acc in [(1, 0.9, 0.5), (2, 0.4, 0.7), (3, 0.6, 0.9), (4, math.nan, 0.1)]:
+        touch(root, f"ep{epoch:02d}-{loss:.2f}-{acc:.3f}.keras")
+
+
+@pytest.mark.parametrize(
+    ("monitor", "mode", "expected"),
+    [
+        ("val_loss", "auto", "ep02-0.40-0.700.keras"),
+        ("val_loss", "min", "ep02-0.40-0.700.keras"),
+        ("val_loss", "max", "ep01-0.90-0.500.keras"),  # NaN never wins, even for max
+        ("val_accuracy", "auto", "ep03-0.60-0.900.keras"),
+        ("val_accuracy", "min", "ep04-nan-0.100.keras"),
+    ],
+)
+def test_find_best(tmp_path: Path, monitor: str, mode: str, expected: str) -> None:
+    make_best(tmp_path)
+    found = find_best(tmp_path, monitor, mode, template=BEST)
+    assert found is not None and found.name == expected
+    assert found.size == 1
+
+
+def test_find_best_all_nan_is_none(tmp_path: Path) -> None:
+    touch(tmp_path, "ep01-nan.keras")
+    assert find_best(tmp_path, "val_loss", template="ep{epoch:02d}-{val_loss:.2f}.keras") is None
+
+
+def test_find_best_skips_an_empty_best(tmp_path: Path) -> None:
+    touch(tmp_path, "ep01-0.50.keras")
+    touch(tmp_path, "ep02-0.10.keras", b"")
+    found = find_best(tmp_path, "val_loss", template="ep{epoch:02d}-{val_loss:.2f}.keras")
+    assert found is not None and found.name == "ep01-0.50.keras"
+
+
+def test_tie_broken_by_exact_value_reading_only_tied_sidecars(tmp_path: Path) -> None:
+    template = "ep{epoch:02d}-{val_loss:.2f}.keras"
+    for epoch, loss in [(1, 0.52), (2, 0.52), (3, 0.52), (4, 0.60)]:
+        touch(tmp_path, f"ep{epoch:02d}-{loss:.2f}.keras")
+    sidecar(tmp_path, "ep01-0.52.keras", metrics={"val_loss": 0.5187})
+    sidecar(tmp_path, "ep02-0.52.keras", metrics={"val_loss": 0.5150})
+    sidecar(tmp_path, "ep03-0.52.keras", metrics={"val_loss": 0.5212})
+    # Unreadable, and not tied: reading it would warn.
+    (tmp_path / "ep04-0.60.keras.ckptname.json").write_bytes(b"{")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = find_best(tmp_path, "val_loss", template=template)
+    assert found is not None and found.name == "ep02-0.52.keras"
+    assert found.metadata is not None and found.metadata["metrics"]["val_loss"] == 0.5150
+
+
+def test_tie_without_sidecars_goes_to_the_later(tmp_path: Path) -> None:
+    for epoch in (1, 2, 3):
+        touch(tmp_path, f"ep{epoch:02d}-0.52.keras", mtime=1_000_000 - epoch)
+    found = find_best(tmp_path, "val_loss", template="ep{epoch:02d}-{val_loss:.2f}.keras")
+    assert found is not None and found.name == "ep03-0.52.keras"
+
+
+def test_tie_with_corrupt_sidecar_warns(tmp_path: Path) -> None:
+    for epoch in (1, 2):
+        touch(tmp_path, f"ep{epoch:02d}-0.52.keras")
+    sidecar(tmp_path, "ep01-0.52.keras", metrics={"val_loss": 0.51})
+    (tmp_path / "ep02-0.52.keras.ckptname.json").write_bytes(b"")
+    with pytest.warns(UserWarning, match="is not valid JSON"):
+        found = find_best(tmp_path, "val_loss", template="ep{epoch:02d}-{val_loss:.2f}.keras")
+    assert found is not None and found.name == "ep01-0.52.keras"
+
+
+def test_monitor_only_in_sidecars(tmp_path: Path) -> None:
+    for epoch, auc in [(1, 0.7), (2, 0.9), (3, 0.8)]:
+        touch(tmp_path, f"ep{epoch:02d}.keras")
+        sidecar(tmp_path, f"ep{epoch:02d}.keras", metrics={"val_auc": auc})
+    found = find_best(tmp_path, "val_auc", template="ep{epoch:02d}.keras")
+    assert found is not None and found.name == "ep02.keras"
+
+
+def test_monitor_nowhere_fails(tmp_path: Path) -> None:
+    touch(tmp_path, "ep01.keras")
+    with pytest.raises(MissingFieldError) as info:
+        find_best(tmp_path, "val_auc", template="ep{epoch:02d}.keras")
+    assert str(info.value) == (
+        "monitor 'val_auc' is not a field of template 'ep{epoch:02d}.keras' and no "
+        "checkpoint's sidecar records it; rank by one of the template's fields (epoch) or "
+        "by a metric the sidecars hold"
+    )
+
+
+def test_find_best_checks_mode_before_any_listing(tmp_path: Path, no_listing: None) -> None:
+    with pytest.raises(MonitorError):
+        find_best(tmp_path, "lr", template="ep{epoch}-{lr}.keras")
+
+
+# ------------------------------------------------------------------ records
+
+
+def test_checkpoint_is_a_value(tmp_path: Path) -> None:
+    touch(tmp_path, "ep07-0.52.keras")
+    (record,) = scan(tmp_path, "ep{epoch:02d}-{val_loss:.2f}.keras")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.name = "x"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(record)) == record
+    assert len({record, dataclasses.replace(record)}) == 1
+    assert not hasattr(record, "__dict__")  # slotted
+
+
+def test_as_dict_is_flat() -> None:
+    record = Checkpoint(
+        "/r/ep7-3.keras", "ep7-3.keras", {"epoch": 7, "size": 3}, 7, size=100, template="t"
+    )
+    assert record.as_dict() == {
+        "path": "/r/ep7-3.keras",
+        "name": "ep7-3.keras",
+        "epoch": 7,
+        "batch": None,
+        "batch_in_epoch": None,
+        "size": 100,
+        "mtime": None,
+        "template": "t",
+        "values.size": 3,
+    }
+
+
+# ------------------------------------------------------------------ fast path internals
+
+KEEP_PASS = [
+    (r"ep((?:[0-9]{2}))-(x)", 1, r"ep((?:[0-9]{2}))-(?:x)"),
+    (r"ep((?:[0-9]{2}))-(x)", 2, r"ep(?:(?:[0-9]{2}))-(x)"),
+    (r"a([^/\\\x00]*)b(\d+)", 2, r"a(?:[^/\\\x00]*)b(\d+)"),
+    (r"\(lit\)(\d)", 1, r"\(lit\)(\d)"),
+    (r"[(]x(\d)", 1, r"[(]x(\d)"),
+    (r"(?<=a)(\d)(?=b)", 1, r"(?<=a)(\d)(?=b)"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "keep", "expected"), KEEP_PASS)
+def test_keep_one_group(pattern: str, keep: int, expected: str) -> None:
+    assert _keep_one_group(pattern, keep) == expected
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"a.b(\d)",  # '.' matches NUL
+        r"a[^/]b(\d)",  # a negated class without NUL matches it
+        r"a\x00(\d)",
+        r"a[\x00-\x1f](\d)",
+        r"a\D(\d)",
+        r"(?P<n>\d)",
+        r"(\d)\1",
+    ],
+)
+def test_keep_one_group_refuses_what_may_match_nul(pattern: str) -> None:
+    assert _keep_one_group(pattern, 1) is None
+
+
+def test_every_template_pattern_here_takes_the_fast_path() -> None:
+    from ckptname._scan import _layout
+
+    for template in [TEMPLATE, "b{batch:05d}.weights.h5", "step-{batch}", "ep{epoch}", SWEEP]:
+        assert _layout(template).fast is not None, template
