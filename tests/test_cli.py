@@ -132,3 +132,194 @@ def test_installed_script_and_module_run():
         done = subprocess.run([*cmd, "parse", T, "ep7.keras"], capture_output=True, text=True)
         assert done.returncode == 1
         assert "Traceback" not in done.stderr
+
+
+# ----------------------------------------------------------------------------- folders
+
+T3 = "ep{epoch:03d}-{val_loss:.3f}.keras"
+HOUR = 3600
+
+
+def _folder(path, template=T3, rows=((1, 0.9), (2, 0.5), (10, 0.4), (99, 0.41), (100, 0.45))):
+    import os
+    import time
+
+    from ckptname import Template
+
+    t = Template(template)
+    path.mkdir(parents=True, exist_ok=True)
+    old = time.time() - 2 * HOUR
+    for epoch, loss in rows:
+        f = path / t.render(epoch=epoch, val_loss=loss)
+        f.write_bytes(b"x" * 100 * epoch)
+        os.utime(f, (old, old))
+    (path / "ep002-0.500.keras.backup").write_bytes(b"decoy")
+    (path / ".ckptname-tmp-1-ep101-0.100.keras").write_bytes(b"partial")
+    return path
+
+
+def test_ls_table(capsys, tmp_path):
+    root = _folder(tmp_path / "run")
+    code, out, err = run(capsys, "ls", str(root), "--template", T3)
+    assert (code, err) == (0, "")
+    assert out == (
+        "name               epoch  batch  val_loss    size  age\n"
+        "ep001-0.900.keras      1      -       0.9   100 B   2h\n"
+        "ep002-0.500.keras      2      -       0.5   200 B   2h\n"
+        "ep010-0.400.keras     10      -       0.4  1000 B   2h\n"
+        "ep099-0.410.keras     99      -      0.41  9.7 KB   2h\n"
+        "ep100-0.450.keras    100      -      0.45  9.8 KB   2h\n"
+    )
+
+
+def test_ls_json_and_empty(capsys, tmp_path):
+    root = _folder(tmp_path / "run")
+    code, out, _ = run(capsys, "ls", str(root), "-t", T3, "--json")
+    records = json.loads(out)
+    assert code == 0
+    assert [r["epoch"] for r in records] == [1, 2, 10, 99, 100]
+    assert records[-1]["val_loss"] == 0.45
+    (tmp_path / "empty").mkdir()
+    assert run(capsys, "ls", str(tmp_path / "empty"), "-t", T3) == (
+        1,
+        "",
+        f"no checkpoints under {str(tmp_path / 'empty')!r}\n",
+    )
+
+
+def test_ls_without_template_or_state_file_says_to_pass_one(capsys, tmp_path):
+    root = _folder(tmp_path / "run")
+    code, _, err = run(capsys, "ls", str(root))
+    assert code == 2
+    assert err == (
+        f"ckptname ls: no template given, and {str(root)!r} has no state file "
+        "(.ckptname-state.json) to read one from; pass --template with the template the "
+        "checkpoints were saved with, e.g. --template 'ep{epoch:02d}-{val_loss:.2f}.keras'\n"
+    )
+
+
+def test_latest_and_best(capsys, tmp_path):
+    root = _folder(tmp_path / "run")
+    assert run(capsys, "latest", str(root), "-t", T3) == (0, f"{root / 'ep100-0.450.keras'}\n", "")
+    assert run(capsys, "best", str(root), "-m", "val_loss", "-t", T3) == (
+        0,
+        f"{root / 'ep010-0.400.keras'}\n",
+        "",
+    )
+    code, out, _ = run(
+        capsys, "best", str(root), "-m", "val_loss", "--mode", "max", "-t", T3, "--json"
+    )
+    assert (code, json.loads(out)["epoch"]) == (0, 1)
+    assert run(capsys, "best", str(root), "-m", "speed", "-t", T3) == (
+        2,
+        "",
+        "ckptname best: cannot tell whether a higher or a lower 'speed' is better; "
+        "pass --mode min or --mode max\n",
+    )
+    assert run(capsys, "latest", str(tmp_path / "nowhere"), "-t", T3)[0] == 1
+
+
+def test_prune_shows_the_plan_and_deletes_only_with_yes(capsys, tmp_path):
+    root = _folder(tmp_path / "run")
+    (root / "ep001-0.900.keras.ckptname.json").write_text("{}")
+    argv = ["prune", str(root), "--keep-last", "1", "--keep-best", "1", "-m", "val_loss", "-t", T3]
+    plan = (
+        "delete  ep001-0.900.keras\n"
+        "delete  ep002-0.500.keras\n"
+        "keep    ep010-0.400.keras  (best)\n"
+        "delete  ep099-0.410.keras\n"
+        "keep    ep100-0.450.keras  (newest, latest)\n"
+    )
+    before = sorted(p.name for p in root.iterdir())
+    assert run(capsys, *argv) == (
+        0,
+        plan + "3 checkpoint(s) would be deleted; pass --yes to delete them\n",
+        "",
+    )
+    assert sorted(p.name for p in root.iterdir()) == before
+    assert run(capsys, *argv, "--yes") == (
+        0,
+        plan + "deleted 3 checkpoint(s) and their sidecars\n",
+        "",
+    )
+    assert sorted(p.name for p in root.iterdir()) == [
+        ".ckptname-tmp-1-ep101-0.100.keras",
+        "ep002-0.500.keras.backup",
+        "ep010-0.400.keras",
+        "ep100-0.450.keras",
+    ]
+
+
+def test_prune_needs_a_policy(capsys, tmp_path):
+    root = _folder(tmp_path / "run")
+    assert run(capsys, "prune", str(root), "-t", T3) == (
+        2,
+        "",
+        "ckptname prune: say what to keep: --keep-last N and/or --keep-best K --monitor M\n",
+    )
+
+
+SWEEP = "lr={lr:.0e}/seed={seed:d}/ep{epoch:03d}-{val_loss:.3f}.keras"
+
+
+def _sweep(root):
+    from ckptname import Template
+
+    t = Template(SWEEP)
+    for lr in (1e-3, 1e-2):
+        for seed in (0, 1):
+            for epoch in (1, 2, 3):
+                f = root / t.render(
+                    lr=lr, seed=seed, epoch=epoch, val_loss=1 / epoch + lr * 10 + seed / 100
+                )
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_bytes(b"w")
+    return root
+
+
+def test_ls_of_a_sweep_tree_carries_the_folder_fields(capsys, tmp_path):
+    root = _sweep(tmp_path / "sweeps")
+    code, out, _ = run(capsys, "ls", str(root), "-t", SWEEP)
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["name", "epoch", "batch", "lr", "seed", "val_loss", "size", "age"]
+    assert len(lines) == 1 + 12
+    assert lines[1].split()[:5] == ["lr=1e-03/seed=0/ep001-1.010.keras", "1", "-", "0.001", "0"]
+
+
+def test_plot_writes_one_line_per_run(capsys, tmp_path):
+    root = _sweep(tmp_path / "sweeps")
+    out_png = tmp_path / "loss.png"
+    code, out, err = run(
+        capsys, "plot", str(root), "-m", "val_loss", "-t", SWEEP, "-o", str(out_png)
+    )
+    assert (code, out, err) == (0, f"{out_png}\n", "")
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run(capsys, "plot", str(root), "-m", "accuracy", "-t", SWEEP) == (
+        1,
+        "",
+        f"no checkpoint under {str(root)!r} has a value for 'accuracy'\n",
+    )
+
+
+def test_plot_without_matplotlib_says_how_to_install_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    root = _sweep(tmp_path / "sweeps")
+    assert run(capsys, "plot", str(root), "-m", "val_loss", "-t", SWEEP) == (
+        2,
+        "",
+        "ckptname plot: plot needs matplotlib; install it with pip install 'ckptname[plot]'\n",
+    )
+
+
+def test_ls_of_an_fsspec_url(capsys):
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    for epoch in (9, 10, 100):
+        fs.pipe_file(f"/cli-run/ep{epoch:03d}-0.500.keras", b"abc")
+        fs.pipe_file(f"/cli-run/ep{epoch:03d}-0.500.keras.bak", b"abc")
+    try:
+        code, out, _ = run(capsys, "latest", "memory://cli-run", "-t", T3)
+        assert (code, out) == (0, "memory://cli-run/ep100-0.500.keras\n")
+    finally:
+        fs.rm("/cli-run", recursive=True)

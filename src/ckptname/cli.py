@@ -7,14 +7,21 @@ error prints one line (or a template with a caret) on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
+import os
+import re
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
 from ._errors import CkptnameError, TemplateError
+from ._metadata import read_metadata
+from ._retention import apply_retention, plan_retention
+from ._scan import Checkpoint, find_best, find_latest, scan
 from ._template import Template
 
 EXIT_OK = 0
@@ -163,6 +170,191 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n < 1024:
+        return f"{n} B"
+    size = float(n)
+    for unit in ("KB", "MB", "GB"):
+        size /= 1024
+        if size < 1024 or unit == "GB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+def _age(record: Checkpoint, now: float) -> str:
+    mtime = record.mtime
+    if mtime is None and "://" not in record.path:
+        try:
+            mtime = os.stat(record.path).st_mtime
+        except OSError:
+            mtime = None
+    if mtime is None:
+        return "-"
+    seconds = max(0.0, now - mtime)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "-" if value is None else str(value)
+
+
+def _records_json(records: Sequence[Checkpoint]) -> str:
+    return "[" + ",\n ".join(_dump(r.as_dict()) for r in records) + "]"
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    records = scan(args.root, args.template)
+    if args.json:
+        print(_records_json(records))
+        return EXIT_OK if records else EXIT_NOT_FOUND
+    if not records:
+        print(f"no checkpoints under {args.root!r}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    # A sweep tree lists run by run (by the values of its folder fields, as
+    # numbers), each run in progress order.
+    records = sorted(records, key=_run_key)
+    metrics: list[str] = []
+    for record in records:
+        for key in record.values:
+            if key not in ("epoch", "batch", "batch_in_epoch") and key not in metrics:
+                metrics.append(key)
+    header = ["name", "epoch", "batch", *metrics, "size", "age"]
+    now = time.time()
+    rows = [
+        [record.name, _cell(record.epoch), _cell(record.batch)]
+        + [_cell(record.values.get(m)) for m in metrics]
+        + [_size(record.size), _age(record, now)]
+        for record in records
+    ]
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        print("  ".join(cells).rstrip())
+    return EXIT_OK
+
+
+@functools.lru_cache(maxsize=16)
+def _run_fields(template: str | None) -> tuple[str, ...]:
+    if template is None:
+        return ()
+    return tuple(f for part in Template(template).segments[:-1] for f in part.fields)
+
+
+def _run_key(record: Checkpoint) -> tuple[Any, ...]:
+    return tuple(
+        (0, v) if isinstance(v, (int, float)) and v == v else (1, str(v))
+        for v in (record.values.get(f) for f in _run_fields(record.template))
+    )
+
+
+def _print_one(record: Checkpoint | None, args: argparse.Namespace, what: str) -> int:
+    if record is None:
+        print(f"no {what} checkpoint under {args.root!r}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(_dump(record.as_dict()) if args.json else record.path)
+    return EXIT_OK
+
+
+def cmd_latest(args: argparse.Namespace) -> int:
+    return _print_one(find_latest(args.root, args.template), args, "complete")
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    record = find_best(args.root, args.monitor, args.mode, args.template)
+    return _print_one(record, args, f"{args.monitor!r}")
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    if args.keep_last is None and args.keep_best is None:
+        raise _UsageError("say what to keep: --keep-last N and/or --keep-best K --monitor M")
+    records = scan(args.root, args.template)
+    if not records:
+        print(f"no checkpoints under {args.root!r}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    plan = plan_retention(
+        records,
+        keep_last=args.keep_last,
+        keep_best=args.keep_best,
+        monitor=args.monitor,
+        mode=args.mode,
+    )
+    for record in records:
+        if record in plan.keep:
+            why = ", ".join(plan.reasons.get(record.path, ()))
+            print(f"keep    {record.name}" + (f"  ({why})" if why else ""))
+        else:
+            print(f"delete  {record.name}")
+    if not plan.delete:
+        print("nothing to delete")
+        return EXIT_OK
+    if not args.yes:
+        print(f"{len(plan.delete)} checkpoint(s) would be deleted; pass --yes to delete them")
+        return EXIT_OK
+    deleted = apply_retention(plan, args.root, template=args.template)
+    print(f"deleted {len(deleted)} checkpoint(s) and their sidecars")
+    return EXIT_OK
+
+
+def _metric(record: Checkpoint, metric: str) -> float | None:
+    value = record.values.get(metric)
+    if value is None:
+        try:
+            value = read_metadata(record.path).get("metrics", {}).get(metric)
+        except (OSError, CkptnameError):
+            value = None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    try:
+        import matplotlib
+    except ImportError:
+        raise _UsageError(
+            "plot needs matplotlib; install it with pip install 'ckptname[plot]'"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = scan(args.root, args.template)
+    runs: dict[str, list[tuple[float, float]]] = {}
+    for record in records:
+        y = _metric(record, args.metric)
+        x = record.batch if record.batch is not None else record.epoch
+        if y is None or x is None:
+            continue
+        run = "/".join(record.name.split("/")[:-1]) or os.path.basename(os.path.normpath(args.root))
+        runs.setdefault(run, []).append((float(x), y))
+    if not runs:
+        print(f"no checkpoint under {args.root!r} has a value for {args.metric!r}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for run, points in sorted(runs.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=run)
+    uses_batch = any(r.batch is not None for r in records)
+    ax.set_xlabel("global batch" if uses_batch else "epoch")
+    ax.set_ylabel(args.metric)
+    ax.set_title(f"{args.metric} in {args.root}")
+    if len(runs) > 1:
+        ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    output = args.output or f"ckptname-{args.metric.replace('/', '_')}.png"
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    print(output)
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -174,6 +366,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ckptname {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    template_help = "template relative to ROOT (default: the one in ROOT's state file)"
+    p = sub.add_parser("ls", help="list checkpoints in progress order")
+    p.add_argument("root", help="a folder or a URL (s3://bucket/run)")
+    p.add_argument("--template", "-t", help=template_help)
+    p.add_argument("--json", action="store_true", help="one JSON record per checkpoint")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("latest", help="the newest complete checkpoint")
+    p.add_argument("root")
+    p.add_argument("--template", "-t", help=template_help)
+    p.add_argument("--json", action="store_true", help="print the record, not the path")
+    p.set_defaults(func=cmd_latest)
+
+    p = sub.add_parser("best", help="the best checkpoint by a metric")
+    p.add_argument("root")
+    p.add_argument("--monitor", "-m", required=True, help="e.g. val_loss")
+    p.add_argument("--mode", choices=("min", "max", "auto"), default="auto")
+    p.add_argument("--template", "-t", help=template_help)
+    p.add_argument("--json", action="store_true", help="print the record, not the path")
+    p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("prune", help="show (and with --yes apply) a retention plan")
+    p.add_argument("root")
+    p.add_argument("--keep-last", type=int, metavar="N")
+    p.add_argument("--keep-best", type=int, metavar="K")
+    p.add_argument("--monitor", "-m")
+    p.add_argument("--mode", choices=("min", "max", "auto"), default="auto")
+    p.add_argument("--template", "-t", help=template_help)
+    p.add_argument("--yes", action="store_true", help="delete; without it, only show the plan")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("plot", help="a metric against the global batch, one line per run")
+    p.add_argument("root")
+    p.add_argument("--metric", "-m", required=True)
+    p.add_argument("--template", "-t", help=template_help)
+    p.add_argument("-o", "--output", help="PNG file (default: ckptname-METRIC.png)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("render", help="fill a template: ckptname render T epoch=3 val_loss=0.5")
     p.add_argument("template")
@@ -191,6 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _in_cli_words(message: str) -> str:
+    """The library's advice, spelled as command-line flags."""
+    for api, flag in (
+        ("pass mode='min' or mode='max'", "pass --mode min or --mode max"),
+        ("pass the template", "pass --template with the template"),
+    ):
+        message = message.replace(api, flag)
+    return re.sub(r"e\.g\. \w+\([^()]*template=('[^']*')\)", r"e.g. --template \1", message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
@@ -201,17 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except _UsageError as exc:
-        print(f"ckptname {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (TemplateError, ValueError, LookupError) as exc:
-        print(f"ckptname {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except CkptnameError as exc:
-        print(f"ckptname {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OSError, ImportError) as exc:
-        print(f"ckptname {args.command}: {exc}", file=sys.stderr)
+    except (_UsageError, CkptnameError, ValueError, LookupError, OSError, ImportError) as exc:
+        print(f"ckptname {args.command}: {_in_cli_words(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
