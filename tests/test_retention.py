@@ -1,0 +1,326 @@
+"""Retention: the pure plan, and the step that deletes."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ckptname import (
+    Checkpoint,
+    CheckpointError,
+    MissingFieldError,
+    MonitorError,
+    RetentionPlan,
+    apply_retention,
+    plan_retention,
+    scan,
+)
+from ckptname._metadata import encode
+
+TEMPLATE = "ep{epoch:03d}-{val_loss:.2f}.keras"
+# epoch -> val_loss; epoch 5 is NaN, epochs 2 and 6 tie.
+LOSSES = {1: 0.9, 2: 0.3, 3: 0.5, 4: 0.7, 5: math.nan, 6: 0.3, 7: 0.8}
+
+
+def name(epoch: int) -> str:
+    return f"ep{epoch:03d}-{LOSSES[epoch]:.2f}.keras"
+
+
+def records(**extra: Any) -> list[Checkpoint]:
+    out = []
+    for epoch, loss in LOSSES.items():
+        n = name(epoch)
+        out.append(
+            Checkpoint(
+                f"/runs/a/{n}",
+                n,
+                {"epoch": epoch, "val_loss": loss},
+                epoch,
+                template=TEMPLATE,
+                **extra,
+            )
+        )
+    return out
+
+
+def kept_epochs(plan: RetentionPlan) -> list[int]:
+    return [r.epoch for r in plan.keep]  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------ plan
+
+PLAN_PASS = [
+    # (arguments, epochs kept)
+    ({}, [1, 2, 3, 4, 5, 6, 7]),
+    ({"keep_last": 2}, [6, 7]),
+    ({"keep_last": 0}, [7]),  # the newest always survives
+    ({"keep_last": 100}, [1, 2, 3, 4, 5, 6, 7]),
+    ({"keep_best": 1, "monitor": "val_loss"}, [6, 7]),  # tie: the later wins
+    ({"keep_best": 2, "monitor": "val_loss"}, [2, 6, 7]),
+    ({"keep_best": 3, "monitor": "val_loss", "mode": "min"}, [2, 3, 6, 7]),
+    ({"keep_best": 1, "monitor": "val_loss", "mode": "max"}, [1, 7]),  # NaN never counts
+    ({"keep_best": 0, "monitor": "val_loss"}, [7]),
+    ({"keep_last": 1, "keep_best": 1, "monitor": "val_loss"}, [6, 7]),
+    ({"keep_last": 2, "keep_best": 2, "monitor": "val_loss"}, [2, 6, 7]),  # union
+    ({"keep_last": 1, "protect": ("/runs/a/" + name(1),)}, [1, 7]),
+    ({"keep_last": 1, "protect": (name(3),)}, [3, 7]),  # a name relative to root
+    ({"keep_last": 1, "protect": "/runs/a/" + name(3)}, [3, 7]),  # one path, bare
+    ({"keep_last": 1, "protect": ("/runs/a/../a/" + name(4),)}, [4, 7]),  # spelled otherwise
+    ({"keep_last": 1, "protect": ("/runs/b/" + name(4),)}, [7]),  # another run's file
+]
+
+
+@pytest.mark.parametrize(("kwargs", "kept"), PLAN_PASS)
+def test_plan(kwargs: dict[str, Any], kept: list[int]) -> None:
+    plan = plan_retention(records(), **kwargs)
+    assert kept_epochs(plan) == kept
+    assert sorted(kept_epochs(plan) + [r.epoch for r in plan.delete]) == list(LOSSES)  # type: ignore[misc]
+
+
+def test_plan_is_independent_of_input_order() -> None:
+    forward = plan_retention(records(), keep_last=2, keep_best=2, monitor="val_loss")
+    backward = plan_retention(records()[::-1], keep_last=2, keep_best=2, monitor="val_loss")
+    assert forward == backward
+
+
+def test_plan_says_why_each_is_kept() -> None:
+    rs = records()
+    plan = plan_retention(rs, keep_last=2, keep_best=1, monitor="val_loss", protect=(rs[0],))
+    assert dict(plan.reasons) == {
+        rs[0].path: ("protected",),
+        rs[5].path: ("latest", "best"),
+        rs[6].path: ("newest", "latest"),
+    }
+
+
+def test_tie_broken_by_exact_value_where_records_carry_it() -> None:
+    rs = records()
+    exact = {2: 0.2999, 6: 0.3001}
+    rs = [
+        Checkpoint(
+            r.path,
+            r.name,
+            r.values,
+            r.epoch,
+            metadata={"metrics": {"val_loss": exact[r.epoch]}} if r.epoch in exact else None,  # type: ignore[index]
+        )
+        for r in rs
+    ]
+    plan = plan_retention(rs, keep_best=1, monitor="val_loss")
+    assert kept_epochs(plan) == [2, 7]
+
+
+def test_metric_only_in_metadata() -> None:
+    rs = [
+        Checkpoint(f"/r/ep{i}", f"ep{i}", {"epoch": i}, i, metadata={"metrics": {"auc": v}})
+        for i, v in [(1, 0.9), (2, 0.5), (3, 0.7)]
+    ]
+    assert kept_epochs(plan_retention(rs, keep_best=1, monitor="auc")) == [1, 3]
+
+
+def test_empty_records_make_an_empty_plan() -> None:
+    assert plan_retention([], keep_last=1) == RetentionPlan((), ())
+
+
+def test_duplicate_paths_count_once() -> None:
+    rs = records()
+    plan = plan_retention(rs + rs, keep_last=1)
+    assert len(plan.keep) + len(plan.delete) == len(rs)
+
+
+PLAN_FAIL = [
+    ({"keep_last": -1}, ValueError, "keep_last must be None or a whole number >= 0, got -1"),
+    ({"keep_last": True}, ValueError, "keep_last must be None or a whole number >= 0, got True"),
+    ({"keep_best": 1.5}, ValueError, "keep_best must be None or a whole number >= 0, got 1.5"),
+    (
+        {"keep_best": 2},
+        ValueError,
+        "keep_best=2 needs a metric to rank by; pass monitor=, e.g. monitor='val_loss'",
+    ),
+    (
+        {"keep_best": 1, "monitor": "val_loss", "mode": "lowest"},
+        MonitorError,
+        "mode must be 'min', 'max' or 'auto', got 'lowest'; use 'min' where lower is better "
+        "(losses, errors) and 'max' where higher is better (accuracies, scores)",
+    ),
+    (
+        {"keep_best": 1, "monitor": "val_auc"},
+        MissingFieldError,
+        "keep_best=1 ranks by 'val_auc', which no checkpoint has in its name or metadata "
+        "(fields: epoch, val_loss); rank by one of those fields, or put the metric into "
+        "the template",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), PLAN_FAIL)
+def test_plan_fail(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as info:
+        plan_retention(records(), **kwargs)
+    assert str(info.value) == message
+
+
+# ------------------------------------------------------------------ apply
+
+
+def save(root: Path, epoch: int, data: bytes = b"model") -> None:
+    (root / name(epoch)).write_bytes(data)
+    (root / (name(epoch) + ".ckptname.json")).write_bytes(encode({"epoch": epoch}))
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "run"
+    root.mkdir()
+    for epoch in LOSSES:
+        save(root, epoch)
+    # Not checkpoints of the template: never deleted.
+    for decoy in [
+        "ep001-0.90.keras.backup",
+        "ep1-0.90.keras",
+        ".ckptname-tmp-ab-ep008-0.10.keras",
+        ".ckptname-state.json",
+        "notes.txt",
+    ]:
+        (root / decoy).write_bytes(b"keep me")
+    return root
+
+
+def test_apply_deletes_checkpoints_and_sidecars_only(folder: Path) -> None:
+    before = set(os.listdir(folder))
+    plan = plan_retention(scan(folder, TEMPLATE), keep_last=2)
+    deleted = apply_retention(plan, folder)
+    assert deleted == [str(folder / name(e)) for e in (1, 2, 3, 4, 5)]
+    gone = {name(e) for e in (1, 2, 3, 4, 5)} | {
+        name(e) + ".ckptname.json" for e in (1, 2, 3, 4, 5)
+    }
+    assert set(os.listdir(folder)) == before - gone
+    assert [r.epoch for r in scan(folder, TEMPLATE)] == [6, 7]
+
+
+def test_apply_skips_files_already_gone(folder: Path) -> None:
+    plan = plan_retention(scan(folder, TEMPLATE), keep_last=1)
+    (folder / name(1)).unlink()
+    (folder / (name(2) + ".ckptname.json")).unlink()
+    deleted = apply_retention(plan, folder)
+    assert deleted == [str(folder / name(e)) for e in (2, 3, 4, 5, 6)]
+
+
+def test_apply_checks_against_a_given_template(folder: Path) -> None:
+    plan = plan_retention(scan(folder, TEMPLATE), keep_last=1)
+    with pytest.raises(CheckpointError) as info:
+        apply_retention(plan, folder, template="other-{epoch}.keras")
+    assert str(info.value) == (
+        f"refusing to delete {str(folder / name(1))!r}: its name does not match the "
+        "template 'other-{epoch}.keras'; nothing was deleted"
+    )
+    assert len(scan(folder, TEMPLATE)) == len(LOSSES)
+
+
+def _plan_deleting(record: Checkpoint, keep: tuple[Checkpoint, ...] = ()) -> RetentionPlan:
+    return RetentionPlan(keep, (record,))
+
+
+APPLY_FAIL = [
+    pytest.param(
+        lambda root: Checkpoint(str(root.parent / "x" / name(1)), name(1), {}, template=TEMPLATE),
+        "it does not lie under {root!r} as {name!r}",
+        id="other folder",
+    ),
+    pytest.param(
+        lambda root: Checkpoint(str(root / ".." / name(1)), "../" + name(1), {}, template=TEMPLATE),
+        "its name '../{name}' is not a name relative to root",
+        id="dot dot",
+    ),
+    pytest.param(
+        lambda root: Checkpoint(str(root / "notes.txt"), "notes.txt", {}, template=TEMPLATE),
+        "its name does not match the template {template!r}",
+        id="not matching",
+    ),
+    pytest.param(
+        lambda root: Checkpoint(
+            str(root / ".ckptname-state.json"), ".ckptname-state.json", {}, template="{x:s}"
+        ),
+        "its name '.ckptname-state.json' belongs to ckptname's own files",
+        id="reserved",
+    ),
+    pytest.param(
+        lambda root: Checkpoint(str(root / name(1)), name(1), {}),
+        "it carries no template to check its name against; pass template=",
+        id="no template",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "problem"), APPLY_FAIL)
+def test_apply_fail_deletes_nothing(folder: Path, make: Any, problem: str) -> None:
+    before = sorted(os.listdir(folder))
+    good = scan(folder, TEMPLATE)[0]
+    bad = make(folder)
+    plan = RetentionPlan((), (good, bad))
+    with pytest.raises(CheckpointError) as info:
+        apply_retention(plan, folder)
+    detail = problem.format(root=str(folder), name=name(1), template=TEMPLATE)
+    assert str(info.value) == f"refusing to delete {bad.path!r}: {detail}; nothing was deleted"
+    assert sorted(os.listdir(folder)) == before
+
+
+def test_apply_refuses_a_plan_that_keeps_and_deletes_the_same(folder: Path) -> None:
+    record = scan(folder, TEMPLATE)[0]
+    with pytest.raises(CheckpointError, match="the plan also keeps it"):
+        apply_retention(RetentionPlan((record,), (record,)), folder)
+    assert (folder / record.name).exists()
+
+
+def test_apply_never_follows_a_symlinked_folder_out_of_root(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "ep001.keras").write_bytes(b"precious")
+    root = tmp_path / "sweep"
+    (root / "seed=1").mkdir(parents=True)
+    (root / "seed=1" / "ep001.keras").write_bytes(b"x")
+    (root / "seed=1" / "ep002.keras").write_bytes(b"x")
+    (root / "seed=2").symlink_to(outside, target_is_directory=True)
+    template = "seed={seed:d}/ep{epoch:03d}.keras"
+    found = scan(root, template)
+    assert [r.name for r in found] == [
+        "seed=1/ep001.keras",
+        "seed=2/ep001.keras",
+        "seed=1/ep002.keras",
+    ]
+    plan = plan_retention(found, keep_last=1)
+    with pytest.warns(UserWarning) as caught:
+        deleted = apply_retention(plan, root)
+    assert deleted == [str(root / "seed=1" / "ep001.keras")]
+    assert (outside / "ep001.keras").read_bytes() == b"precious"
+    assert str(caught[0].message) == (
+        f"not deleting {str(root / 'seed=2' / 'ep001.keras')!r}: its folder is a symbolic "
+        f"link that leads out of {str(root)!r}"
+    )
+
+
+def test_apply_removes_a_symlinked_checkpoint_not_its_target(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.keras"
+    target.write_bytes(b"precious")
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "ep001.keras").symlink_to(target)
+    (root / "ep002.keras").write_bytes(b"x")
+    plan = plan_retention(scan(root, "ep{epoch:03d}.keras"), keep_last=1)
+    assert apply_retention(plan, root) == [str(root / "ep001.keras")]
+    assert not os.path.lexists(root / "ep001.keras")
+    assert target.read_bytes() == b"precious"
+
+
+def test_resumed_from_checkpoint_survives_top_k(folder: Path) -> None:
+    # Lightning #16426: top-k after a resume deleted the file the run resumed from.
+    resumed_from = str(folder / name(1))
+    plan = plan_retention(
+        scan(folder, TEMPLATE), keep_best=1, monitor="val_loss", protect=(resumed_from,)
+    )
+    apply_retention(plan, folder)
+    assert [r.epoch for r in scan(folder, TEMPLATE)] == [1, 6, 7]
