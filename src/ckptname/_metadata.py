@@ -24,9 +24,18 @@ The sidecar (format ``ckptname.checkpoint/1``)::
     {"format": "ckptname.checkpoint/1", "name": "ep03-0.52.keras",
      "template": "ep{epoch:02d}-{val_loss:.2f}.keras",
      "epoch": 3, "batch": 120, "batch_in_epoch": 40, "iterations": 120,
+     "end_of_epoch": true, "steps_per_epoch": 40,
      "metrics": {"loss": 0.5123456, "val_loss": 0.5187654},
      "extras": {"lr": 0.001}, "time": 1763859000.25,
      "ckptname_version": "0.1.0", "save_weights_only": false}
+
+``epoch`` is 1-based, ``batch`` the global count of training batches since the
+run began, ``batch_in_epoch`` the count inside ``epoch``; ``iterations`` is
+``optimizer.iterations`` (``null`` without an optimizer). ``end_of_epoch`` says
+whether ``epoch`` was complete at the save (a resume then starts the next
+epoch rather than finishing this one), ``steps_per_epoch`` is the length of
+the epoch where the saving run knew it, else ``null``. Readers must ignore
+keys they do not know.
 
 The state file (format ``ckptname.state/1``)::
 

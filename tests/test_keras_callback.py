@@ -1,0 +1,590 @@
+"""BatchAwareCheckpoint in real Keras fits: names, fields, best, retention, sidecars."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import keras
+import keras_util as ku
+import pytest
+from keras_util import STEPS, Scripted, data, leftovers, model, names
+
+import ckptname
+from ckptname import CheckpointError, MissingFieldError, read_metadata
+from ckptname.keras import BatchAwareCheckpoint, split_filepath
+
+
+def fit(m, callbacks, epochs=3, **kw):
+    x, y = data()
+    kw.setdefault("batch_size", ku.BATCH_SIZE)
+    return m.fit(x, y, epochs=epochs, verbose=0, shuffle=False, callbacks=callbacks, **kw)
+
+
+# ----------------------------------------------------------------- counting and naming
+
+
+def test_integer_save_freq_names_count_batches_across_epochs(tmp_path):
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch:05d}.keras"), save_freq=5)
+    fit(model(), [ckpt])
+    assert names(tmp_path) == [f"b{n:05d}.keras" for n in (5, 10, 15, 20, 25, 30)]
+    for n in (5, 10, 15, 20, 25, 30):
+        meta = read_metadata(tmp_path / f"b{n:05d}.keras")
+        assert (meta["batch"], meta["iterations"]) == (n, n)
+        assert meta["epoch"] == (n - 1) // STEPS + 1
+        assert meta["batch_in_epoch"] == (n - 1) % STEPS + 1
+    assert ckpt.batch == 30
+
+
+def test_steps_per_execution_names_carry_the_true_counts(tmp_path):
+    # 10 batches an epoch in executions of 4: Keras reports indexes 3, 7, 11
+    # (11 overshoots: only 10 batches ran); saves when the count crosses 6k.
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch:03d}-e{epoch}.keras"), save_freq=6)
+    fit(model(steps_per_execution=4), [ckpt])
+    assert names(tmp_path) == [
+        "b008-e1.keras",
+        "b014-e2.keras",
+        "b018-e2.keras",
+        "b024-e3.keras",
+        "b030-e3.keras",
+    ]
+    for name in names(tmp_path):
+        meta = read_metadata(tmp_path / name)
+        assert meta["iterations"] == meta["batch"]
+
+
+def test_steps_per_execution_with_a_dataset_of_unknown_length(tmp_path):
+    import tensorflow as tf
+
+    x, y = data()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10).filter(lambda a, b: True)
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch:03d}.keras"), save_freq=6)
+    model(steps_per_execution=4).fit(ds, epochs=3, verbose=0, callbacks=[ckpt])
+    assert names(tmp_path) == [f"b{n:03d}.keras" for n in (8, 14, 18, 24, 30)]
+
+
+def test_epoch_saves_fill_batch_with_the_global_count(tmp_path):
+    template = "e{epoch:02d}-b{batch:04d}-{batch_in_epoch}.weights.h5"
+    ckpt = BatchAwareCheckpoint(str(tmp_path / template), save_weights_only=True)
+    fit(model(), [ckpt])
+    assert names(tmp_path) == [
+        "e01-b0010-10.weights.h5",
+        "e02-b0020-10.weights.h5",
+        "e03-b0030-10.weights.h5",
+    ]
+    assert read_metadata(tmp_path / "e02-b0020-10.weights.h5")["end_of_epoch"] is True
+
+
+def test_batch_in_epoch_is_what_keras_calls_batch(tmp_path):
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}-{batch_in_epoch:02d}.keras"), save_freq=4)
+    fit(model(), [ckpt])
+    # global 4, 8 | 12, 16, 20 | 24, 28 -> inside epochs: 4, 8 | 2, 6, 10 | 4, 8
+    assert names(tmp_path) == [
+        "e1-04.keras",
+        "e1-08.keras",
+        "e2-02.keras",
+        "e2-06.keras",
+        "e2-10.keras",
+        "e3-04.keras",
+        "e3-08.keras",
+    ]
+
+
+def test_metrics_in_names_and_exact_values_in_sidecars(tmp_path):
+    ckpt = BatchAwareCheckpoint(
+        str(tmp_path / "b{batch:02d}-loss{loss:.4f}-mae{mae:.3f}.keras"), save_freq=10
+    )
+    fit(model(), [ckpt], epochs=2)
+    got = names(tmp_path)
+    assert len(got) == 2
+    template = split_filepath(str(tmp_path / "b{batch:02d}-loss{loss:.4f}-mae{mae:.3f}.keras"))[1]
+    for name in got:
+        values = template.parse(name)
+        meta = read_metadata(tmp_path / name)
+        assert values["loss"] == round(meta["metrics"]["loss"], 4)
+        assert values["mae"] == round(meta["metrics"]["mae"], 3)
+        assert meta["metrics"]["loss"] != values["loss"]  # the sidecar is not rounded
+
+
+def test_validation_metrics_in_epoch_names(tmp_path):
+    x, y = data(1)
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}-{val_loss:.3f}.keras"))
+    fit(model(), [ckpt], epochs=2, validation_data=(x[:20], y[:20]))
+    assert [n.split("-")[0] for n in names(tmp_path)] == ["e1", "e2"]
+    meta = read_metadata(tmp_path / names(tmp_path)[0])
+    assert set(meta["metrics"]) == {"loss", "mae", "val_loss", "val_mae"}
+
+
+def test_validation_field_with_integer_save_freq_fails_before_training(tmp_path):
+    m = model()
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch}-{val_loss:.2f}.keras"), save_freq=5)
+    x, y = data()
+    with pytest.raises(MissingFieldError) as info:
+        m.fit(x, y, epochs=1, verbose=0, callbacks=[ckpt], validation_data=(x, y))
+    assert str(info.value) == (
+        "field 'val_loss' of template 'b{batch}-{val_loss:.2f}.keras' will not be in the "
+        "logs when saving every 5 batches: validation metrics exist only at epoch end; use "
+        "save_freq='epoch', or a training metric such as 'loss'"
+    )
+    assert info.value.fields == ("val_loss",)
+    assert int(m.optimizer.iterations) == 0  # not one batch ran
+    assert names(tmp_path) == []
+
+
+def test_validation_monitor_with_integer_save_freq_fails_before_training(tmp_path):
+    ckpt = BatchAwareCheckpoint(
+        str(tmp_path / "b{batch}.keras"), monitor="val_loss", save_best_only=True, save_freq=5
+    )
+    with pytest.raises(MissingFieldError) as info:
+        fit(model(), [ckpt], epochs=1)
+    assert str(info.value) == (
+        "monitor 'val_loss' (save_best_only) will not be in the logs when saving every 5 "
+        "batches: validation metrics exist only at epoch end; use save_freq='epoch', or "
+        "monitor a training metric such as 'loss'"
+    )
+
+
+def test_field_missing_at_save_time_lists_the_keys_present(tmp_path):
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch}-{acc:.2f}.keras"), save_freq=5)
+    with pytest.raises(MissingFieldError) as info:
+        fit(model(), [ckpt], epochs=1)
+    assert str(info.value) == (
+        "no value for field 'acc' of template 'b{batch}-{acc:.2f}.keras' at epoch 1, batch 5 "
+        "(available: batch, batch_in_epoch, epoch, loss, mae)"
+    )
+    assert info.value.available == ("batch", "batch_in_epoch", "epoch", "loss", "mae")
+
+
+def test_missing_validation_field_at_epoch_end_says_why(tmp_path):
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}-{val_loss:.2f}.keras"))
+    with pytest.raises(MissingFieldError) as info:
+        fit(model(), [ckpt], epochs=1)
+    assert str(info.value) == (
+        "no value for field 'val_loss' of template 'e{epoch}-{val_loss:.2f}.keras' at epoch 1, "
+        "batch 10 (available: batch, batch_in_epoch, epoch, loss, mae); validation metrics "
+        "exist only at epoch end, and only when fit has validation data"
+    )
+
+
+def test_missing_monitor_is_an_error_not_a_silent_save(tmp_path):
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}.keras"), save_best_only=True)
+    with pytest.raises(MissingFieldError) as info:
+        fit(model(), [ckpt], epochs=1)
+    assert str(info.value) == (
+        "monitor 'val_loss' (save_best_only) is not in the logs at epoch 1, batch 10 "
+        "(available: loss, mae); validation metrics exist only when fit has validation data"
+    )
+    assert names(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"filepath": "c/b{batch}.keras", "mode": "maximum"},
+            "mode must be 'auto', 'min' or 'max', got 'maximum'",
+        ),
+        (
+            {"filepath": "c/b{batch}.keras", "save_freq": 0},
+            "save_freq must be 'epoch' or a positive number of batches, got 0",
+        ),
+        (
+            {"filepath": "c/b{batch}.keras", "save_freq": "batch"},
+            "save_freq must be 'epoch' or a positive number of batches, got 'batch'",
+        ),
+        (
+            {"filepath": "c/b{batch}.keras", "on_save_error": "ignore"},
+            "on_save_error must be 'raise' or 'warn', got 'ignore'",
+        ),
+        (
+            {"filepath": "c/b{batch}.keras", "keep_last": 0},
+            "keep_last must be None or a positive integer, got 0",
+        ),
+        (
+            {"filepath": "c/b{batch}.keras", "save_weights_only": True},
+            "with save_weights_only=True the filepath must end in '.weights.h5' (Keras weights "
+            "format), got 'c/b{batch}.keras'",
+        ),
+        (
+            {"filepath": "c/b{batch}.weights.h5"},
+            "the filepath must end in '.keras' (or '.h5') to save the whole model, got "
+            "'c/b{batch}.weights.h5'; to save weights only, end it in '.weights.h5' and pass "
+            "save_weights_only=True",
+        ),
+        (
+            {"filepath": "c/b{batch}.ckpt"},
+            "the filepath must end in '.keras' (or '.h5') to save the whole model, got "
+            "'c/b{batch}.ckpt'; to save weights only, end it in '.weights.h5' and pass "
+            "save_weights_only=True",
+        ),
+        (
+            {"filepath": "c/b{batch}.keras", "extras": {"batch": 3}},
+            "extras key 'batch' is a counter the callback fills itself (epoch, batch, "
+            "batch_in_epoch); rename the extra",
+        ),
+    ],
+)
+def test_constructor_fail(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        BatchAwareCheckpoint(**kwargs)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "filepath",
+    ["c/b{batch}.keras", "c/b{batch}.h5", "c/best.keras"],
+)
+def test_constructor_accepts_keras_model_suffixes(filepath):
+    BatchAwareCheckpoint(filepath)
+
+
+def test_unreadable_template_is_refused():
+    with pytest.raises(ckptname.TemplateError) as info:
+        BatchAwareCheckpoint("c/{epoch}{batch}.keras")
+    assert str(info.value).endswith(
+        "; ckptname must read names back to find and resume checkpoints"
+    )
+
+
+def test_auto_mode_that_cannot_be_decided_is_an_error(tmp_path):
+    ckpt = BatchAwareCheckpoint(
+        str(tmp_path / "e{epoch}.keras"), monitor="wobble", save_best_only=True
+    )
+    m = model()
+    with pytest.raises(ckptname.MonitorError) as info:
+        fit(m, [Scripted("wobble", {0: 1.0}), ckpt], epochs=1)
+    assert int(m.optimizer.iterations) == 0
+    assert str(info.value) == (
+        "cannot tell whether a higher or a lower 'wobble' is better; pass mode='min' or mode='max'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("filepath", "root", "template"),
+    [
+        ("ckpts/b{batch}.keras", "ckpts", "b{batch}.keras"),
+        ("/runs/a/lr{lr}/b{batch}.keras", "/runs/a", "lr{lr}/b{batch}.keras"),
+        ("b{batch}.keras", ".", "b{batch}.keras"),
+        ("/b{batch}.keras", "/", "b{batch}.keras"),
+        ("s3://bk/run/b{batch}.keras", "s3://bk/run", "b{batch}.keras"),
+        ("ckpts/best.keras", "ckpts", "best.keras"),
+        ("a{{x}}/b{batch}.keras", "a{x}", "b{batch}.keras"),
+    ],
+)
+def test_split_filepath(filepath, root, template):
+    got_root, got_template = split_filepath(filepath)
+    assert (got_root, got_template.text) == (root, template)
+
+
+# ----------------------------------------------------------------- best
+
+
+def test_save_best_only_saves_on_improvement_like_keras(tmp_path):
+    scores = {0: 0.5, 1: 0.7, 2: 0.4}
+    ckpt = BatchAwareCheckpoint(
+        str(tmp_path / "e{epoch}.keras"), monitor="val_score", mode="min", save_best_only=True
+    )
+    fit(model(), [Scripted("val_score", scores), ckpt])
+    assert names(tmp_path) == ["e1.keras", "e3.keras"]
+    assert ckpt.best == 0.4
+
+
+def test_initial_value_threshold_is_the_bar_to_beat(tmp_path):
+    ckpt = BatchAwareCheckpoint(
+        str(tmp_path / "e{epoch}.keras"),
+        monitor="val_accuracy",
+        save_best_only=True,
+        initial_value_threshold=0.6,
+    )
+    fit(model(), [Scripted("val_accuracy", {0: 0.5, 1: 0.7, 2: 0.65}), ckpt])
+    assert names(tmp_path) == ["e2.keras"]
+
+
+def test_best_survives_a_resume(tmp_path):
+    filepath = str(tmp_path / "e{epoch:02d}.keras")
+    scores = {0: 0.5, 1: 0.3, 2: 0.4, 3: 0.2}
+
+    def callback():
+        return BatchAwareCheckpoint(
+            filepath, monitor="val_loss", save_best_only=True, keep_last=None
+        )
+
+    fit(model(), [Scripted("val_loss", scores), callback()], epochs=2)
+    assert names(tmp_path) == ["e01.keras", "e02.keras"]
+
+    # A new process: a fresh model and callback. Keras would start from
+    # best=inf and save epoch 3 (0.4) over the true best (0.3).
+    m = model(seed=1)
+    point = ckptname.keras.resume(m, filepath)
+    assert point.path == str(tmp_path / "e02.keras")
+    cb = callback()
+    fit(m, [Scripted("val_loss", scores), cb], epochs=4, initial_epoch=point.initial_epoch)
+    assert names(tmp_path) == ["e01.keras", "e02.keras", "e04.keras"]
+    state = json.loads((tmp_path / ".ckptname-state.json").read_text())
+    assert state["best"] == {
+        "name": "e04.keras",
+        "monitor": "val_loss",
+        "mode": "min",
+        "value": 0.2,
+    }
+    assert state["latest"]["name"] == "e04.keras"
+
+
+def test_best_survives_a_resume_without_a_state_file(tmp_path):
+    filepath = str(tmp_path / "e{epoch:02d}-{val_auc:.2f}.keras")
+    scores = {0: 0.7, 1: 0.9, 2: 0.8}
+    fit(
+        model(),
+        [
+            Scripted("val_auc", scores),
+            BatchAwareCheckpoint(filepath, "val_auc", save_best_only=True),
+        ],
+        epochs=2,
+    )
+    (tmp_path / ".ckptname-state.json").unlink()
+    m = model()
+    point = ckptname.keras.resume(m, filepath)
+    cb = BatchAwareCheckpoint(filepath, "val_auc", save_best_only=True)
+    fit(m, [Scripted("val_auc", scores), cb], epochs=3, initial_epoch=point.initial_epoch)
+    assert names(tmp_path) == ["e01-0.70.keras", "e02-0.90.keras"]  # val_auc: higher is better
+    assert cb.best == 0.9
+
+
+# ----------------------------------------------------------------- folders
+
+
+def test_folder_with_later_checkpoints_is_an_error_at_train_begin(tmp_path):
+    fit(model(), [BatchAwareCheckpoint(str(tmp_path / "b{batch:03d}.keras"), save_freq=5)])
+    m = model()
+    with pytest.raises(CheckpointError) as info:
+        fit(m, [BatchAwareCheckpoint(str(tmp_path / "b{batch:03d}.keras"), save_freq=5)])
+    assert str(info.value) == (
+        f"folder '{tmp_path}' already holds checkpoint 'b030.keras' of template "
+        "'b{batch:03d}.keras' from batch 30, later than this run's batch count 0; resume "
+        f"from it (ckptname.keras.resume(model, '{tmp_path}')) or use another folder"
+    )
+    assert int(m.optimizer.iterations) == 0
+
+
+def test_other_templates_in_the_folder_are_not_in_the_way(tmp_path):
+    fit(model(), [BatchAwareCheckpoint(str(tmp_path / "b{batch:03d}.keras"), save_freq=5)])
+    fit(model(), [BatchAwareCheckpoint(str(tmp_path / "run2-{batch:03d}.keras"), save_freq=15)])
+    assert names(tmp_path, ".keras")[-2:] == ["run2-015.keras", "run2-030.keras"]
+
+
+def test_a_second_fit_in_the_same_process_continues_the_count(tmp_path):
+    m = model()
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}-b{batch:03d}.keras"), save_freq=10)
+    fit(m, [ckpt], epochs=1)
+    fit(m, [ckpt], epochs=2, initial_epoch=1)
+    assert names(tmp_path) == ["e1-b010.keras", "e2-b020.keras"]
+
+
+def test_templates_with_folders(tmp_path):
+    ckpt = BatchAwareCheckpoint(
+        str(tmp_path / "lr{lr:.0e}" / "e{epoch}" / "b{batch:02d}.keras"),
+        save_freq=5,
+        extras={"lr": 0.01},
+        keep_last=3,
+    )
+    fit(model(), [ckpt], epochs=2)
+    found = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.keras"))
+    assert found == ["lr1e-02/e1/b10.keras", "lr1e-02/e2/b15.keras", "lr1e-02/e2/b20.keras"]
+    state = json.loads((tmp_path / ".ckptname-state.json").read_text())
+    assert state["template"] == "lr{lr:.0e}/e{epoch}/b{batch:02d}.keras"
+    assert state["latest"]["name"] == "lr1e-02/e2/b20.keras"
+
+
+# ----------------------------------------------------------------- retention
+
+
+def test_keep_last_deletes_only_this_templates_older_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    (tmp_path / "b00005.keras.bak").write_text("not a checkpoint of the template")
+    (tmp_path / "other-00005.keras").write_text("another template")
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch:05d}.keras"), save_freq=5, keep_last=2)
+    fit(model(), [ckpt])
+    assert names(tmp_path) == [
+        "b00005.keras.bak",
+        "b00025.keras",
+        "b00030.keras",
+        "notes.txt",
+        "other-00005.keras",
+    ]
+    sidecars = sorted(p.name for p in tmp_path.glob("*.ckptname.json"))
+    assert sidecars == ["b00025.keras.ckptname.json", "b00030.keras.ckptname.json"]
+    assert leftovers(tmp_path) == []
+
+
+def test_keep_best_and_keep_last_keep_the_union(tmp_path):
+    scores = {0: 0.2, 1: 0.5, 2: 0.4, 3: 0.6}
+    ckpt = BatchAwareCheckpoint(
+        str(tmp_path / "e{epoch}.keras"), monitor="val_loss", keep_last=1, keep_best=1
+    )
+    fit(model(), [Scripted("val_loss", scores), ckpt], epochs=4)
+    assert names(tmp_path) == ["e1.keras", "e4.keras"]
+
+
+def test_keep_best_ranks_by_exact_values_when_names_round(tmp_path):
+    # Both names read 0.12; the sidecars hold the values that decide.
+    scores = {0: 0.1249, 1: 0.1201, 2: 0.1222}
+    ckpt = BatchAwareCheckpoint(
+        str(tmp_path / "e{epoch}-{val_loss:.2f}.keras"), monitor="val_loss", keep_best=1
+    )
+    fit(model(), [Scripted("val_loss", scores), ckpt], epochs=3)
+    # the newest is never deleted; of the rest, the best (epoch 2) is kept
+    assert names(tmp_path) == ["e2-0.12.keras", "e3-0.12.keras"]
+
+
+def test_retention_spares_the_checkpoint_a_run_resumed_from_until_it_ends(tmp_path):
+    filepath = str(tmp_path / "b{batch:03d}.keras")
+    fit(model(), [BatchAwareCheckpoint(filepath, save_freq=10)], epochs=1)
+    m = model()
+    point = ckptname.keras.resume(m, filepath)
+    assert point.batch == 10
+    seen = []
+    spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(names(tmp_path)))
+    ckpt = BatchAwareCheckpoint(filepath, save_freq=5, keep_last=1)
+    fit(m, [ckpt, spy], epochs=3, initial_epoch=1)
+    assert seen == [["b010.keras", "b020.keras"], ["b010.keras", "b030.keras"]]
+    assert names(tmp_path) == ["b030.keras"]  # as after an uninterrupted run
+
+
+# ----------------------------------------------------------------- extras and sidecars
+
+
+def test_extras_fill_fields_and_sidecars(tmp_path):
+    m = model()
+
+    def extras():
+        return {"lr": float(m.optimizer.learning_rate.numpy()), "run": "alpha", "seed": 7}
+
+    ckpt = BatchAwareCheckpoint(
+        str(tmp_path / "{run:s}-b{batch}-lr{lr:.0e}.keras"), save_freq=10, extras=extras
+    )
+    fit(m, [ckpt], epochs=1)
+    assert names(tmp_path) == ["alpha-b10-lr1e-02.keras"]
+    meta = read_metadata(tmp_path / "alpha-b10-lr1e-02.keras")
+    assert set(meta) == {
+        "format",
+        "name",
+        "template",
+        "epoch",
+        "batch",
+        "batch_in_epoch",
+        "iterations",
+        "end_of_epoch",
+        "steps_per_epoch",
+        "metrics",
+        "extras",
+        "time",
+        "ckptname_version",
+        "save_weights_only",
+    }
+    assert meta["format"] == "ckptname.checkpoint/1"
+    assert meta["name"] == "alpha-b10-lr1e-02.keras"
+    assert meta["template"] == "{run:s}-b{batch}-lr{lr:.0e}.keras"
+    assert (meta["epoch"], meta["batch"], meta["batch_in_epoch"], meta["iterations"]) == (
+        1,
+        10,
+        10,
+        10,
+    )
+    assert meta["end_of_epoch"] is True
+    assert meta["steps_per_epoch"] == 10
+    assert meta["extras"] == {"lr": pytest.approx(0.01), "run": "alpha", "seed": 7}
+    assert set(meta["metrics"]) == {"loss", "mae"}
+    assert meta["ckptname_version"] == ckptname.__version__
+    assert meta["save_weights_only"] is False
+    assert isinstance(meta["time"], float)
+    state = json.loads((tmp_path / ".ckptname-state.json").read_text())
+    assert state["format"] == "ckptname.state/1"
+    assert state["latest"] == {
+        "name": "alpha-b10-lr1e-02.keras",
+        "epoch": 1,
+        "batch": 10,
+        "batch_in_epoch": 10,
+        "iterations": 10,
+    }
+
+
+def test_extras_that_shadow_a_metric_are_refused(tmp_path):
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch}.keras"), save_freq=5, extras={"loss": 1})
+    with pytest.raises(ValueError) as info:
+        fit(model(), [ckpt], epochs=1)
+    assert str(info.value) == (
+        "extras key 'loss' is also a key of the logs; rename the extra so that the template "
+        "field is not ambiguous"
+    )
+
+
+def test_extras_must_be_json(tmp_path):
+    ckpt = BatchAwareCheckpoint(
+        str(tmp_path / "b{batch}.keras"), save_freq=5, extras={"obj": object()}
+    )
+    with pytest.raises(TypeError) as info:
+        fit(model(), [ckpt], epochs=1)
+    assert str(info.value) == (
+        "extras value for 'obj' is a object, which cannot be stored as JSON; pass numbers, "
+        "strings, booleans, None, or lists and dicts of them"
+    )
+
+
+def test_verbose_prints_what_keras_prints(tmp_path, capsys):
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}.keras"), verbose=1, save_freq="epoch")
+    fit(model(), [ckpt], epochs=1)
+    out = capsys.readouterr().out
+    assert f"Epoch 1: saving model to {tmp_path / 'e1.keras'}" in out
+    assert f"Epoch 1: finished saving model to {tmp_path / 'e1.keras'}" in out
+
+
+def test_only_the_chief_writes(tmp_path, monkeypatch):
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}),
+    )
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch:02d}.keras"), save_freq=10)
+    fit(model(), [ckpt], epochs=2)
+    assert names(tmp_path) == []
+    assert ckpt.last_checkpoint == str(tmp_path / "b20.keras")  # named as the chief names it
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}),
+    )
+    chief = BatchAwareCheckpoint(str(tmp_path / "b{batch:02d}.keras"), save_freq=10)
+    fit(model(), [chief], epochs=2)
+    assert names(tmp_path) == ["b10.keras", "b20.keras"]
+
+
+def test_remote_storage_writes_the_sidecar_last(tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    written: list[str] = []
+    real_pipe = fs.pipe_file
+    real_put = fs.put_file
+
+    def pipe_file(path, value, *a, **k):
+        written.append(path)
+        return real_pipe(path, value, *a, **k)
+
+    def put_file(lpath, rpath, *a, **k):
+        written.append(rpath)
+        return real_put(lpath, rpath, *a, **k)
+
+    fs.pipe_file = pipe_file
+    fs.put_file = put_file
+    try:
+        ckpt = BatchAwareCheckpoint("memory://ckn-test/run/b{batch:02d}.keras", save_freq=10)
+        fit(model(), [ckpt], epochs=1)
+        assert [re.sub(r"^/", "", p) for p in written] == [
+            "ckn-test/run/b10.keras",
+            "ckn-test/run/b10.keras.ckptname.json",
+            "ckn-test/run/.ckptname-state.json",
+        ]
+        assert read_metadata("memory://ckn-test/run/b10.keras")["batch"] == 10
+        m = model(seed=3)
+        point = ckptname.keras.resume(m, "memory://ckn-test/run")
+        assert (point.batch, int(m.optimizer.iterations)) == (10, 10)
+    finally:
+        del fs.pipe_file, fs.put_file
+        fs.rm("/ckn-test", recursive=True)

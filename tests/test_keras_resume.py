@@ -1,0 +1,518 @@
+"""resume() and fit_resumed(): an interrupted run continues exactly, names and all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import keras
+import keras_util as ku
+import numpy as np
+import pytest
+from keras_util import STEPS, Interrupt, InterruptAt, data, leftovers, model, names
+
+import ckptname
+from ckptname import CkptnameWarning, read_metadata
+from ckptname.keras import BatchAwareCheckpoint, ResumePoint, fit_resumed, resume
+
+TEMPLATE = "e{epoch}-b{batch:03d}-{batch_in_epoch}.keras"
+
+
+def ours(record):
+    """The messages of the ckptname warnings among those recorded."""
+    return [str(w.message) for w in record if issubclass(w.category, CkptnameWarning)]
+
+
+def weights(m):
+    return [np.array(w) for w in m.get_weights()]
+
+
+def assert_same_weights(a, b):
+    for wa, wb in zip(weights(a), weights(b), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+
+
+def uninterrupted(folder: Path, x, y=None, save_freq=5, **fit_kwargs):
+    """The reference run: names, final model."""
+    m = model()
+    ckpt = BatchAwareCheckpoint(str(folder / TEMPLATE), save_freq=save_freq)
+    fit_kwargs.setdefault("epochs", 3)
+    m.fit(x, y, verbose=0, callbacks=[ckpt], **fit_kwargs)
+    return names(folder), m
+
+
+# ----------------------------------------------------------------- ResumePoint
+
+
+@pytest.mark.parametrize(
+    ("point", "initial_epoch", "mid_epoch"),
+    [
+        (ResumePoint(), 0, False),
+        (ResumePoint("p", epoch=3, batch=30, batch_in_epoch=10, end_of_epoch=True), 3, False),
+        (ResumePoint("p", epoch=3, batch=25, batch_in_epoch=5, end_of_epoch=False), 2, True),
+    ],
+)
+def test_resume_point_tells_fit_where_to_start(point, initial_epoch, mid_epoch):
+    assert (point.initial_epoch, point.mid_epoch) == (initial_epoch, mid_epoch)
+
+
+def test_resume_from_an_empty_folder_is_a_fresh_start(tmp_path):
+    m = model()
+    point = resume(m, tmp_path)
+    assert point == ResumePoint()
+    assert not point.resumed
+    x, y = data()
+    history = fit_resumed(
+        m,
+        x,
+        y,
+        resume=point,
+        epochs=1,
+        batch_size=10,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(str(tmp_path / "b{batch}.keras"), save_freq=10)],
+    )
+    assert history.epoch == [0]
+    assert names(tmp_path) == ["b10.keras"]
+
+
+def test_resume_needs_a_built_model(tmp_path):
+    m = keras.Sequential([keras.layers.Dense(1)])
+    with pytest.raises(ValueError) as info:
+        resume(m, tmp_path)
+    assert str(info.value) == (
+        "the model must be built before resume() can load weights into it; call it on a "
+        "batch, or give it an Input layer"
+    )
+
+
+# ----------------------------------------------------------------- load back
+
+
+@pytest.mark.parametrize(
+    ("template", "weights_only"),
+    [("b{batch:02d}.keras", False), ("b{batch:02d}.weights.h5", True)],
+)
+def test_saves_load_back_with_optimizer_state(tmp_path, template, weights_only):
+    m = model()
+    ckpt = BatchAwareCheckpoint(
+        str(tmp_path / template), save_weights_only=weights_only, save_freq=10
+    )
+    x, y = data()
+    m.fit(x, y, epochs=2, batch_size=10, verbose=0, callbacks=[ckpt])
+    fresh = model(seed=1)
+    point = resume(fresh, str(tmp_path / template))
+    assert point.path == str(tmp_path / template.format(batch=20))
+    assert (point.epoch, point.batch, point.batch_in_epoch, point.end_of_epoch) == (2, 20, 10, True)
+    assert point.iterations == 20
+    assert int(fresh.optimizer.iterations) == 20
+    assert_same_weights(fresh, m)
+    for a, b in zip(fresh.optimizer.variables, m.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    if not weights_only:
+        loaded = keras.models.load_model(point.path)
+        np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0))
+
+
+def test_legacy_h5_saves_load_back_and_a_lost_optimizer_count_is_reported(tmp_path):
+    m = model()
+    filepath = str(tmp_path / "b{batch:02d}.h5")
+    x, y = data()
+    m.fit(
+        x,
+        y,
+        epochs=1,
+        batch_size=10,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(filepath, save_freq=10)],
+    )
+    fresh = model(seed=1)
+    point = resume(fresh, filepath)
+    assert_same_weights(fresh, m)
+    assert int(fresh.optimizer.iterations) == 0  # the legacy format has no optimizer state
+    with pytest.warns(CkptnameWarning) as record:
+        fresh.fit(
+            x,
+            y,
+            epochs=2,
+            initial_epoch=point.initial_epoch,
+            batch_size=10,
+            verbose=0,
+            callbacks=[BatchAwareCheckpoint(filepath, save_freq=10)],
+        )
+    assert ours(record) == [
+        f"the optimizer's batch counter is 0 after resuming from {point.path!r} (saved after "
+        "10 batches): its state was not in the checkpoint; counting continues from 10, but "
+        "learning-rate schedules restart"
+    ]
+    assert names(tmp_path) == ["b10.h5", "b20.h5"]
+
+
+def test_a_disagreeing_optimizer_count_is_reported_and_wins(tmp_path):
+    filepath = str(tmp_path / "b{batch:02d}.keras")
+    x, y = data()
+    model().fit(
+        x,
+        y,
+        epochs=1,
+        batch_size=10,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
+    )
+    m = model()
+    point = resume(m, filepath)
+    m.optimizer.iterations.assign(12)
+    with pytest.warns(CkptnameWarning) as record:
+        m.fit(
+            x,
+            y,
+            epochs=2,
+            initial_epoch=1,
+            batch_size=10,
+            verbose=0,
+            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
+        )
+    assert ours(record) == [
+        f"the optimizer has run 12 batches but checkpoint {point.path!r} was saved after 10; "
+        "counting continues from 12, the optimizer's count (learning-rate schedules follow it)"
+    ]
+    assert names(tmp_path) == ["b05.keras", "b10.keras", "b15.keras", "b20.keras"]
+    assert read_metadata(tmp_path / "b15.keras")["iterations"] == 15
+
+
+def test_starting_before_the_interrupted_epoch_is_reported(tmp_path):
+    filepath = str(tmp_path / TEMPLATE)
+    x, y = data()
+    with pytest.raises(Interrupt):
+        model().fit(
+            x,
+            y,
+            epochs=3,
+            batch_size=10,
+            verbose=0,
+            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5), InterruptAt(17)],
+        )
+    m = model()
+    resume(m, filepath)
+    with pytest.warns(CkptnameWarning) as record:
+        m.fit(
+            x,
+            y,
+            epochs=1,
+            batch_size=10,
+            verbose=0,
+            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
+        )
+    assert ours(record) == [
+        "training starts at epoch 1, but the run stopped inside epoch 2 (after batch 5 of "
+        "it); pass initial_epoch=1 to fit (or use ckptname.keras.fit_resumed) so that epochs "
+        "are numbered as before"
+    ]
+
+
+# ----------------------------------------------------------------- exact mid-epoch resume
+
+
+def test_interrupted_run_resumes_with_the_same_names_iterations_and_weights(tmp_path):
+    x, y = data()
+    reference, done = uninterrupted(tmp_path / "ref", x, y, batch_size=10, shuffle=False)
+    assert reference == [
+        "e1-b005-5.keras",
+        "e1-b010-10.keras",
+        "e2-b015-5.keras",
+        "e2-b020-10.keras",
+        "e3-b025-5.keras",
+        "e3-b030-10.keras",
+    ]
+
+    folder = tmp_path / "run"
+    filepath = str(folder / TEMPLATE)
+    with pytest.raises(Interrupt):
+        model().fit(
+            x,
+            y,
+            epochs=3,
+            batch_size=10,
+            verbose=0,
+            shuffle=False,
+            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5), InterruptAt(17)],
+        )
+    assert names(folder) == reference[:3]
+
+    m = model(seed=7)  # other initial weights: everything must come from the checkpoint
+    point = resume(m, filepath)
+    assert point.path == str(folder / "e2-b015-5.keras")
+    assert (point.epoch, point.batch, point.batch_in_epoch, point.end_of_epoch) == (2, 15, 5, False)
+    assert point.initial_epoch == 1
+    history = fit_resumed(
+        m,
+        x,
+        y,
+        resume=point,
+        epochs=3,
+        batch_size=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
+    )
+    assert names(folder) == reference
+    assert int(m.optimizer.iterations) == int(done.optimizer.iterations) == 30
+    assert history.epoch == [1, 2]
+    assert_same_weights(m, done)  # the same batches, in the same order
+    for name in reference:
+        a = read_metadata(folder / name)
+        b = read_metadata(tmp_path / "ref" / name)
+        assert (a["epoch"], a["batch"], a["batch_in_epoch"], a["iterations"]) == (
+            b["epoch"],
+            b["batch"],
+            b["batch_in_epoch"],
+            b["iterations"],
+        )
+
+
+def test_shuffled_arrays_resume_with_the_same_counts(tmp_path):
+    x, y = data()
+    reference, _ = uninterrupted(tmp_path / "ref", x, y, batch_size=10)
+    filepath = str(tmp_path / "run" / TEMPLATE)
+    with pytest.raises(Interrupt):
+        model().fit(
+            x,
+            y,
+            epochs=3,
+            batch_size=10,
+            verbose=0,
+            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5), InterruptAt(23)],
+        )
+    m = model()
+    point = resume(m, filepath)
+    fit_resumed(
+        m,
+        x,
+        y,
+        resume=point,
+        epochs=3,
+        batch_size=10,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
+    )
+    assert names(tmp_path / "run") == reference
+    assert int(m.optimizer.iterations) == 30
+
+
+def test_resume_with_validation_split_and_a_partial_last_batch(tmp_path):
+    # 100 samples, 20% held out: 80 to train in batches of 12 -> 7 batches an
+    # epoch, the last of 8 samples.
+    x, y = data()
+    kw = {"batch_size": 12, "shuffle": False, "validation_split": 0.2}
+    m_ref = model()
+    m_ref.fit(
+        x,
+        y,
+        epochs=3,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(str(tmp_path / "ref" / TEMPLATE), save_freq=3)],
+        **kw,
+    )
+    filepath = str(tmp_path / "run" / TEMPLATE)
+    with pytest.raises(Interrupt):
+        model().fit(
+            x,
+            y,
+            epochs=3,
+            verbose=0,
+            callbacks=[BatchAwareCheckpoint(filepath, save_freq=3), InterruptAt(11)],
+            **kw,
+        )
+    m = model()
+    point = resume(m, filepath)
+    assert (point.batch, point.batch_in_epoch) == (9, 2)
+    history = fit_resumed(
+        m,
+        x,
+        y,
+        resume=point,
+        epochs=3,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(filepath, save_freq=3)],
+        **kw,
+    )
+    assert names(tmp_path / "run") == names(tmp_path / "ref")
+    assert int(m.optimizer.iterations) == 21
+    assert_same_weights(m, m_ref)
+    assert history.history["val_loss"][-1] == pytest.approx(
+        m_ref.history.history["val_loss"][-1], rel=1e-5
+    )
+
+
+def test_tf_data_resume_finishes_the_pass(tmp_path):
+    import tensorflow as tf
+
+    x, y = data()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
+    reference, done = uninterrupted(tmp_path / "ref", ds)
+    filepath = str(tmp_path / "run" / TEMPLATE)
+    with pytest.raises(Interrupt):
+        model().fit(
+            ds,
+            epochs=3,
+            verbose=0,
+            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5), InterruptAt(27)],
+        )
+    m = model()
+    point = resume(m, filepath)
+    assert (point.batch, point.batch_in_epoch) == (25, 5)
+    fit_resumed(
+        m,
+        ds,
+        resume=point,
+        epochs=3,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
+    )
+    assert names(tmp_path / "run") == reference
+    assert int(m.optimizer.iterations) == 30
+    assert_same_weights(m, done)
+
+
+@pytest.mark.parametrize("repeat", [True, False])
+def test_tf_data_stream_with_steps_per_epoch_resumes_where_it_was_cut(tmp_path, repeat):
+    # Epochs of 5 batches cut from a stream: a repeated 10-batch dataset, or
+    # the finite one itself (Keras then restarts it after each pass).
+    import tensorflow as tf
+
+    x, y = data()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
+    if repeat:
+        ds = ds.repeat()
+    reference, done = uninterrupted(tmp_path / "ref", ds, save_freq=3, steps_per_epoch=5, epochs=5)
+    filepath = str(tmp_path / "run" / TEMPLATE)
+    with pytest.raises(Interrupt):
+        model().fit(
+            ds,
+            epochs=5,
+            steps_per_epoch=5,
+            verbose=0,
+            callbacks=[BatchAwareCheckpoint(filepath, save_freq=3), InterruptAt(14)],
+        )
+    m = model()
+    point = resume(m, filepath)
+    assert (point.epoch, point.batch, point.batch_in_epoch) == (3, 12, 2)
+    fit_resumed(
+        m,
+        ds,
+        resume=point,
+        epochs=5,
+        steps_per_epoch=5,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(filepath, save_freq=3)],
+    )
+    assert names(tmp_path / "run") == reference
+    assert int(m.optimizer.iterations) == 25
+    assert_same_weights(m, done)
+
+
+def test_fit_resumed_takes_the_initial_epoch_from_the_resume_point():
+    with pytest.raises(ValueError) as info:
+        fit_resumed(None, resume=None, initial_epoch=2)
+    assert str(info.value) == (
+        "fit_resumed takes the initial epoch from `resume`; do not pass initial_epoch"
+    )
+
+
+def test_fit_resumed_refuses_inputs_it_cannot_cut():
+    point = ResumePoint("p", epoch=1, batch=5, batch_in_epoch=5, end_of_epoch=False)
+
+    def gen():
+        yield from ()
+
+    with pytest.raises(TypeError) as info:
+        fit_resumed(model(), gen(), resume=point, epochs=2)
+    assert str(info.value) == (
+        "fit_resumed finishes an interrupted epoch for NumPy arrays (or lists and dicts of "
+        "them) and tf.data datasets; got generator"
+    )
+
+
+# ----------------------------------------------------------------- a real kill
+
+_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, json
+    import keras
+    import keras_util as ku
+    from ckptname.keras import BatchAwareCheckpoint, fit_resumed, resume
+
+    folder, kill_at = sys.argv[1], int(sys.argv[2])
+
+    class KillAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations) == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    x, y = ku.data()
+    m = ku.model()
+    point = resume(m, folder + "/" + sys.argv[3])
+    ckpt = BatchAwareCheckpoint(folder + "/" + sys.argv[3], save_freq=5, keep_last=2)
+    fit_resumed(m, x, y, resume=point, epochs=3, batch_size=10, shuffle=False, verbose=0,
+                callbacks=[ckpt, KillAt()])
+    print(json.dumps({"iterations": int(m.optimizer.iterations),
+                      "weights": [w.tolist() for w in m.get_weights()]}))
+    """
+)
+
+
+def test_a_killed_process_resumes_with_the_same_names_and_iterations(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(ku.__file__).parent), *sys.path]))
+    folder = tmp_path / "ckpts"
+
+    def run(kill_at):
+        return subprocess.run(
+            [sys.executable, str(script), str(folder), str(kill_at), TEMPLATE],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+
+    killed = run(17)  # inside epoch 2, two batches after the save at 15
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert names(folder) == ["e1-b010-10.keras", "e2-b015-5.keras"]
+
+    finished = run(-1)
+    assert finished.returncode == 0, finished.stderr
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
+
+    x, y = data()
+    ref = model()
+    ref.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[
+            BatchAwareCheckpoint(str(tmp_path / "ref" / TEMPLATE), save_freq=5, keep_last=2)
+        ],
+    )
+    assert names(folder) == names(tmp_path / "ref") == ["e3-b025-5.keras", "e3-b030-10.keras"]
+    assert sorted(p.name for p in folder.glob("*.ckptname.json")) == [
+        "e3-b025-5.keras.ckptname.json",
+        "e3-b030-10.keras.ckptname.json",
+    ]
+    assert result["iterations"] == int(ref.optimizer.iterations) == 30
+    for got, want in zip(result["weights"], ref.get_weights(), strict=True):
+        np.testing.assert_allclose(np.array(got), want, rtol=1e-6, atol=1e-7)
+    assert leftovers(folder) == []
+    assert STEPS == 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ckptname.find_latest(str(folder), TEMPLATE).name == "e3-b030-10.keras"
