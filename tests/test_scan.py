@@ -70,11 +70,11 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real_listdir, real_scandir = os.listdir, os.scandir
 
     def listdir(path: Any = ".") -> list[Any]:
-        seen.append(os.fspath(path))
+        seen.append(os.fsdecode(path))
         return real_listdir(path)
 
     def scandir(path: Any = ".") -> Any:
-        seen.append(os.fspath(path))
+        seen.append(os.fsdecode(path))
         return real_scandir(path)
 
     monkeypatch.setattr(os, "listdir", listdir)

@@ -58,6 +58,48 @@ def _natural(name: str) -> tuple[str | int, ...]:
     return tuple(parts)
 
 
+class _NaturalName:
+    """A name that compares by :func:`_natural`, splitting it only when compared.
+
+    Progress keys compare names only where counters tie, which is rare;
+    splitting every name up front would cost more than the rest of the key.
+    """
+
+    __slots__ = ("_key", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._key: tuple[str | int, ...] | None = None
+
+    def key(self) -> tuple[str | int, ...]:
+        if self._key is None:
+            self._key = _natural(self.name)
+        return self._key
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _NaturalName):
+            return NotImplemented
+        return self.name == other.name or self.key() == other.key()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def __lt__(self, other: _NaturalName) -> bool:
+        return self.key() < other.key()
+
+    def __le__(self, other: _NaturalName) -> bool:
+        return self.key() <= other.key()
+
+    def __gt__(self, other: _NaturalName) -> bool:
+        return self.key() > other.key()
+
+    def __ge__(self, other: _NaturalName) -> bool:
+        return self.key() >= other.key()
+
+    def __repr__(self) -> str:
+        return f"_NaturalName({self.name!r})"
+
+
 def progress_key(checkpoint: Checkpoint) -> tuple[Any, ...]:
     """The sort key that orders checkpoints from oldest to newest.
 
@@ -115,7 +157,7 @@ def progress_key(checkpoint: Checkpoint) -> tuple[Any, ...]:
         side_epoch,
         side_in_epoch,
         mtime,
-        _natural(name),
+        _NaturalName(name),
         name,
     )
 

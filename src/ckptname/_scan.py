@@ -47,7 +47,8 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any
+from itertools import filterfalse
+from typing import Any, AnyStr
 
 from ._errors import CkptnameWarning, MetadataError, MissingFieldError, TemplateError
 from ._metadata import SIDECAR_SUFFIX, STATE_NAME, decode, is_reserved, read_state, sidecar_path
@@ -180,8 +181,10 @@ class _Layout:
     dirs: tuple[Template, ...]
     leaf: Template
     # Searches a NUL-joined listing for the first progress counter of every
-    # name that fully matches the leaf (see _fast_search), or None.
+    # name that fully matches the leaf (see _fast_search), or None; and the
+    # same pattern for a listing in bytes, where the pattern is ASCII.
     fast: re.Pattern[str] | None
+    fast_bytes: re.Pattern[bytes] | None
     has_counter: bool
 
 
@@ -215,13 +218,19 @@ def _layout_of(template: Template) -> _Layout:
         template.parse("")  # raises the TemplateError that says why
     segments = template.segments
     leaf = segments[-1]
+    has_counter = any(c in template.fields for c in COUNTERS)
+    fast = _fast_search(leaf) if has_counter else None
+    fast_bytes = None
+    if fast is not None and fast.pattern.isascii():
+        fast_bytes = re.compile(fast.pattern.encode("ascii"), fast.flags & ~re.UNICODE)
     return _Layout(
         template=template,
         text=text,
         dirs=tuple(segments[:-1]),
         leaf=leaf,
-        fast=_fast_search(leaf),
-        has_counter=any(c in template.fields for c in COUNTERS),
+        fast=fast,
+        fast_bytes=fast_bytes,
+        has_counter=has_counter,
     )
 
 
@@ -507,6 +516,13 @@ def _listdir_names(path: str) -> list[str]:
         return []
 
 
+def _listdir_bytes(path: str) -> list[bytes]:
+    try:
+        return os.listdir(os.fsencode(path or "."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 # --------------------------------------------------------------------------- sidecars
 
 
@@ -566,29 +582,41 @@ def _local_records(
     the few it returns). ``names`` is the folder's listing where the caller
     has it already.
     """
-    leaf = layout.leaf
+    parse = layout.leaf.parse
     out: list[Checkpoint] = []
     text = layout.text
+    prefix = folder.prefix
+    # Joined once per folder, not once per name: this loop runs per file.
+    user_base = root.path(prefix)
+    inner_base = os.path.join(folder.inner, "") if folder.inner else ""
     for name in _listdir_names(folder.inner) if names is None else names:
         if is_reserved(name):
             continue
-        values = leaf.parse(name)
+        values = parse(name)
         if values is None:
             continue
         merged = _merge(folder.values, values)
         if merged is None:
             continue
-        rel = folder.prefix + name
         if not check:
-            out.append(_make(root.path(rel), rel, merged, text))
+            out.append(_make(user_base + name, prefix + name, merged, text))
             continue
         try:
-            st = os.stat(os.path.join(folder.inner, name) if folder.inner else name)
+            st = os.stat(inner_base + name)
         except OSError:
             continue  # deleted since the listing, or a dangling link
         if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
             continue
-        out.append(_make(root.path(rel), rel, merged, text, size=st.st_size, mtime=st.st_mtime))
+        out.append(
+            _make(
+                user_base + name,
+                prefix + name,
+                merged,
+                text,
+                size=st.st_size,
+                mtime=st.st_mtime,
+            )
+        )
     return out
 
 
@@ -655,15 +683,18 @@ def _with_mtime(root: _Root, record: Checkpoint) -> Checkpoint:
 # --------------------------------------------------------------------------- state
 
 
-def _state_layout(root: _Root, call: str) -> tuple[_Layout | None, dict[str, Any] | None]:
-    """The layout named by the root's state file, and the state itself.
+def _state_template(root: _Root, call: str) -> tuple[Template | None, dict[str, Any] | None]:
+    """The template named by the root's state file, and the state itself.
+
+    Only the template is compiled here, not the layout for walking folders:
+    answering from the state file needs no more, and compiling is most of
+    the cost of a first call.
 
     Returns ``(None, None)`` where the root does not exist (nothing to find).
 
     Raises:
         TemplateError: no usable state file, so the caller must pass a template.
     """
-    state_path = root.path(STATE_NAME)
     try:
         state = read_state(root.storage, root.inner)
     except MetadataError as exc:
@@ -680,17 +711,38 @@ def _state_layout(root: _Root, call: str) -> tuple[_Layout | None, dict[str, Any
             f"{call}({root.text!r}, {_EXAMPLE})"
         )
     try:
-        layout = _layout(state["template"])
+        template = _compiled(state["template"])
+        if not template.reversible:
+            template.parse("")  # raises the TemplateError that says why
     except TemplateError as exc:
-        raise TemplateError(
-            f"state file {state_path!r} holds a template that cannot be used "
-            f"({exc.reason}), and no template was given; pass the template the "
-            f"checkpoints were saved with, e.g. {call}({root.text!r}, {_EXAMPLE})"
-        ) from None
-    return layout, state
+        raise _unusable_state_template(root, call, exc) from None
+    return template, state
 
 
-def _from_state(root: _Root, layout: _Layout, state: dict[str, Any]) -> Checkpoint | None:
+def _unusable_state_template(root: _Root, call: str, exc: TemplateError) -> TemplateError:
+    return TemplateError(
+        f"state file {root.path(STATE_NAME)!r} holds a template that cannot be used "
+        f"({exc.reason}), and no template was given; pass the template the "
+        f"checkpoints were saved with, e.g. {call}({root.text!r}, {_EXAMPLE})"
+    )
+
+
+def _state_layout(root: _Root, call: str) -> tuple[_Layout | None, dict[str, Any] | None]:
+    """Like :func:`_state_template`, with the layout for walking folders."""
+    template, state = _state_template(root, call)
+    if template is None:
+        return None, None
+    return _state_walk_layout(root, call, template), state
+
+
+def _state_walk_layout(root: _Root, call: str, template: Template) -> _Layout:
+    try:
+        return _layout(template)
+    except TemplateError as exc:
+        raise _unusable_state_template(root, call, exc) from None
+
+
+def _from_state(root: _Root, template: Template, state: dict[str, Any]) -> Checkpoint | None:
     """The checkpoint the state file names as latest, if it is still there.
 
     One ``stat`` (one ``info`` request on remote roots), no listing. A state
@@ -707,11 +759,11 @@ def _from_state(root: _Root, layout: _Layout, state: dict[str, Any]) -> Checkpoi
     if isinstance(name, str) and not is_reserved(name) and "\\" not in name:
         parts = name.split("/")
         if all(part not in ("", ".", "..") for part in parts):
-            values = layout.template.parse(name)
+            values = template.parse(name)
     if values is None:
         warnings.warn(
             f"state file {root.path(STATE_NAME)!r} names {name!r} as the latest "
-            f"checkpoint, which does not match its template {layout.text!r}; "
+            f"checkpoint, which does not match its template {template.text!r}; "
             "finding the latest checkpoint by listing the folder instead",
             CkptnameWarning,
             stacklevel=3,
@@ -721,7 +773,7 @@ def _from_state(root: _Root, layout: _Layout, state: dict[str, Any]) -> Checkpoi
     entry = root.storage.stat(root.inner_path(name))
     if entry is None or entry.is_dir or entry.size == 0:
         return None
-    return _make(root.path(name), name, values, layout.text, size=entry.size, mtime=entry.mtime)
+    return _make(root.path(name), name, values, template.text, size=entry.size, mtime=entry.mtime)
 
 
 # --------------------------------------------------------------------------- latest
@@ -734,30 +786,69 @@ def _descending_local(root: _Root, layout: _Layout, folder: _Folder) -> Iterator
     every match with one search over the joined listing, and parses only the
     names that carry the largest; the next largest is looked at only when the
     caller refuses every record it was given (an empty file, say).
+
+    Where the template's pattern is ASCII, the folder is listed as bytes and
+    searched with the same pattern compiled for bytes: the kernel's answer is
+    the same, and the 100,000 names the search rejects are never decoded.
+    On ASCII names and an ASCII pattern, bytes and text patterns match alike;
+    a folder with any other name is searched as text.
     """
-    names = _listdir_names(folder.inner)
+    if layout.fast is None:
+        yield from _descending_general(root, layout, folder, _listdir_names(folder.inner))
+        return
+    if layout.fast_bytes is not None:
+        raw = _listdir_bytes(folder.inner)
+        if not raw:
+            return
+        joined_bytes = b"\x00".join([b"", *raw, b""])
+        if joined_bytes.isascii():
+            yield from _descending_fast(
+                root,
+                layout,
+                folder,
+                joined_bytes,
+                layout.fast_bytes.findall(joined_bytes),
+                lambda: [name.decode("ascii") for name in raw],
+            )
+            return
+        names = [os.fsdecode(name) for name in raw]
+    else:
+        names = _listdir_names(folder.inner)
     if not names:
         return
-    if layout.fast is None or not layout.has_counter:
-        yield from _descending_general(root, layout, folder, names)
+    joined = "\x00".join(["", *names, ""])
+    yield from _descending_fast(
+        root, layout, folder, joined, layout.fast.findall(joined), lambda: names
+    )
+
+
+def _descending_fast(
+    root: _Root,
+    layout: _Layout,
+    folder: _Folder,
+    joined: AnyStr,
+    texts: list[AnyStr],
+    all_names: Callable[[], list[str]],
+) -> Iterator[Checkpoint]:
+    """Records newest first from the counter texts a fast search found."""
+    if not texts:
         return
-    joined = "\x00" + "\x00".join(names) + "\x00"
-    texts = layout.fast.findall(joined)
     try:
-        counters: list[float] = list(map(int, texts))
+        counters = list(map(int, texts))
     except ValueError:
         # A field without a format type also matches text that is no integer
         # ('step-abc' for 'step-{batch}'); let parse decide about those.
-        yield from _descending_general(root, layout, folder, names)
+        yield from _descending_general(root, layout, folder, all_names())
         return
-    gone = float("-inf")
+    refused: set[int] = set()
     given: set[str] = set()
     for _ in range(8):
-        if not counters:
-            return
-        top = max(counters)
-        if top == gone:
-            return
+        if refused:
+            top = max(filterfalse(refused.__contains__, counters), default=None)
+            if top is None:
+                return
+        else:
+            top = max(counters)
         text = texts[counters.index(top)]
         matched, records = _names_with_counter(root, layout, folder, joined, text, top)
         if len(matched) != counters.count(top):
@@ -766,26 +857,27 @@ def _descending_local(root: _Root, layout: _Layout, folder: _Folder) -> Iterator
         for record in records:
             given.add(record.name)
             yield record
-        counters = [gone if c == top else c for c in counters]
-    for record in _descending_general(root, layout, folder, names):
+        refused.add(top)
+    for record in _descending_general(root, layout, folder, all_names()):
         if record.name not in given:
             yield record
 
 
 def _names_with_counter(
-    root: _Root, layout: _Layout, folder: _Folder, joined: str, text: str, value: float
+    root: _Root, layout: _Layout, folder: _Folder, joined: AnyStr, text: AnyStr, value: int
 ) -> tuple[list[str], list[Checkpoint]]:
     """The names in ``joined`` whose first progress counter is ``value`` (written
     ``text``): the names that match, and records of those whose parts agree."""
     leaf = layout.leaf
     counter = next(c for c in COUNTERS if c in leaf.fields)
+    sep = joined[:1]  # the NUL that separates names, as str or bytes
     matched: list[str] = []
     records: list[Checkpoint] = []
     pos = joined.find(text)
     while pos != -1:
-        start = joined.rfind("\x00", 0, pos) + 1
-        end = joined.find("\x00", pos)
-        name = joined[start:end]
+        start = joined.rfind(sep, 0, pos) + 1
+        end = joined.find(sep, pos)
+        name = os.fsdecode(joined[start:end])
         pos = joined.find(text, end)
         values = leaf.parse(name)
         # The counter as the record will hold it: where that differs from
@@ -885,12 +977,13 @@ def find_latest(
     """
     where = _open(root)
     if template is None:
-        layout, state = _state_layout(where, "find_latest")
-        if layout is None or state is None:
+        named, state = _state_template(where, "find_latest")
+        if named is None or state is None:
             return None
-        hit = _from_state(where, layout, state)
+        hit = _from_state(where, named, state)
         if hit is not None:
             return hit
+        layout = _state_walk_layout(where, "find_latest", named)
     else:
         layout = _layout(template)
     return _latest_by_listing(where, layout)
