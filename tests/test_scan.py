@@ -228,6 +228,31 @@ def test_field_without_type_reads_counters_by_shape(tmp_path: Path, decoys: list
     assert found is not None and found.name == ("step-0900" if "step-0900" in decoys else "step-10")
 
 
+@pytest.mark.parametrize(
+    ("template", "files", "latest"),
+    [
+        # A name that is not ASCII: the folder is searched as text.
+        ("ep{epoch:02d}.keras", ["ep03.keras", "ép99.keras", "ep02.keras"], "ep03.keras"),
+        ("ép{epoch:02d}.keras", ["ép03.keras", "ep99.keras", "ép100.keras"], "ép100.keras"),
+        ("ep{epoch:02d}-{tag}.keras", ["ep03-é.keras", "ep04-a.keras"], "ep04-a.keras"),
+    ],
+)
+def test_names_that_are_not_ascii(
+    tmp_path: Path, template: str, files: list[str], latest: str
+) -> None:
+    build(tmp_path, files)
+    assert find_latest(tmp_path, template) == scan(tmp_path, template)[-1]
+    assert find_latest(tmp_path, template).name == latest  # type: ignore[union-attr]
+
+
+def test_names_that_do_not_decode_are_skipped(tmp_path: Path) -> None:
+    touch(tmp_path, "ep01.keras")
+    with open(os.path.join(os.fsencode(tmp_path), b"ep09\xff.keras"), "wb") as fh:
+        fh.write(b"x")
+    assert find_latest(tmp_path, "ep{epoch:02d}.keras").name == "ep01.keras"  # type: ignore[union-attr]
+    assert names(scan(tmp_path, "ep{epoch:02d}.keras")) == ["ep01.keras"]
+
+
 def test_duplicate_counters_in_one_folder_are_ordered_by_name(tmp_path: Path) -> None:
     for tag in ("a", "b", "c"):
         touch(tmp_path, f"b00100-{tag}.h5")
@@ -540,6 +565,35 @@ def test_corrupt_state_with_template_is_not_read(run: Path, content: bytes, prob
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert find_latest(run, TEMPLATE).name == "ep003-0.70.keras"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("content", "problem"), STATE_FAIL)
+def test_corrupt_state_falls_back_to_the_template_in_the_sidecars(
+    run: Path, content: bytes, problem: str
+) -> None:
+    for name in ["ep001-0.90.keras", "ep002-0.50.keras", "ep003-0.70.keras"]:
+        sidecar(run, name, template=TEMPLATE)
+    (run / STATE_NAME).write_bytes(content)
+    for call in (find_latest, scan):
+        with pytest.warns(UserWarning) as caught:
+            call(run)
+        assert str(caught[0].message) == (
+            f"state file {str(run / STATE_NAME)!r} {problem}; finding checkpoints by listing "
+            f"the folder, with the template {TEMPLATE!r} that their sidecars record"
+        )
+    assert find_latest(run, TEMPLATE) == scan(run, TEMPLATE)[-1]
+    with pytest.warns(UserWarning):
+        assert find_latest(run).name == "ep003-0.70.keras"  # type: ignore[union-attr]
+    with pytest.warns(UserWarning):
+        assert find_best(run, "val_loss").name == "ep002-0.50.keras"  # type: ignore[union-attr]
+
+
+def test_corrupt_state_and_sidecars_that_disagree_fail(run: Path) -> None:
+    sidecar(run, "ep002-0.50.keras", template=TEMPLATE)
+    sidecar(run, "ep003-0.70.keras", template="ep{epoch:03d}-{loss:.2f}.keras")
+    (run / STATE_NAME).write_bytes(b"{")
+    with pytest.raises(TemplateError, match="no template was given; pass the template"):
+        find_latest(run)
 
 
 def test_state_with_a_template_that_does_not_compile(run: Path) -> None:

@@ -51,8 +51,16 @@ from itertools import filterfalse
 from typing import Any, AnyStr
 
 from ._errors import CkptnameWarning, MetadataError, MissingFieldError, TemplateError
-from ._metadata import SIDECAR_SUFFIX, STATE_NAME, decode, is_reserved, read_state, sidecar_path
-from ._rank import Mode, best_key, can_win, metric_value, progress_key, resolve_mode
+from ._metadata import (
+    SIDECAR_SUFFIX,
+    STATE_NAME,
+    TMP_PREFIX,
+    decode,
+    is_reserved,
+    read_state,
+    sidecar_path,
+)
+from ._rank import Mode, _natural, best_key, can_win, metric_value, progress_key, resolve_mode
 from ._storage import LocalStorage, Storage, storage_for
 from ._template import Template
 
@@ -690,7 +698,9 @@ def _state_template(root: _Root, call: str) -> tuple[Template | None, dict[str, 
     answering from the state file needs no more, and compiling is most of
     the cost of a first call.
 
-    Returns ``(None, None)`` where the root does not exist (nothing to find).
+    Returns ``(None, None)`` where the root does not exist (nothing to find),
+    and ``(template, None)`` where the state file cannot be read but the
+    sidecars in the root agree on a template (with a warning).
 
     Raises:
         TemplateError: no usable state file, so the caller must pass a template.
@@ -698,10 +708,19 @@ def _state_template(root: _Root, call: str) -> tuple[Template | None, dict[str, 
     try:
         state = read_state(root.storage, root.inner)
     except MetadataError as exc:
-        raise TemplateError(
-            f"{exc}, and no template was given; pass the template the checkpoints were "
-            f"saved with, e.g. {call}({root.text!r}, {_EXAMPLE})"
-        ) from None
+        recovered = _template_from_sidecars(root)
+        if recovered is None:
+            raise TemplateError(
+                f"{exc}, and no template was given; pass the template the checkpoints "
+                f"were saved with, e.g. {call}({root.text!r}, {_EXAMPLE})"
+            ) from None
+        warnings.warn(
+            f"{exc}; finding checkpoints by listing the folder, with the template "
+            f"{recovered.text!r} that their sidecars record",
+            CkptnameWarning,
+            stacklevel=3,
+        )
+        return recovered, None
     if state is None:
         if root.storage.stat(root.inner or ".") is None:
             return None, None
@@ -717,6 +736,44 @@ def _state_template(root: _Root, call: str) -> tuple[Template | None, dict[str, 
     except TemplateError as exc:
         raise _unusable_state_template(root, call, exc) from None
     return template, state
+
+
+def _template_from_sidecars(root: _Root) -> Template | None:
+    """The template the sidecars in ``root`` record, where they agree on one.
+
+    Used only where the state file cannot be read: a truncated state file
+    should not stop a resume when the checkpoints themselves say how they
+    are named. Reads at most a few sidecars, newest names first; each must
+    name a checkpoint that its template reads back.
+    """
+    try:
+        entries = root.storage.listdir(root.inner)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    sidecars = sorted(
+        (
+            e.name
+            for e in entries
+            if not e.is_dir
+            and e.name.endswith(SIDECAR_SUFFIX)
+            and not e.name.startswith(TMP_PREFIX)
+        ),
+        key=_natural,
+        reverse=True,
+    )
+    problems = _SidecarProblems()
+    found: set[str] = set()
+    for side in sidecars[:5]:
+        meta = problems.read(root.storage, root.inner_path(side[: -len(SIDECAR_SUFFIX)]))
+        text = meta.get("template") if meta else None
+        if not isinstance(text, str):
+            continue
+        try:
+            if _compiled(text).parse(side[: -len(SIDECAR_SUFFIX)]) is not None:
+                found.add(text)
+        except TemplateError:
+            continue
+    return _compiled(found.pop()) if len(found) == 1 else None
 
 
 def _unusable_state_template(root: _Root, call: str, exc: TemplateError) -> TemplateError:
@@ -978,11 +1035,12 @@ def find_latest(
     where = _open(root)
     if template is None:
         named, state = _state_template(where, "find_latest")
-        if named is None or state is None:
+        if named is None:
             return None
-        hit = _from_state(where, named, state)
-        if hit is not None:
-            return hit
+        if state is not None:
+            hit = _from_state(where, named, state)
+            if hit is not None:
+                return hit
         layout = _state_walk_layout(where, "find_latest", named)
     else:
         layout = _layout(template)
