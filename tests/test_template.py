@@ -235,6 +235,13 @@ def test_parts_that_name_no_file_do_not_parse(name):
     assert Template("{run:s}").parse(name.split("/")[0]) is None
 
 
+def test_name_with_a_part_over_255_bytes_does_not_parse():
+    t = Template("run-{a:s}/ep{epoch}.keras")
+    assert t.parse("run-" + "x" * 252 + "/ep1.keras") is None  # 256 bytes
+    assert t.parse("run-" + "x" * 251 + "/ep1.keras") is not None  # 255 bytes
+    assert t.parse("run-" + "x" * 200 + "/ep1.keras") == {"a": "x" * 200, "epoch": 1}
+
+
 def test_repeated_fields_that_disagree_do_not_parse():
     assert Template("{epoch}/ep{epoch:03d}.keras").parse("4/ep005.keras") is None
 

@@ -1153,6 +1153,10 @@ class Template:
         """
         if self._why is not None:
             raise TemplateError(f"template '{self.text}' cannot be read back: {self._why}")
+        # No file system holds a path part over 255 bytes, and render never
+        # writes one; a part needs 64 characters or more to be that long.
+        if len(name) > _MAX_PART_BYTES // 4 and _has_long_part(name):
+            return None
         if self._parse_fast is not None:
             return self._parse_fast(name)
         m = self.regex.fullmatch(name)
@@ -1285,6 +1289,10 @@ def _join_pattern(literals: list[str], patterns: list[str]) -> str:
         out.append(f"({pattern})")
         out.append(literal(lit))
     return "".join(out)
+
+
+def _has_long_part(name: str) -> bool:
+    return any(len(part.encode()) > _MAX_PART_BYTES for part in name.split("/"))
 
 
 def _same(a: Any, b: Any) -> bool:
