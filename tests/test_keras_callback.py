@@ -290,6 +290,24 @@ def test_save_best_only_saves_on_improvement_like_keras(tmp_path):
     assert ckpt.best == 0.4
 
 
+def test_nan_is_never_the_best(tmp_path):
+    ckpt = BatchAwareCheckpoint(
+        str(tmp_path / "e{epoch}.keras"), monitor="val_loss", save_best_only=True
+    )
+    fit(model(), [Scripted("val_loss", {0: float("nan"), 1: 0.5, 2: 0.7}), ckpt])
+    assert names(tmp_path) == ["e2.keras"]
+    assert ckpt.best == 0.5
+
+
+def test_state_file_best_names_a_checkpoint_that_exists(tmp_path):
+    # keep_last alone prunes the best checkpoint; the state file follows.
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}.keras"), monitor="val_loss", keep_last=2)
+    fit(model(), [Scripted("val_loss", {0: 0.1, 1: 0.5, 2: 0.4}), ckpt])
+    assert names(tmp_path) == ["e2.keras", "e3.keras"]
+    state = json.loads((tmp_path / ".ckptname-state.json").read_text())
+    assert state["best"] == {"name": "e3.keras", "monitor": "val_loss", "mode": "min", "value": 0.4}
+
+
 def test_initial_value_threshold_is_the_bar_to_beat(tmp_path):
     ckpt = BatchAwareCheckpoint(
         str(tmp_path / "e{epoch}.keras"),

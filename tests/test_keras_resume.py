@@ -276,6 +276,61 @@ def test_interrupted_run_resumes_with_the_same_names_iterations_and_weights(tmp_
         )
 
 
+def test_steps_per_execution_resume_gives_the_same_names(tmp_path):
+    x, y = data()
+    filepath = "b{batch:03d}-e{epoch}-{batch_in_epoch}.keras"
+    ref = model(steps_per_execution=4)
+    ref.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(str(tmp_path / "ref" / filepath), save_freq=6)],
+    )
+    with pytest.raises(Interrupt):
+        model(steps_per_execution=4).fit(
+            x,
+            y,
+            epochs=3,
+            batch_size=10,
+            shuffle=False,
+            verbose=0,
+            callbacks=[
+                BatchAwareCheckpoint(str(tmp_path / "run" / filepath), save_freq=6),
+                InterruptAt(21),
+            ],
+        )
+    m = model(steps_per_execution=4)
+    point = resume(m, str(tmp_path / "run" / filepath))
+    assert (point.epoch, point.batch, point.batch_in_epoch) == (3, 24, 4)
+    fit_resumed(
+        m,
+        x,
+        y,
+        resume=point,
+        epochs=3,
+        batch_size=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(str(tmp_path / "run" / filepath), save_freq=6)],
+    )
+    assert (
+        names(tmp_path / "run")
+        == names(tmp_path / "ref")
+        == [
+            "b008-e1-8.keras",
+            "b014-e2-4.keras",
+            "b018-e2-8.keras",
+            "b024-e3-4.keras",
+            "b030-e3-10.keras",
+        ]
+    )
+    assert int(m.optimizer.iterations) == int(ref.optimizer.iterations) == 30
+    assert_same_weights(m, ref)
+
+
 def test_shuffled_arrays_resume_with_the_same_counts(tmp_path):
     x, y = data()
     reference, _ = uninterrupted(tmp_path / "ref", x, y, batch_size=10)

@@ -116,8 +116,8 @@ class ResumePoint:
     end_of_epoch: bool = True
     iterations: int | None = None
     steps_per_epoch: int | None = None
-    metrics: Mapping[str, Any] = field(default_factory=dict)
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    extras: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def resumed(self) -> bool:
@@ -364,6 +364,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._first_epoch_check: int | None = None
         self._protect: set[str] = set()
         self._saved_this_run: str | None = None
+        self._latest_entry: dict[str, Any] | None = None
         self._resume_seen: ResumePoint | None = None
         self._is_chief = True
         self._keras_model: Any = None
@@ -722,6 +723,19 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         if threshold is None or not _better(mode, float(threshold), restored[0]):
             self.best, self._best_name = restored
 
+    def _best_of(self, records: Sequence[Any]) -> None:
+        """Make the best of ``records`` by the monitor the tracked best (``None`` if none)."""
+        self.best, self._best_name = None, None
+        mode = self._mode
+        if mode is None:
+            return
+        for rec in records:
+            value = (rec.metadata or {}).get("metrics", {}).get(self.monitor)
+            if not _is_number(value) or math.isnan(value):
+                continue
+            if self.best is None or _better(mode, float(value), self.best):
+                self.best, self._best_name = float(value), rec.name
+
     def _read_state(self) -> dict[str, Any] | None:
         path = self._storage.join(self._inner_root, STATE_NAME)
         try:
@@ -765,7 +779,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         current = self._monitor_value(logs, where)
         improved = False
         mode = self._mode
-        if current is not None and mode is not None:
+        if current is not None and mode is not None and not math.isnan(current):
+            # NaN is never an improvement (Keras would make it the best, after
+            # which nothing compares better and best-only saves stop).
             improved = self.best is None or _better(mode, current, self.best)
         if self.save_best_only:
             if not improved:
@@ -879,36 +895,14 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
                 _step("write the sidecar", side, storage.write_bytes, side, data)
             else:
                 _step("write the sidecar", side, _write_small_file, side, data)
-            state = {
-                "format": STATE_FORMAT,
-                "template": self.template.text,
-                "latest": {
-                    "name": name,
-                    "epoch": meta["epoch"],
-                    "batch": meta["batch"],
-                    "batch_in_epoch": meta["batch_in_epoch"],
-                    "iterations": iterations,
-                },
-                "best": None
-                if self._best_name is None or mode is None
-                else {
-                    "name": self._best_name,
-                    "monitor": self.monitor,
-                    "mode": mode,
-                    "value": self.best,
-                },
-                "time": time.time(),
+            self._latest_entry = {
+                "name": name,
+                "epoch": meta["epoch"],
+                "batch": meta["batch"],
+                "batch_in_epoch": meta["batch_in_epoch"],
+                "iterations": iterations,
             }
-            state_path = storage.join(self._inner_root, STATE_NAME)
-            state_bytes = encode(state)
-            if storage.remote:
-                _step(
-                    "write the state file", state_path, storage.write_bytes, state_path, state_bytes
-                )
-            else:
-                _step(
-                    "write the state file", state_path, _write_small_file, state_path, state_bytes
-                )
+            self._write_state(mode)
         except CheckpointSaveError:
             if created:
                 # All or nothing: a checkpoint whose save did not finish is not
@@ -917,6 +911,30 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
                     with contextlib.suppress(OSError):
                         storage.remove(leftover)
             raise
+
+    def _write_state(self, mode: str | None) -> None:
+        """Write the folder's state file: template, latest, best."""
+        storage = self._storage
+        state = {
+            "format": STATE_FORMAT,
+            "template": self.template.text,
+            "latest": self._latest_entry,
+            "best": None
+            if self._best_name is None or mode is None
+            else {
+                "name": self._best_name,
+                "monitor": self.monitor,
+                "mode": mode,
+                "value": self.best,
+            },
+            "time": time.time(),
+        }
+        path = storage.join(self._inner_root, STATE_NAME)
+        data = encode(state)
+        if storage.remote:
+            _step("write the state file", path, storage.write_bytes, path, data)
+        else:
+            _step("write the state file", path, _write_small_file, path, data)
 
     def _save_local(self, path: str) -> None:
         folder = os.path.dirname(path)
@@ -970,6 +988,13 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
                 protect=(self._storage.url(newest), *sorted(self._protect)),
             )
             apply_retention(plan, self._root, template=self.template)
+            if self._best_name is not None and any(
+                rec.name == self._best_name for rec in plan.delete
+            ):
+                # keep_last alone may prune the best: the state file must name
+                # a checkpoint that exists, so take the best of those kept.
+                self._best_of([_with_sidecar(rec) for rec in plan.keep])
+                self._write_state(self._mode)
         except OSError as exc:
             err = CheckpointSaveError(
                 f"pruning old checkpoints of '{self.template.text}' in {self._root!r} failed: {exc}"
