@@ -12,23 +12,23 @@ it) and continues.
 
 Template fields, for 3 epochs of 10 batches with ``save_freq=5``:
 
-=====================================  =========================  ===================
-template                               names                      fields
-=====================================  =========================  ===================
-``b{batch:05d}.keras``                 ``b00005.keras`` …         ``batch``: global,
-                                       ``b00030.keras``           1-based, never resets
-``e{epoch:02d}-{batch_in_epoch}.keras``  ``e01-5.keras``,           ``batch_in_epoch``:
-                                       ``e01-10.keras``, …        what Keras calls
-                                                                  ``{batch}``
-``b{batch}-{loss:.3f}.weights.h5``     ``b5-0.912.weights.h5``    any key of the logs
-``b{batch}-lr{lr:.0e}.keras``          ``b5-lr1e-03.keras``       any key of ``extras``
-=====================================  =========================  ===================
+=========================================  ================================  =====================
+template                                   names                             fields
+=========================================  ================================  =====================
+``b{batch:05d}.keras``                     ``b00005.keras`` … ``b00030…``    ``batch``: global,
+                                                                             1-based, never resets
+``e{epoch:02d}-{batch_in_epoch}.keras``    ``e01-5.keras``, ``e01-10…``,     ``batch_in_epoch``:
+                                           ``e02-5…``                        Keras's ``{batch}``
+``b{batch}-{loss:.3f}.weights.h5``         ``b5-0.912.weights.h5``           any key of the logs
+``b{batch}-lr{lr:.0e}.keras``              ``b5-lr1e-03.keras``              any key of ``extras``
+=========================================  ================================  =====================
 
-A typical run that survives being killed::
+A run that survives being killed (the same script starts and resumes it)::
 
     model = build_and_compile()
-    ckpt = BatchAwareCheckpoint("ckpts/b{batch:06d}.keras", save_freq=500, keep_last=3)
-    point = resume(model, "ckpts")          # nothing to resume: a fresh start
+    filepath = "ckpts/b{batch:06d}.keras"
+    point = resume(model, filepath)         # a fresh start when there is nothing yet
+    ckpt = BatchAwareCheckpoint(filepath, save_freq=500, keep_last=3)
     fit_resumed(model, x, y, resume=point, epochs=10, batch_size=64, callbacks=[ckpt])
 """
 
@@ -204,7 +204,12 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
     * A checkpoint saved inside an epoch makes the next ``fit`` that enters that
       epoch start counting ``batch_in_epoch`` after it (what :func:`fit_resumed`
       relies on).
+    * At ``on_train_begin`` only what can never have a value fails: a
+      ``val_*`` field or monitor with an integer ``save_freq``. Other unknown
+      fields fail at the first save (another callback may add keys to the logs).
     * Extras may not reuse a counter name or a key of the logs (error at save).
+    * A NaN monitor value is never an improvement (Keras makes it the best,
+      after which nothing beats it).
     * Without ``save_best_only``, the best value is still tracked (for the state
       file and ``keep_best``) whenever the monitor is in the logs at a save and
       its direction is known.
@@ -217,6 +222,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
       is the last known-good state should the new saves go wrong); when the run
       ends cleanly, retention runs once more without sparing it, so the folder
       ends as after an uninterrupted run.
+    * Temporary files of this template left by a killed save are removed at
+      ``on_train_begin``; scanning ignores them anyway.
     * Only the chief writes (``chief=None`` reads ``TF_CONFIG``; on JAX,
       process 0); the others count and name identically but touch no file.
     * Keras converts the logs of every batch to floats on the TensorFlow
