@@ -27,6 +27,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_template.py
+	$(BIN)/python benchmarks/bench_scan.py
+	$(BIN)/python benchmarks/bench_fit.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .hypothesis
