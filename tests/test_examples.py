@@ -33,11 +33,11 @@ CASES = [
     ("sweep_report.py", [], ["8 checkpoints in 4 runs", "best_per_lr.csv"]),
     (
         "demo.py",
-        [],
+        ["--epochs", "3", "--preempt-at", "60"],
         [
-            "preempted at global batch 130",
-            "resumed from b00125-ep03-",
-            "same checkpoint names as the uninterrupted run: True; optimizer steps 282 vs 282",
+            "preempted at global batch 60",
+            "resumed from b00050-ep02-",
+            "same checkpoint names as the uninterrupted run: True; optimizer steps 141 vs 141",
             "$ ckptname ls",
             "$ ckptname best",
         ],

@@ -276,6 +276,159 @@ def test_interrupted_run_resumes_with_the_same_names_iterations_and_weights(tmp_
         )
 
 
+LOSS_TEMPLATE = "b{batch:03d}-e{epoch}-loss{loss:.4f}-mae{mae:.4f}.keras"
+
+
+def _interrupt_then_resume(folder: Path, interrupt_at: int, *, strip_state: bool = False):
+    """Interrupt a 3-epoch run (saves every 3 batches) and resume it; return the model."""
+    x, y = data()
+    filepath = str(folder / LOSS_TEMPLATE)
+    kw = {"batch_size": 10, "shuffle": False, "verbose": 0}
+    with pytest.raises(Interrupt):
+        model(metrics=["mae"]).fit(
+            x,
+            y,
+            epochs=3,
+            callbacks=[BatchAwareCheckpoint(filepath, save_freq=3), InterruptAt(interrupt_at)],
+            **kw,
+        )
+    if strip_state:
+        # What an older version, or another writer, left: no metric state.
+        for side in folder.glob("*.ckptname.json"):
+            meta = json.loads(side.read_text())
+            meta.pop("metric_state", None)
+            side.write_text(json.dumps(meta))
+    m = model(metrics=["mae"], seed=3)
+    point = resume(m, filepath)
+    fit_resumed(
+        m,
+        x,
+        y,
+        resume=point,
+        epochs=3,
+        callbacks=[BatchAwareCheckpoint(filepath, save_freq=3)],
+        **kw,
+    )
+    return m, point
+
+
+def test_running_means_continue_across_a_mid_epoch_resume(tmp_path):
+    # Keras logs `loss` and compiled metrics as means over the epoch so far;
+    # a resume into the middle of epoch 2 puts the sums of its first batches
+    # back, so later saves in that epoch carry the same values as without
+    # the interruption.
+    x, y = data()
+    ref = model(metrics=["mae"])
+    ref.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(str(tmp_path / "ref" / LOSS_TEMPLATE), save_freq=3)],
+    )
+    m, point = _interrupt_then_resume(tmp_path / "run", 14)
+    assert (point.batch, point.batch_in_epoch) == (12, 2)
+    assert set(point.metric_state) == {"loss", "compile_metrics"}
+    reference = names(tmp_path / "ref")
+    assert [n[:7] for n in reference] == [f"b{b:03d}-e{(b - 1) // 10 + 1}" for b in range(3, 31, 3)]
+    assert names(tmp_path / "run") == reference  # byte-identical, losses included
+    for name in reference:
+        got = read_metadata(tmp_path / "run" / name)
+        want = read_metadata(tmp_path / "ref" / name)
+        assert got["metrics"] == pytest.approx(want["metrics"], rel=1e-6), name
+        got_state, want_state = got.get("metric_state", {}), want.get("metric_state", {})
+        assert sorted(got_state) == sorted(want_state), name
+        for key, values in want_state.items():
+            assert got_state[key] == pytest.approx(values, rel=1e-6), (name, key)
+    assert m.history.history["loss"][-1] == pytest.approx(ref.history.history["loss"][-1])
+
+
+def test_only_saves_inside_an_epoch_record_the_metric_state(tmp_path):
+    x, y = data()
+    model().fit(
+        x,
+        y,
+        epochs=1,
+        batch_size=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(str(tmp_path / "b{batch:02d}.keras"), save_freq=5)],
+    )
+    mid, end = read_metadata(tmp_path / "b05.keras"), read_metadata(tmp_path / "b10.keras")
+    assert mid["end_of_epoch"] is False and end["end_of_epoch"] is True
+    assert sorted(mid["metric_state"]) == ["compile_metrics", "loss"]
+    assert mid["metric_state"]["loss"][1] == 50.0  # Mean: [total, count of samples]
+    assert "metric_state" not in end
+
+
+def test_a_sidecar_without_metric_state_resumes_with_means_restarted(tmp_path):
+    # Without the record, the rest of the epoch is still resumed exactly
+    # (counters, weights), but the means restart: the names of the saves
+    # later in that epoch differ, which is what the record is for.
+    x, y = data()
+    ref = model(metrics=["mae"])
+    ref.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(str(tmp_path / "ref" / LOSS_TEMPLATE), save_freq=3)],
+    )
+    m, _ = _interrupt_then_resume(tmp_path / "run", 14, strip_state=True)
+    got, want = names(tmp_path / "run"), names(tmp_path / "ref")
+    assert [n[:7] for n in got] == [n[:7] for n in want]
+    differ = [n[:7] for n, r in zip(got, want, strict=True) if n != r]
+    assert differ == ["b015-e2", "b018-e2"]
+    assert int(m.optimizer.iterations) == 30
+    assert_same_weights(m, ref)
+
+
+def test_metric_state_that_does_not_fit_the_model_is_reported(tmp_path):
+    filepath = str(tmp_path / TEMPLATE)
+    x, y = data()
+    with pytest.raises(Interrupt):
+        model(metrics=["mae", "mse"]).fit(
+            x,
+            y,
+            epochs=2,
+            batch_size=10,
+            shuffle=False,
+            verbose=0,
+            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5), InterruptAt(17)],
+        )
+    m = model(metrics=["mae"])  # compiled with fewer metrics than the run that saved
+    point = resume(m, filepath)
+    with pytest.warns(CkptnameWarning) as record:
+        fit_resumed(
+            m,
+            x,
+            y,
+            resume=point,
+            epochs=2,
+            batch_size=10,
+            shuffle=False,
+            verbose=0,
+            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
+        )
+    assert ours(record) == [
+        "the running values of 'compile_metrics' recorded in the checkpoint do not fit the "
+        "model's metrics; their means in epoch 2 cover only the batches after the resume"
+    ]
+
+
+def test_non_finite_metric_state_round_trips_through_the_sidecar():
+    from ckptname._metadata import decode, encode
+
+    state = {"loss": [float("nan"), 3.0], "auc": [[float("inf"), -float("inf")], [1.0, 2.0]]}
+    back = decode(encode({"metric_state": state}), "sidecar")["metric_state"]
+    assert np.isnan(back["loss"][0]) and back["loss"][1] == 3.0
+    assert back["auc"] == [[float("inf"), -float("inf")], [1.0, 2.0]]
+
+
 def test_steps_per_execution_resume_gives_the_same_names(tmp_path):
     x, y = data()
     filepath = "b{batch:03d}-e{epoch}-{batch_in_epoch}.keras"

@@ -37,6 +37,23 @@ epoch rather than finishing this one), ``steps_per_epoch`` is the length of
 the epoch where the saving run knew it, else ``null``. Readers must ignore
 keys they do not know.
 
+A save inside an epoch (``end_of_epoch`` false) also records
+``metric_state``: the values of the variables of ``model.metrics``, by metric
+name, in the order of each metric's ``variables`` — for a model compiled with
+``loss="mse", metrics=["mae"]``::
+
+    "metric_state": {"loss": [41.25, 3.0],
+                     "compile_metrics": [15.5, 3.0]}
+
+These are the running sums behind the epoch's logged means (a ``Mean`` holds
+``total`` and ``count``); a resume into the middle of the epoch puts them back
+so that the means, and the names and sidecars of later saves in that epoch,
+continue as if training had not stopped. A few numbers per metric (metrics
+with thresholds, such as ``AUC``, hold a few hundred). Sidecars without the
+key (end-of-epoch saves, older versions, other writers) resume as before: the
+means of the rest of the interrupted epoch cover only the batches after the
+resume.
+
 The state file (format ``ckptname.state/1``)::
 
     {"format": "ckptname.state/1", "template": "ep{epoch:02d}-{val_loss:.2f}.keras",
@@ -110,6 +127,17 @@ def _safe(value: Any) -> Any:
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
+def _restore_non_finite(value: Any) -> Any:
+    """Turn the strings ``_safe`` wrote for NaN and inf back into floats, at any depth."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _restore_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore_non_finite(v) for v in value]
+    return value
+
+
 def encode(data: dict[str, Any]) -> bytes:
     """JSON bytes of a sidecar or state record; NaN and inf become strings."""
     return json.dumps(_safe(data), indent=1, sort_keys=True, allow_nan=False).encode()
@@ -133,6 +161,8 @@ def decode(raw: bytes, what: str) -> dict[str, Any]:
             data[key] = {
                 k: _NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in section.items()
             }
+    if isinstance(data.get("metric_state"), dict):
+        data["metric_state"] = _restore_non_finite(data["metric_state"])
     best = data.get("best")
     if isinstance(best, dict) and isinstance(best.get("value"), str):
         best["value"] = _NON_FINITE.get(best["value"], best["value"])

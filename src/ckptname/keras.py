@@ -107,6 +107,10 @@ class ResumePoint:
         steps_per_epoch: batches per epoch of the saving run, if it knew them.
         metrics: the exact metric values recorded with the checkpoint.
         extras: the extras recorded with the checkpoint.
+        metric_state: the values of the variables of ``model.metrics`` (the
+            running sums behind the logged means) at a mid-epoch save, by
+            metric name; empty where the sidecar has none (an end-of-epoch
+            save, or a sidecar written by an older or another writer).
     """
 
     path: str | None = None
@@ -118,6 +122,7 @@ class ResumePoint:
     steps_per_epoch: int | None = None
     metrics: Mapping[str, Any] = field(default_factory=dict, hash=False)
     extras: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    metric_state: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def resumed(self) -> bool:
@@ -142,12 +147,17 @@ class ResumePoint:
 
 @dataclass(slots=True)
 class _Position:
-    """Where counting stands: 0-based epoch index, batches done in it, whether it ended."""
+    """Where counting stands: 0-based epoch index, batches done in it, whether it ended.
+
+    ``metric_state`` is what :func:`_metric_state` recorded at that point, to
+    put back into the model's metrics when the epoch is entered again.
+    """
 
     epoch: int
     batch: int
     batch_in_epoch: int
     complete: bool
+    metric_state: Mapping[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- callback
@@ -204,6 +214,13 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
     * A checkpoint saved inside an epoch makes the next ``fit`` that enters that
       epoch start counting ``batch_in_epoch`` after it (what :func:`fit_resumed`
       relies on).
+    * Keras logs ``loss`` and compiled metrics as running means over the epoch.
+      A save inside an epoch records the variables behind them (``model.metrics``:
+      totals and counts) in the sidecar as ``metric_state``, and entering that
+      epoch again puts them back after Keras resets the metrics, so the means,
+      and the ``{loss}`` in later names of that epoch, are those of an
+      uninterrupted run. A sidecar without the record (older versions, other
+      writers) resumes as before: the means restart with the resume.
     * At ``on_train_begin`` only what can never have a value fails: a
       ``val_*`` field or monitor with an integer ``save_freq``. Other unknown
       fields fail at the first save (another callback may add keys to the logs).
@@ -376,6 +393,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._is_chief = True
         self._keras_model: Any = None
         self._last_path: str | None = None
+        self._first_step: tuple[Any, Any, Any] | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -454,6 +472,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         if pending is not None and not pending.complete:
             if epoch == pending.epoch:
                 self._offset = pending.batch_in_epoch
+                if pending.metric_state and self._offset > 0:
+                    self._restore_metrics(pending.metric_state, epoch)
             elif epoch < pending.epoch:
                 warnings.warn(
                     f"training starts at epoch {epoch + 1}, but the run stopped inside epoch "
@@ -501,6 +521,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Mark the epoch complete; save if ``save_freq='epoch'``."""
         self._complete = True
+        self._unwrap_first_step()
         if not self._every:
             self._save(logs, end_of_epoch=True)
 
@@ -512,11 +533,63 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         a run that ends cleanly leaves the folder as an uninterrupted run would.
         """
         self._pending = None
+        self._unwrap_first_step()
         newest, self._saved_this_run = self._saved_this_run, None
         protected, self._protect = self._protect, set()
         retention = self.keep_last is not None or self.keep_best is not None
         if newest is not None and protected and retention and self._is_chief:
             self._prune(newest)
+
+    # ------------------------------------------------------------------ metric state
+
+    def _restore_metrics(self, state: Mapping[str, Any], epoch: int) -> None:
+        """Put the running sums of an interrupted epoch back into the model's metrics.
+
+        Keras resets the metrics right before ``on_epoch_begin`` (TensorFlow
+        trainer: ``reset_metrics()`` then ``callbacks.on_epoch_begin``), so
+        what is assigned here is what the epoch's first step adds to, and the
+        logged means continue as if training had not stopped.
+
+        On the TensorFlow backend without a distribution strategy, Keras
+        creates the variables of the compiled metrics only when it traces the
+        first step. Those are restored at that first step instead: the
+        model's ``train_function`` is wrapped for one call, which builds the
+        metrics from the input's ``element_spec`` (Keras's own symbolic
+        build, as it does under a strategy), restores them and runs the step.
+        """
+        model = self._keras_model
+        unbuilt = _restore_metric_state(model, state, epoch, final=False)
+        if not unbuilt:
+            return
+        rest = {name: state[name] for name in unbuilt}
+        original = getattr(model, "train_function", None)
+        if original is None:
+            # A hand-written loop: no step of Keras's to hook into.
+            _restore_metric_state(model, rest, epoch, final=True)
+            return
+
+        def first_step(iterator: Any, *args: Any, **kwargs: Any) -> Any:
+            model.train_function = original
+            self._first_step = None
+            if self._epoch == epoch and self._done == 0:
+                spec = getattr(iterator, "element_spec", None)
+                build = getattr(model, "_symbolic_build", None)
+                if spec is not None and build is not None:
+                    with contextlib.suppress(Exception):  # then reported as not restored
+                        build(data_batch=spec)
+                _restore_metric_state(model, rest, epoch, final=True)
+            return original(iterator, *args, **kwargs)
+
+        model.train_function = first_step
+        self._first_step = (model, original, first_step)
+
+    def _unwrap_first_step(self) -> None:
+        """Undo the one-call wrapper of :meth:`_restore_metrics` if no step ran."""
+        hooked, self._first_step = self._first_step, None
+        if hooked is not None:
+            model, original, wrapper = hooked
+            if getattr(model, "train_function", None) is wrapper:
+                model.train_function = original
 
     # ------------------------------------------------------------------ train begin
 
@@ -621,6 +694,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
                 resumed.batch,
                 resumed.batch_in_epoch,
                 resumed.end_of_epoch,
+                resumed.metric_state or None,
             )
             if resumed.path is not None:
                 self._protect.add(_norm(resumed.path))
@@ -671,8 +745,13 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         bie = meta.get("batch_in_epoch")
         if not isinstance(epoch, int) or not isinstance(bie, int):
             return None
+        state = meta.get("metric_state")
         return _Position(
-            max(epoch - 1, 0), int(meta.get("batch", 0)), bie, bool(meta.get("end_of_epoch"))
+            max(epoch - 1, 0),
+            int(meta.get("batch", 0)),
+            bie,
+            bool(meta.get("end_of_epoch")),
+            state if isinstance(state, dict) and state else None,
         )
 
     def _clean_temp_files(self, records: Sequence[Any]) -> None:
@@ -834,6 +913,12 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             "ckptname_version": __version__,
             "save_weights_only": self.save_weights_only,
         }
+        if not end_of_epoch:
+            # Only a resume into the middle of this epoch needs the running
+            # sums; end-of-epoch sidecars stay as small as before.
+            state = _metric_state(model)
+            if state:
+                meta["metric_state"] = state
         try:
             self._write_checkpoint(path, name, meta, iterations, mode)
         except CheckpointSaveError as exc:
@@ -1118,6 +1203,7 @@ def resume(
         steps_per_epoch=_first_int(meta.get("steps_per_epoch"), None, None),
         metrics=dict(meta.get("metrics") or {}),
         extras=dict(meta.get("extras") or {}),
+        metric_state=dict(meta.get("metric_state") or {}),
     )
     if not meta:
         point = _with_values(point, values)
@@ -1137,6 +1223,7 @@ def _with_values(point: ResumePoint, values: Mapping[str, Any]) -> ResumePoint:
         steps_per_epoch=point.steps_per_epoch,
         metrics=metrics,
         extras=point.extras,
+        metric_state=point.metric_state,
     )
 
 
@@ -1592,6 +1679,93 @@ def _saving_cache() -> Iterator[None]:
             tracker = vars(global_state.GLOBAL_STATE_TRACKER)
             for alias in added:
                 tracker.pop(alias, None)
+
+
+def _metric_state(model: Any) -> dict[str, list[Any]] | None:
+    """The values of the variables of ``model.metrics``, by metric name, as JSON lists.
+
+    These are the running sums behind the means Keras logs for the current
+    epoch (``loss``: ``[total, count]``; compiled metrics: each metric's
+    variables in order). Read only at saves; a model whose metrics cannot be
+    read gives ``None`` (the sidecar then has no ``metric_state``).
+    """
+    try:
+        metrics = list(model.metrics)
+    except Exception:  # no model, or one without compiled metrics
+        return None
+    state: dict[str, list[Any]] = {}
+    for metric in metrics:
+        name = getattr(metric, "name", None)
+        variables = getattr(metric, "variables", None)
+        if not isinstance(name, str) or not variables or name in state:
+            continue
+        try:
+            values = [np.asarray(_variable_value(v)) for v in variables]
+        except Exception:  # a variable that does not read back: leave the metric out
+            continue
+        state[name] = [a.item() if a.ndim == 0 else a.tolist() for a in values]
+    return state or None
+
+
+def _variable_value(variable: Any) -> Any:
+    # `.numpy()` where the backend has it: converting the variable itself makes
+    # NumPy 2 warn about TensorFlow's `__array__`.
+    read = getattr(variable, "numpy", None)
+    return read() if read is not None else keras.ops.convert_to_numpy(variable)
+
+
+def _restore_metric_state(
+    model: Any, state: Mapping[str, Any], epoch: int, *, final: bool
+) -> list[str]:
+    """Put recorded metric variables back (see :func:`_metric_state`).
+
+    Returns the names of the recorded metrics whose variables do not exist
+    yet (Keras builds compiled metrics lazily); with ``final`` those are
+    reported instead. A metric whose recorded values do not fit its
+    variables (the model was compiled with other metrics) is left as Keras
+    reset it, with a :class:`~ckptname.CkptnameWarning`: its mean then covers
+    only the batches after the resume. Metrics the record does not name are
+    left alone silently.
+    """
+    try:
+        metrics = list(model.metrics)
+    except Exception:  # no metrics to restore into
+        metrics = []
+    skipped: list[str] = []
+    unbuilt: list[str] = []
+    for metric in metrics:
+        name = getattr(metric, "name", None)
+        values = state.get(name) if isinstance(name, str) else None
+        if values is None:
+            continue
+        variables = list(getattr(metric, "variables", None) or [])
+        if not variables and not final:
+            unbuilt.append(str(name))
+            continue
+        arrays = []
+        if isinstance(values, list) and len(values) == len(variables):
+            for var, value in zip(variables, values, strict=True):
+                try:
+                    arr = np.asarray(value, dtype=keras.backend.standardize_dtype(var.dtype))
+                except (TypeError, ValueError):
+                    break
+                if tuple(arr.shape) != tuple(var.shape):
+                    break
+                arrays.append(arr)
+        if not variables or len(arrays) != len(variables):
+            skipped.append(str(name))
+            continue
+        for var, arr in zip(variables, arrays, strict=True):
+            var.assign(arr)
+    if skipped:
+        warnings.warn(
+            f"the running values of {', '.join(repr(s) for s in skipped)} recorded in the "
+            f"checkpoint do not fit the model's metrics; their means in epoch {epoch + 1} "
+            "cover only the batches after the resume",
+            CkptnameWarning,
+            stacklevel=3,
+        )
+    return unbuilt
 
 
 def _public_iterations(model: Any) -> int | None:
