@@ -723,7 +723,8 @@ def _infer_all(text: str) -> list[Any]:
         out.append(int(plain))
     with contextlib.suppress(ValueError):
         out.append(float(plain))
-    out.append(text)
+    if "." not in text:  # strings in a field without a type hold no dot
+        out.append(text)
     return out
 
 
