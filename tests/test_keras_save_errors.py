@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
 import json
 import os
@@ -10,8 +11,9 @@ import keras
 import pytest
 from keras_util import data, leftovers, model, names
 
+import ckptname
 from ckptname import CheckpointSaveError, CkptnameWarning, read_metadata
-from ckptname.keras import BatchAwareCheckpoint
+from ckptname.keras import BatchAwareCheckpoint, resume
 
 _real_replace = os.replace
 
@@ -121,3 +123,157 @@ def test_a_killed_saves_temporary_file_is_removed_at_train_begin(tmp_path):
     assert not ours.exists()
     assert theirs.exists()  # another template's save: not ours to remove
     assert names(tmp_path) == ["b05.keras", "b10.keras"]
+
+
+def test_what_a_killed_save_leaves_is_removed_at_train_begin(tmp_path):
+    # Every file a save killed at some step can leave: the model, sidecar and
+    # state under temporary names, a sidecar whose checkpoint was never
+    # renamed into place (or whose checkpoint a killed prune removed), and a
+    # temporary lock file.
+    left = [
+        ".ckptname-tmp-0123abcd4567-b05.keras.ckptname.json",
+        ".ckptname-tmp-0123abcd4567-.ckptname-state.json",
+        "b03.keras.ckptname.json",
+        ".ckptname-tmp-0123abcd4567-.ckptname.lock",
+    ]
+    kept = [
+        "other-03.keras.ckptname.json",  # another template's
+        ".ckptname-tmp-89ab01234567-.ckptname.lock",  # a lock being taken right now
+    ]
+    for name in left + kept:
+        (tmp_path / name).write_bytes(b"{}")
+    old = os.stat(tmp_path / left[-1]).st_mtime - 120
+    os.utime(tmp_path / left[-1], (old, old))
+    fit(tmp_path, epochs=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [
+            *kept,
+            ".ckptname-state.json",
+            "b05.keras",
+            "b05.keras.ckptname.json",
+            "b10.keras",
+            "b10.keras.ckptname.json",
+        ]
+    )
+
+
+# ----------------------------------------------------------------- every step, both errnos
+
+_real_open = builtins.open
+
+
+class _FailingFile:
+    """A file whose writes fail with ``code`` after ``budget`` bytes: a disk that fills up.
+
+    What was written before the failure stays in the file (a partial file).
+    """
+
+    def __init__(self, fh, code, budget=64):
+        self._fh, self._code, self._left = fh, code, budget
+
+    def write(self, data):
+        if self._left <= 0:
+            raise OSError(self._code, os.strerror(self._code))
+        n = self._fh.write(data[: self._left])
+        self._left -= n
+        if n < len(data):
+            raise OSError(self._code, os.strerror(self._code))
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
+def fail_open(monkeypatch, ends_with, code, *, skip=0):
+    """Fail the writing of a temporary file whose name ends in ``ends_with``.
+
+    ENOSPC fails a write half-way (the file was created and is partial);
+    EACCES fails the ``open`` itself, as a read-only folder does. ``skip``
+    lets that many matching files be written first.
+    """
+    seen = [0]
+
+    def patched(file, mode="r", *args, **kwargs):
+        name = os.path.basename(os.fspath(file)) if isinstance(file, (str, os.PathLike)) else ""
+        if "w" in mode and name.startswith(".ckptname-tmp-") and name.endswith(ends_with):
+            seen[0] += 1
+            if seen[0] == skip + 1:
+                if code == errno.EACCES:
+                    raise OSError(code, os.strerror(code), os.fspath(file))
+                return _FailingFile(_real_open(file, mode, *args, **kwargs), code)
+        return _real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", patched)
+
+
+def inject(monkeypatch, step, code):
+    """Fail one step of the save at batch 10; return the message and path the user sees."""
+    if step == "write":
+        fail_open(monkeypatch, "-b10.keras", code)
+        return "write the checkpoint", "b10.keras"
+    if step == "rename":
+        fail_replace(monkeypatch, "b10.keras", code)
+        return "rename the checkpoint into place", "b10.keras"
+    if step == "sidecar":
+        fail_open(monkeypatch, "-b10.keras.ckptname.json", code)
+        return "write the sidecar", "b10.keras.ckptname.json"
+    # The state file: written at every save; fail the second (batch 10).
+    fail_open(monkeypatch, "-.ckptname-state.json", code, skip=1)
+    return "write the state file", ".ckptname-state.json"
+
+
+def assert_loads_and_is_found(folder, expected_names):
+    """Every checkpoint loads; find_latest and resume pick the newest, which loads."""
+    assert names(folder) == expected_names
+    for name in expected_names:
+        keras.models.load_model(folder / name)
+        assert read_metadata(folder / name)["name"] == name
+    latest = ckptname.find_latest(str(folder))
+    assert latest is not None and latest.name == expected_names[-1]
+    assert state(folder)["latest"]["name"] == expected_names[-1]
+    point = resume(model(seed=5), str(folder / "b{batch:02d}.keras"))
+    assert point.path == str(folder / expected_names[-1])
+
+
+STEPS_AND_CODES = [
+    (step, code)
+    for step in ("write", "rename", "sidecar", "state")
+    for code in (errno.ENOSPC, errno.EACCES)
+]
+
+
+@pytest.mark.parametrize(
+    ("step", "code"),
+    STEPS_AND_CODES,
+    ids=[f"{step}-{errno.errorcode[code]}" for step, code in STEPS_AND_CODES],
+)
+@pytest.mark.parametrize("policy", ["raise", "warn"])
+def test_every_step_and_errno_under_both_policies(tmp_path, monkeypatch, step, code, policy):
+    what, name = inject(monkeypatch, step, code)
+    expected = f"could not {what} {str(tmp_path / name)!r}: {os.strerror(code)}"
+    if policy == "raise":
+        with pytest.raises(CheckpointSaveError) as info:
+            fit(tmp_path)
+        assert str(info.value) == expected
+        assert info.value.errno == code
+        survivors = ["b05.keras"]
+    else:
+        with pytest.warns(CkptnameWarning) as record:
+            fit(tmp_path, on_save_error="warn")
+        messages = [str(w.message) for w in record if issubclass(w.category, CkptnameWarning)]
+        assert messages == [f"{expected}; training continues (on_save_error='warn')"]
+        survivors = ["b05.keras", "b15.keras", "b20.keras"]
+    monkeypatch.undo()
+    # No partial file under a checkpoint name, no temporary file, every
+    # sidecar belongs to a checkpoint, and what is there loads.
+    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.glob("*.ckptname.json")) == [
+        f"{n}.ckptname.json" for n in survivors
+    ]
+    assert_loads_and_is_found(tmp_path, survivors)

@@ -12,7 +12,9 @@ without knowing about ckptname::
     ├── MissingFieldError(CkptnameError, LookupError) a field with no value
     ├── CheckpointError(CkptnameError, RuntimeError)  a checkpoint folder in a state
     │   │                                             that training must not continue from
-    │   └── CheckpointSaveError(CheckpointError, OSError)  a save failed on disk or remote
+    │   ├── CheckpointSaveError(CheckpointError, OSError)  a save failed on disk or remote
+    │   └── FolderLockedError(CheckpointError)        another live run holds the folder's
+    │                                                 lock (``.ckptname.lock``)
     ├── MetadataError(CkptnameError, ValueError)      a sidecar or state file that
     │                                                 cannot be read
     └── MonitorError(CkptnameError, ValueError)       a metric to rank by, or a mode,
@@ -32,6 +34,7 @@ __all__ = [
     "CheckpointSaveError",
     "CkptnameError",
     "CkptnameWarning",
+    "FolderLockedError",
     "MetadataError",
     "MissingFieldError",
     "MonitorError",
@@ -93,6 +96,24 @@ class CheckpointError(CkptnameError, RuntimeError):
 
 class CheckpointSaveError(CheckpointError, OSError):
     """Writing a checkpoint, its sidecar or the state file failed."""
+
+
+class FolderLockedError(CheckpointError):
+    """Another live training run holds the checkpoint folder's lock.
+
+    Attributes:
+        path: the lock file.
+        pid: the owner's process id, where the lock says.
+        host: the owner's host name, where the lock says.
+    """
+
+    def __init__(
+        self, message: str, *, path: str, pid: int | None = None, host: str | None = None
+    ) -> None:
+        self.path = path
+        self.pid = pid
+        self.host = host
+        super().__init__(message)
 
 
 class MetadataError(CkptnameError, ValueError):

@@ -62,8 +62,12 @@ from ._errors import (
     MissingFieldError,
     TemplateError,
 )
+from ._lock import FolderLock
+from ._lock import acquire as acquire_lock
 from ._metadata import (
     CHECKPOINT_FORMAT,
+    LOCK_NAME,
+    SIDECAR_SUFFIX,
     STATE_FORMAT,
     STATE_NAME,
     TMP_PREFIX,
@@ -284,6 +288,14 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             names if lost.
         chief: whether this process writes; ``None`` decides from the cluster
             configuration.
+        lock: ``True`` takes the folder's lock (``.ckptname.lock``: owner pid,
+            host and start time) at ``on_train_begin`` and gives it back at
+            ``on_train_end``, so a second live run pointed at the folder stops
+            with a :class:`~ckptname.FolderLockedError`, and a lock left by a
+            killed run is taken over with a warning; ``"takeover"`` also takes
+            over a lock held by a live run or another host (with a warning);
+            ``False`` takes no lock. Only the chief takes it, and only on local
+            folders (see ``ckptname._lock`` for the rules).
 
     Raises:
         ValueError: an argument that ModelCheckpoint would refuse, an unknown
@@ -309,6 +321,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         on_save_error: str = "raise",
         fsync: bool = True,
         chief: bool | None = None,
+        lock: bool | str = True,
     ) -> None:
         super().__init__()
         self.filepath = os.fspath(filepath)
@@ -325,6 +338,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self.on_save_error = on_save_error
         self.fsync = fsync
         self.chief = chief
+        self.lock = lock
+        if lock not in (True, False, "takeover"):
+            raise ValueError(f"lock must be True, False or 'takeover', got {lock!r}")
 
         if not (save_freq == "epoch" or (type(save_freq) is int and save_freq > 0)):
             raise ValueError(
@@ -394,6 +410,10 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._keras_model: Any = None
         self._last_path: str | None = None
         self._first_step: tuple[Any, Any, Any] | None = None
+        self._lock: FolderLock | None = None
+        # Set by fit_resumed while it runs several fits: the lock is kept
+        # between them and released by fit_resumed itself.
+        self._lock_hold = 0
 
     # ------------------------------------------------------------------ public
 
@@ -430,7 +450,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             ValueError: ``mode='auto'`` and the direction of ``monitor`` is unknown
                 while ``save_best_only`` or ``keep_best`` needs it.
             CheckpointError: the folder holds checkpoints of this template from a
-                later point than this run's counter.
+                later point than this run's counter, or its lock cannot be taken.
+            FolderLockedError: another live run holds the folder's lock.
         """
         model = self._keras_model
         params = self.params or {}
@@ -452,7 +473,13 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             self._exact = lambda: _batch_counter(model) or 0
 
         self._saved_this_run = None
-        self._seed(model)
+        if self._is_chief:
+            self._take_lock()
+        try:
+            self._seed(model)
+        except BaseException:
+            self._release_lock()
+            raise
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Start counting an epoch (``epoch`` is 0-based, as Keras passes it)."""
@@ -537,8 +564,40 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         newest, self._saved_this_run = self._saved_this_run, None
         protected, self._protect = self._protect, set()
         retention = self.keep_last is not None or self.keep_best is not None
-        if newest is not None and protected and retention and self._is_chief:
-            self._prune(newest)
+        try:
+            if newest is not None and protected and retention and self._is_chief:
+                self._prune(newest)
+        finally:
+            if not self._lock_hold:
+                self._release_lock()
+
+    # ------------------------------------------------------------------ lock
+
+    def _take_lock(self) -> None:
+        """Take the folder's lock (local folders, ``lock`` not ``False``).
+
+        Taken before the folder is cleaned or checked: those steps must not
+        touch another live run's files.
+        """
+        if self.lock is False or self._storage.remote:
+            return
+        if self._lock is not None and self._lock.held:
+            return
+        try:
+            self._lock = acquire_lock(
+                self._inner_root, filepath=self.filepath, takeover=self.lock == "takeover"
+            )
+        except OSError as exc:
+            cause = exc.strerror or str(exc) or type(exc).__name__
+            raise CheckpointError(
+                f"could not take the lock of checkpoint folder {self._root!r}: {cause}; "
+                "make the folder writable, or pass lock=False to write without a lock"
+            ) from exc
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     # ------------------------------------------------------------------ metric state
 
@@ -755,24 +814,53 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         )
 
     def _clean_temp_files(self, records: Sequence[Any]) -> None:
-        """Remove saves of this template that a killed run left half-written."""
+        """Remove what a killed save of this template left behind.
+
+        Run at ``on_train_begin``, after the folder's lock is taken (so no
+        live run of this folder is saving). In the root and in every folder
+        that holds a checkpoint of the template, it removes:
+
+        * temporary files (``.ckptname-tmp-<id>-<name>``) of this template's
+          checkpoints and of their sidecars, and of the state file;
+        * temporary lock files older than a minute (a run killed while taking
+          the lock; younger ones may belong to a run taking it right now);
+        * sidecars whose checkpoint does not exist (a save killed before its
+          rename, or a prune killed between a checkpoint and its sidecar).
+
+        Scanning ignores all of these anyway; removing them keeps the folder
+        as an uninterrupted run leaves it. Other templates' files are left
+        alone.
+        """
+        last = self.template.segments[-1]
         folders = {self._inner_root}
         for rec in records:
             folders.add(os.path.dirname(_inner_path(rec.path, self._storage)))
         for folder in folders:
             try:
-                entries = self._storage.listdir(folder)
+                entries = list(self._storage.listdir(folder))
             except OSError:
                 continue
+            present = {entry.name for entry in entries}
             for entry in entries:
-                if entry.is_dir or not entry.name.startswith(TMP_PREFIX):
+                name = entry.name
+                if entry.is_dir or not is_reserved(name):
                     continue
-                # `.ckptname-tmp-<hex id>-<final name>`: only this template's.
-                _, _, final = entry.name[len(TMP_PREFIX) :].partition("-")
-                if self.template.segments[-1].parse(final) is None:
-                    continue
-                with contextlib.suppress(OSError):
-                    self._storage.remove(self._storage.join(folder, entry.name))
+                doomed = False
+                if name.startswith(TMP_PREFIX):
+                    # `.ckptname-tmp-<hex id>-<final name>`
+                    _, _, final = name[len(TMP_PREFIX) :].partition("-")
+                    if final == LOCK_NAME:
+                        doomed = _older_than(self._storage, self._storage.join(folder, name), 60)
+                    else:
+                        doomed = final == STATE_NAME or (
+                            last.parse(final.removesuffix(SIDECAR_SUFFIX)) is not None
+                        )
+                elif name.endswith(SIDECAR_SUFFIX):
+                    checkpoint = name[: -len(SIDECAR_SUFFIX)]
+                    doomed = checkpoint not in present and last.parse(checkpoint) is not None
+                if doomed:
+                    with contextlib.suppress(OSError):
+                        self._storage.remove(self._storage.join(folder, name))
 
     def _restore_best(self, records: Sequence[Any]) -> None:
         mode = self._mode
@@ -920,7 +1008,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             if state:
                 meta["metric_state"] = state
         try:
-            self._write_checkpoint(path, name, meta, iterations, mode)
+            self._write_checkpoint(path, name, meta, iterations, mode, previous_best)
         except CheckpointSaveError as exc:
             self.best, self._best_name = previous_best
             if self.on_save_error == "raise":
@@ -966,39 +1054,117 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         return float(value)
 
     def _write_checkpoint(
-        self, path: str, name: str, meta: dict[str, Any], iterations: int | None, mode: str | None
+        self,
+        path: str,
+        name: str,
+        meta: dict[str, Any],
+        iterations: int | None,
+        mode: str | None,
+        previous_best: tuple[float | None, str | None],
     ) -> None:
-        """Write the model, then its sidecar, then the state file; undo on failure."""
+        """Write a checkpoint, its sidecar and the state file: all or nothing.
+
+        Locally, the order makes a kill at any moment safe:
+
+        1. the model is written (and flushed) under a temporary name;
+        2. the sidecar is written under a temporary name and renamed into place;
+        3. the state file is rewritten to name the new checkpoint;
+        4. the model is renamed to its name.
+
+        Killed before 4, the folder holds no file under the checkpoint's name,
+        only a temporary file and a sidecar without its checkpoint (removed
+        at the next ``on_train_begin``, ignored by scanning meanwhile) and a
+        state file naming a missing file (readers then list the folder). After
+        4 the checkpoint is complete, has its sidecar, and the state names it.
+
+        Where the name already holds a checkpoint (a template without
+        counters, such as ``best.keras``), the old sidecar is removed first and
+        the new one is renamed into place right after the model: a kill
+        between those two renames leaves the new checkpoint without a sidecar
+        (its counters are then read from its name).
+
+        On an object store the model is uploaded, then the sidecar (its commit
+        marker), then the state file.
+
+        A failed step removes what this save wrote and puts the state file
+        back as it was, then raises :class:`~ckptname.CheckpointSaveError`.
+        """
         storage = self._storage
         side = sidecar_path(path)
+        data = encode(meta)
+        previous_entry = self._latest_entry
+        entry = {
+            "name": name,
+            "epoch": meta["epoch"],
+            "batch": meta["batch"],
+            "batch_in_epoch": meta["batch_in_epoch"],
+            "iterations": iterations,
+        }
+        if storage.remote:
+            self._write_checkpoint_remote(path, side, data, entry, mode)
+            return
+        folder = os.path.dirname(path)
+        if folder:
+            _step("create the folder", folder, os.makedirs, folder, exist_ok=True)
+        overwrite = os.path.lexists(path)
+        # Same folder (so the rename is atomic), a name no template matches
+        # (reserved prefix), and the real suffix (so Keras accepts it).
+        tmp: str | None = _temp_name(path)
+        side_tmp: str | None = None
+        side_placed = state_written = renamed = False
+        try:
+            if os.path.lexists(side):
+                # An older checkpoint's sidecar would describe the new file.
+                _step("remove the old sidecar", side, os.remove, side)
+            _step("write the checkpoint", path, self._keras_save, tmp)
+            if self.fsync:
+                _step("flush the checkpoint to disk", path, _fsync_file, tmp)
+            side_tmp = _step("write the sidecar", side, _write_temp_file, side, data)
+            if not overwrite:
+                _step("write the sidecar", side, os.replace, side_tmp, side)
+                side_tmp, side_placed = None, True
+            self._latest_entry = entry
+            self._write_state(mode)
+            state_written = True
+            _step("rename the checkpoint into place", path, os.replace, tmp, path)
+            tmp, renamed = None, True
+            if side_tmp is not None:
+                _step("write the sidecar", side, os.replace, side_tmp, side)
+                side_tmp = None
+        except BaseException as exc:
+            for leftover in (tmp, side_tmp):
+                if leftover is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(leftover)
+            if isinstance(exc, CheckpointSaveError):
+                # All or nothing: a checkpoint whose save did not finish is
+                # not left for a resume to pick.
+                for done, target in ((side_placed, side), (renamed, path)):
+                    if done:
+                        with contextlib.suppress(OSError):
+                            os.unlink(target)
+                self._latest_entry = previous_entry
+                if state_written:
+                    self.best, self._best_name = previous_best
+                    with contextlib.suppress(OSError):
+                        self._write_state(mode)
+            raise
+
+    def _write_checkpoint_remote(
+        self, path: str, side: str, data: bytes, entry: dict[str, Any], mode: str | None
+    ) -> None:
+        storage = self._storage
         created = False
         try:
-            # A sidecar left from an older checkpoint of the same name would
-            # describe the new file until it is rewritten: drop it first.
             if storage.exists(side):
                 _step("remove the old sidecar", side, storage.remove, side)
-            if storage.remote:
-                self._save_remote(path)
-            else:
-                self._save_local(path)
+            self._save_remote(path)
             created = True
-            data = encode(meta)
-            if storage.remote:
-                _step("write the sidecar", side, storage.write_bytes, side, data)
-            else:
-                _step("write the sidecar", side, _write_small_file, side, data)
-            self._latest_entry = {
-                "name": name,
-                "epoch": meta["epoch"],
-                "batch": meta["batch"],
-                "batch_in_epoch": meta["batch_in_epoch"],
-                "iterations": iterations,
-            }
+            _step("write the sidecar", side, storage.write_bytes, side, data)
+            self._latest_entry = entry
             self._write_state(mode)
         except CheckpointSaveError:
             if created:
-                # All or nothing: a checkpoint whose save did not finish is not
-                # left for a resume to pick.
                 for leftover in (side, path):
                     with contextlib.suppress(OSError):
                         storage.remove(leftover)
@@ -1027,23 +1193,6 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             _step("write the state file", path, storage.write_bytes, path, data)
         else:
             _step("write the state file", path, _write_small_file, path, data)
-
-    def _save_local(self, path: str) -> None:
-        folder = os.path.dirname(path)
-        if folder:
-            _step("create the folder", folder, os.makedirs, folder, exist_ok=True)
-        # Same folder (so the rename is atomic), a name no template matches
-        # (reserved prefix), and the real suffix (so Keras accepts it).
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
-        try:
-            _step("write the checkpoint", path, self._keras_save, tmp)
-            if self.fsync:
-                _step("flush the checkpoint to disk", path, _fsync_file, tmp)
-            _step("rename the checkpoint into place", path, os.replace, tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
 
     def _save_remote(self, path: str) -> None:
         folder = tempfile.mkdtemp(prefix="ckptname-")
@@ -1276,7 +1425,10 @@ def fit_resumed(
         epochs: the total number of epochs of the run, as for ``model.fit``.
         **fit_kwargs: passed to every ``model.fit`` call (``callbacks``,
             ``verbose``, ``class_weight``, ``validation_freq`` ...). Callbacks
-            see two ``fit`` calls when an epoch is finished first.
+            see two ``fit`` calls when an epoch is finished first; a
+            :class:`BatchAwareCheckpoint` among them keeps the folder's lock
+            across both, and gives it back when ``fit_resumed`` returns or
+            raises.
 
     Returns:
         A ``keras.callbacks.History`` holding the epochs of all the ``fit`` calls.
@@ -1291,6 +1443,49 @@ def fit_resumed(
         raise ValueError(
             "fit_resumed takes the initial epoch from `resume`; do not pass initial_epoch"
         )
+    given = fit_kwargs.get("callbacks") or []
+    ours = [cb for cb in getattr(given, "callbacks", given) if isinstance(cb, BatchAwareCheckpoint)]
+    # The folder's lock is kept from the first fit's train begin to the end
+    # of the last fit (no other run can slip in between), and given back here
+    # also when a fit raises: Keras has no `finally` around `fit`.
+    for cb in ours:
+        cb._lock_hold += 1
+    try:
+        return _fit_resumed(
+            model,
+            x,
+            y,
+            resume,
+            epochs,
+            batch_size,
+            steps_per_epoch,
+            shuffle,
+            sample_weight,
+            validation_split,
+            validation_data,
+            fit_kwargs,
+        )
+    finally:
+        for cb in ours:
+            cb._lock_hold -= 1
+            if not cb._lock_hold:
+                cb._release_lock()
+
+
+def _fit_resumed(
+    model: Any,
+    x: Any,
+    y: Any,
+    resume: ResumePoint | None,
+    epochs: int,
+    batch_size: int | None,
+    steps_per_epoch: int | None,
+    shuffle: bool | str,
+    sample_weight: Any,
+    validation_split: float,
+    validation_data: Any,
+    fit_kwargs: dict[str, Any],
+) -> Any:
     common = dict(fit_kwargs, validation_data=validation_data)
     point = resume if resume is not None else ResumePoint()
     epoch_index = point.initial_epoch
@@ -1588,23 +1783,45 @@ def _step(what: str, path: str, fn: Callable[..., Any], *args: Any, **kwargs: An
         raise err from exc
 
 
-def _write_small_file(path: str, data: bytes) -> None:
-    """Write a sidecar or state file under a temporary name, then rename it into place.
+def _temp_name(path: str) -> str:
+    """``<folder>/.ckptname-tmp-<id>-<name>``: same folder, a name no template matches."""
+    folder, base = os.path.split(path)
+    return os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{base}")
 
-    Not flushed to disk: these files are small, rebuilt from the names if a
-    power loss empties them, and a flush per save would cost more than the
-    rest of the bookkeeping together.
+
+def _write_temp_file(path: str, data: bytes) -> str:
+    """Write ``data`` under a temporary name next to ``path``; return that name.
+
+    Not flushed to disk: sidecars and the state file are small, rebuilt from
+    the names if a power loss empties them, and a flush per save would cost
+    more than the rest of the bookkeeping together.
     """
-    folder = os.path.dirname(path)
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
+    tmp = _temp_name(path)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _write_small_file(path: str, data: bytes) -> None:
+    """Write a sidecar or state file under a temporary name, then rename it into place."""
+    tmp = _write_temp_file(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _older_than(storage: Storage, path: str, seconds: float) -> bool:
+    entry = storage.stat(path)
+    mtime = getattr(entry, "mtime", None)
+    return isinstance(mtime, (int, float)) and time.time() - mtime > seconds
 
 
 def _fsync_file(path: str) -> None:
