@@ -7,16 +7,21 @@ checkpoint template ever matches them (scanning skips such names):
 file                               what it is
 =================================  =============================================
 ``<checkpoint>.ckptname.json``     the sidecar of one checkpoint: exact metric
-                                   values, counters, extras; written after the
-                                   checkpoint is complete, so on object stores
-                                   it is also the checkpoint's commit marker
+                                   values, counters, extras; locally in place
+                                   before the complete checkpoint is renamed to
+                                   its name (so no checkpoint of ckptname's is
+                                   ever seen without it), on object stores
+                                   written after the upload, as the
+                                   checkpoint's commit marker
 ``.ckptname-state.json``           the state of a checkpoint folder: template,
                                    latest, best, counters (one per folder the
                                    callback writes into)
-``.ckptname-tmp-<id>-<name>``      a save in progress; renamed into place when
+``.ckptname-tmp-<id>-<name>``      a save in progress (of a checkpoint, sidecar,
+                                   state or lock file); renamed into place when
                                    complete; never a checkpoint
-``.ckptname.lock``                 the owner (pid, host) of a folder a live run
-                                   writes into
+``.ckptname.lock``                 the owner (pid, host, start time) of a
+                                   folder a live run writes into (format
+                                   ``ckptname.lock/1``, see ``ckptname._lock``)
 =================================  =============================================
 
 The sidecar (format ``ckptname.checkpoint/1``)::

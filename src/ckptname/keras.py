@@ -243,8 +243,17 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
       is the last known-good state should the new saves go wrong); when the run
       ends cleanly, retention runs once more without sparing it, so the folder
       ends as after an uninterrupted run.
-    * Temporary files of this template left by a killed save are removed at
-      ``on_train_begin``; scanning ignores them anyway.
+    * A save is safe to kill at any moment (see ``_write_checkpoint``): a file
+      under a checkpoint name is always complete and has its sidecar. What a
+      killed save leaves (temporary files, a sidecar without its checkpoint)
+      is removed at the next ``on_train_begin``; scanning ignores it anyway.
+    * The chief takes the folder's lock (``.ckptname.lock``) at
+      ``on_train_begin``, before it cleans or checks the folder, and gives it
+      back at ``on_train_end``; Keras calls no hook when ``fit`` raises, so
+      then the lock stays with the process until its next ``on_train_end``,
+      the end of :func:`fit_resumed`, or its exit. The same process never
+      locks itself out; a killed process's lock is stale and taken over with
+      a warning (``ckptname._lock`` has the rules).
     * Only the chief writes (``chief=None`` reads ``TF_CONFIG``; on JAX,
       process 0); the others count and name identically but touch no file.
     * Keras converts the logs of every batch to floats on the TensorFlow
