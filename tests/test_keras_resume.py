@@ -216,6 +216,101 @@ def test_starting_before_the_interrupted_epoch_is_reported(tmp_path):
     ]
 
 
+# ----------------------------------------------------------------- corrupt state and sidecars
+
+
+def _two_epochs(folder: Path, template: str = "b{batch:02d}.keras"):
+    x, y = data()
+    model().fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[BatchAwareCheckpoint(str(folder / template), save_freq=5)],
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'{"format": "ckptname.state/1", "templ', "is not valid JSON"),
+        (b"", "is not valid JSON"),
+        (b"[]", "holds list, expected a JSON object"),
+    ],
+    ids=["truncated", "empty", "not an object"],
+)
+def test_resume_and_training_survive_a_corrupt_state_file(tmp_path, content, problem):
+    _two_epochs(tmp_path)
+    state_path = tmp_path / ".ckptname-state.json"
+    state_path.write_bytes(content)
+    # Without a template, the sidecars say it, with a warning; never a JSON error.
+    m = model(seed=3)
+    with pytest.warns(CkptnameWarning) as record:
+        point = resume(m, tmp_path)
+    (message,) = ours(record)
+    assert message.startswith(f"state file {str(state_path)!r} {problem}")
+    assert message.endswith(
+        "; finding checkpoints by listing the folder, with the template 'b{batch:02d}.keras' "
+        "that their sidecars record"
+    )
+    assert (point.path, point.batch) == (str(tmp_path / "b20.keras"), 20)
+    with pytest.warns(CkptnameWarning):
+        best = ckptname.find_best(tmp_path, "loss")
+    assert best is not None
+    keras.models.load_model(best.path)
+    # With the template, the state file is not read at all.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CkptnameWarning)
+        point = resume(model(seed=3), str(tmp_path / "b{batch:02d}.keras"))
+        assert point.batch == 20
+        x, y = data()
+        m.fit(
+            x,
+            y,
+            epochs=3,
+            initial_epoch=2,
+            batch_size=10,
+            verbose=0,
+            callbacks=[BatchAwareCheckpoint(str(tmp_path / "b{batch:02d}.keras"), save_freq=5)],
+        )
+    # The next save rewrote the state file whole.
+    assert json.loads(state_path.read_text())["latest"]["name"] == "b30.keras"
+    assert names(tmp_path)[-1] == "b30.keras"
+
+
+def test_resume_survives_a_truncated_sidecar(tmp_path):
+    _two_epochs(tmp_path, "e{epoch}-b{batch:02d}.keras")
+    side = tmp_path / "e2-b20.keras.ckptname.json"
+    side.write_bytes(side.read_bytes()[:40])
+    m = model(seed=3)
+    with pytest.warns(CkptnameWarning) as record:
+        point = resume(m, str(tmp_path / "e{epoch}-b{batch:02d}.keras"))
+    (message,) = ours(record)
+    assert message.startswith(f"sidecar {str(side)!r} is not valid JSON (")
+    assert message.endswith(
+        f"; it may be truncated; counters are read from the name of "
+        f"{str(tmp_path / 'e2-b20.keras')!r} instead"
+    )
+    assert (point.epoch, point.batch, point.end_of_epoch) == (2, 20, True)
+    assert int(m.optimizer.iterations) == 20
+    x, y = data()
+    m.fit(
+        x,
+        y,
+        epochs=3,
+        initial_epoch=point.initial_epoch,
+        batch_size=10,
+        verbose=0,
+        callbacks=[
+            BatchAwareCheckpoint(str(tmp_path / "e{epoch}-b{batch:02d}.keras"), save_freq=5)
+        ],
+    )
+    assert names(tmp_path)[-2:] == ["e3-b25.keras", "e3-b30.keras"]
+    assert read_metadata(tmp_path / "e3-b30.keras")["iterations"] == 30
+
+
 # ----------------------------------------------------------------- exact mid-epoch resume
 
 
