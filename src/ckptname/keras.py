@@ -224,7 +224,10 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
       epoch again puts them back after Keras resets the metrics, so the means,
       and the ``{loss}`` in later names of that epoch, are those of an
       uninterrupted run. A sidecar without the record (older versions, other
-      writers) resumes as before: the means restart with the resume.
+      writers) resumes as before: the means restart with the resume. (A plain
+      ``fit`` that replays the whole interrupted epoch instead of
+      :func:`fit_resumed` counts the batches done before the interruption twice,
+      in the means as in ``batch_in_epoch``.)
     * At ``on_train_begin`` only what can never have a value fails: a
       ``val_*`` field or monitor with an integer ``save_freq``. Other unknown
       fields fail at the first save (another callback may add keys to the logs).
