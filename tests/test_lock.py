@@ -140,8 +140,10 @@ def test_a_live_process_on_this_host_keeps_its_lock(tmp_path):
     assert str(info.value) == (
         f"checkpoint folder {str(tmp_path)!r} is in use by another run: process {holder.pid} "
         f"on host {HOST!r} (since {since(1_700_000_000.0)}) holds its lock {str(path)!r}; "
-        "wait for it to finish or stop it, or point this run at another folder; two runs "
-        "writing one folder would overwrite and prune each other's checkpoints"
+        "wait for it to finish or stop it, or point this run at another folder (two runs "
+        "writing one folder would overwrite and prune each other's checkpoints); if it is "
+        "alive but no longer training (an interrupted notebook, say), pass lock='takeover' "
+        "to BatchAwareCheckpoint"
     )
     assert (info.value.pid, info.value.host, info.value.path) == (holder.pid, HOST, str(path))
     assert isinstance(info.value, CheckpointError)
@@ -417,8 +419,9 @@ def test_two_processes_one_folder(tmp_path):
             f"checkpoint folder {str(folder)!r} is in use by another run: process "
             f"{holder.pid} on host {HOST!r} (since {since(owner.started)}) holds its lock "
             f"{str(folder / LOCK)!r}; wait for it to finish or stop it, or point this run at "
-            "another folder; two runs writing one folder would overwrite and prune each "
-            "other's checkpoints"
+            "another folder (two runs writing one folder would overwrite and prune each "
+            "other's checkpoints); if it is alive but no longer training (an interrupted "
+            "notebook, say), pass lock='takeover' to BatchAwareCheckpoint"
         )
         assert sorted(p.name for p in folder.iterdir()) == before
 

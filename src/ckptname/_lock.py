@@ -39,8 +39,9 @@ unreadable (not ckptname's format)        stale, with a warning
 ========================================  ======================================
 
 ``lock="takeover"`` takes over any lock, a live one included, with a warning
-naming the owner (for a run on another host known to be gone, or a shared
-file system that hides the host's processes).
+naming the owner (for a run on another host known to be gone, or a live
+process that no longer trains, such as a notebook whose ``fit`` was
+interrupted).
 
 Decisions:
 
@@ -347,8 +348,10 @@ def _locked_error(folder: str, path: str, owner: LockOwner | None) -> FolderLock
     assert owner is not None  # an unreadable lock is always stale
     if owner.host == socket.gethostname():
         advice = (
-            "wait for it to finish or stop it, or point this run at another folder; "
-            "two runs writing one folder would overwrite and prune each other's checkpoints"
+            "wait for it to finish or stop it, or point this run at another folder (two "
+            "runs writing one folder would overwrite and prune each other's checkpoints); "
+            "if it is alive but no longer training (an interrupted notebook, say), pass "
+            "lock='takeover' to BatchAwareCheckpoint"
         )
     else:
         advice = (
