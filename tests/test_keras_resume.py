@@ -407,11 +407,8 @@ def _interrupt_then_resume(folder: Path, interrupt_at: int, *, strip_state: bool
     return m, point
 
 
-def test_running_means_continue_across_a_mid_epoch_resume(tmp_path):
-    # Keras logs `loss` and compiled metrics as means over the epoch so far;
-    # a resume into the middle of epoch 2 puts the sums of its first batches
-    # back, so later saves in that epoch carry the same values as without
-    # the interruption.
+def _uninterrupted(folder: Path) -> keras.Model:
+    """The reference run: 3 epochs of 10 batches, saving every 3, never stopped."""
     x, y = data()
     ref = model(metrics=["mae"])
     ref.fit(
@@ -421,8 +418,17 @@ def test_running_means_continue_across_a_mid_epoch_resume(tmp_path):
         batch_size=10,
         shuffle=False,
         verbose=0,
-        callbacks=[BatchAwareCheckpoint(str(tmp_path / "ref" / LOSS_TEMPLATE), save_freq=3)],
+        callbacks=[BatchAwareCheckpoint(str(folder / LOSS_TEMPLATE), save_freq=3)],
     )
+    return ref
+
+
+def test_running_means_continue_across_a_mid_epoch_resume(tmp_path):
+    # Keras logs `loss` and compiled metrics as means over the epoch so far;
+    # a resume into the middle of epoch 2 puts the sums of its first batches
+    # back, so later saves in that epoch carry the same values as without
+    # the interruption.
+    ref = _uninterrupted(tmp_path / "ref")
     m, point = _interrupt_then_resume(tmp_path / "run", 14)
     assert (point.batch, point.batch_in_epoch) == (12, 2)
     assert set(point.metric_state) == {"loss", "compile_metrics"}
@@ -462,17 +468,7 @@ def test_a_sidecar_without_metric_state_resumes_with_means_restarted(tmp_path):
     # Without the record, the rest of the epoch is still resumed exactly
     # (counters, weights), but the means restart: the names of the saves
     # later in that epoch differ, which is what the record is for.
-    x, y = data()
-    ref = model(metrics=["mae"])
-    ref.fit(
-        x,
-        y,
-        epochs=3,
-        batch_size=10,
-        shuffle=False,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(str(tmp_path / "ref" / LOSS_TEMPLATE), save_freq=3)],
-    )
+    ref = _uninterrupted(tmp_path / "ref")
     m, _ = _interrupt_then_resume(tmp_path / "run", 14, strip_state=True)
     got, want = names(tmp_path / "run"), names(tmp_path / "ref")
     assert [n[:7] for n in got] == [n[:7] for n in want]
