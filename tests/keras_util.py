@@ -1,27 +1,32 @@
-"""Tiny models, data and helper callbacks shared by the Keras tests.
+"""What the Keras tests share: a tiny model and its data, fits, callbacks, folder readers.
 
 Every test trains a Dense model on 100 random samples in batches of 10
 (10 batches an epoch) on the CPU, so each fit takes well under a second
-once TensorFlow is loaded.
+once TensorFlow is loaded (``conftest.py`` keeps it on the CPU). The child
+processes some tests start import this module too (with ``tests/`` on
+``PYTHONPATH``). Why these helpers live here and not in ``conftest.py``: see
+that file.
 """
 
 from __future__ import annotations
 
-import os
-
-# Set before TensorFlow loads: quiet logs, CPU only.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-
+import json
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
+import pytest
+
+from ckptname import CkptnameWarning
+from ckptname.keras import BatchAwareCheckpoint, ResumePoint, fit_resumed, resume
 
 SAMPLES = 100
 BATCH_SIZE = 10
 STEPS = SAMPLES // BATCH_SIZE
+
+# ----------------------------------------------------------------- model and fits
 
 
 def data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +37,11 @@ def data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def model(steps_per_execution: int = 1, seed: int = 0, metrics: Any = ("mae",)) -> Any:
-    """A compiled Dense model, the same weights for the same seed."""
+    """A compiled Dense model, the same weights for the same seed.
+
+    It seeds Keras (``keras.utils.set_random_seed``): build it just before its
+    fit, so that a shuffled fit sees the same order in every run.
+    """
     keras.utils.set_random_seed(seed)
     m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
     m.compile(
@@ -44,18 +53,91 @@ def model(steps_per_execution: int = 1, seed: int = 0, metrics: Any = ("mae",)) 
     return m
 
 
-def names(folder: Path | str, suffix: str = "") -> list[str]:
-    """Checkpoint names in a folder (ckptname's own files left out), sorted."""
-    return sorted(
-        p.name
-        for p in Path(folder).iterdir()
-        if ".ckptname" not in p.name and p.name.endswith(suffix)
-    )
+def _fit_args(inputs: Sequence[Any] | None, fit_kwargs: dict[str, Any]) -> tuple[Any, dict]:
+    """The inputs and keyword arguments of a fit; ``data()`` unshuffled in batches of 10
+    unless ``inputs`` (a dataset, say) are given or ``fit_kwargs`` say otherwise."""
+    if inputs is None:
+        return data(), {"batch_size": BATCH_SIZE, "shuffle": False, **fit_kwargs}
+    return inputs, fit_kwargs
 
 
-def leftovers(folder: Path | str) -> list[str]:
-    """Temporary files a save left behind."""
-    return sorted(p.name for p in Path(folder).rglob(".ckptname-tmp-*"))
+def fit(
+    m: Any,
+    callbacks: Iterable[Any],
+    epochs: int = 3,
+    *,
+    inputs: Sequence[Any] | None = None,
+    **fit_kwargs: Any,
+) -> Any:
+    """``m.fit`` without progress output, on ``data()`` unless ``inputs`` are given.
+
+    On ``data()``: batches of 10 and ``shuffle=False`` unless ``fit_kwargs``
+    say otherwise. Returns the History.
+    """
+    args, kwargs = _fit_args(inputs, fit_kwargs)
+    return m.fit(*args, epochs=epochs, verbose=0, callbacks=list(callbacks), **kwargs)
+
+
+def train_step(m: Any, optimizer: Any) -> Callable[[Any, Any], Any]:
+    """One training step of a hand-written loop (mean squared error), as each backend writes it.
+
+    TensorFlow: ``tf.GradientTape`` in a ``tf.function``; PyTorch: ``loss.backward()``
+    and ``optimizer.apply``; JAX: ``jax.value_and_grad`` over ``stateless_call``, the
+    new values assigned back after each step. Returns ``step(x_batch, y_batch) -> loss``.
+    """
+    loss_fn = keras.losses.MeanSquaredError()
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function  # type: ignore[misc]
+        def tf_step(xb: Any, yb: Any) -> Any:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, m(xb, training=True))
+            grads = tape.gradient(loss, m.trainable_variables)
+            optimizer.apply_gradients(zip(grads, m.trainable_variables))
+            return loss
+
+        return tf_step
+    if not optimizer.built:
+        optimizer.build(m.trainable_variables)
+    if backend == "torch":
+        import torch
+
+        def torch_step(xb: Any, yb: Any) -> Any:
+            loss = loss_fn(keras.ops.convert_to_tensor(yb), m(xb, training=True))
+            m.zero_grad()
+            loss.backward()
+            grads = [v.value.grad for v in m.trainable_variables]
+            with torch.no_grad():
+                optimizer.apply(grads, m.trainable_variables)
+            return loss
+
+        return torch_step
+    import jax
+
+    def compute(tv: Any, ntv: Any, xb: Any, yb: Any) -> Any:
+        pred, ntv = m.stateless_call(tv, ntv, xb, training=True)
+        return loss_fn(yb, pred), ntv
+
+    grad_fn = jax.value_and_grad(compute, has_aux=True)
+
+    def jax_step(xb: Any, yb: Any) -> Any:
+        tv = [v.value for v in m.trainable_variables]
+        ntv = [v.value for v in m.non_trainable_variables]
+        ov = [v.value for v in optimizer.variables]
+        (loss, ntv), grads = grad_fn(tv, ntv, xb, yb)
+        tv, ov = optimizer.stateless_apply(ov, grads, tv)
+        for variables, values in ((m.trainable_variables, tv),
+                                  (m.non_trainable_variables, ntv), (optimizer.variables, ov)):
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+        return loss
+
+    return jax_step
+
+
+# ----------------------------------------------------------------- callbacks
 
 
 class Scripted(keras.callbacks.Callback):
@@ -89,3 +171,92 @@ class InterruptAt(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if int(self.model.optimizer.iterations) >= self.batch:
             raise Interrupt(f"interrupted after batch {self.batch}")
+
+
+# ----------------------------------------------------------------- interrupt, then resume
+
+
+def interrupt(m: Any, filepath: str, at: int, *, save_freq: int = 5, **run: Any) -> None:
+    """Fit ``m``, saving every ``save_freq`` batches to ``filepath``, until
+    :class:`InterruptAt` ``(at)`` stops it (the test fails if nothing does).
+
+    ``run`` (``epochs``, ``inputs`` and fit arguments) as for :func:`fit`.
+    """
+    ckpt = BatchAwareCheckpoint(filepath, save_freq=save_freq)
+    with pytest.raises(Interrupt):
+        fit(m, [ckpt, InterruptAt(at)], **run)
+
+
+def finish(
+    m: Any,
+    point: ResumePoint,
+    filepath: str,
+    *,
+    save_freq: int = 5,
+    epochs: int = 3,
+    callbacks: Iterable[Any] = (),
+    inputs: Sequence[Any] | None = None,
+    **fit_kwargs: Any,
+) -> Any:
+    """Finish the run ``point`` resumes with ``fit_resumed``, saving every
+    ``save_freq`` batches to ``filepath`` again (``callbacks`` run after the
+    checkpoint callback). Inputs as for :func:`fit`; returns the History."""
+    args, kwargs = _fit_args(inputs, fit_kwargs)
+    ckpt = BatchAwareCheckpoint(filepath, save_freq=save_freq)
+    return fit_resumed(
+        m, *args, resume=point, epochs=epochs, verbose=0, callbacks=[ckpt, *callbacks], **kwargs
+    )
+
+
+class Resumed(NamedTuple):
+    model: Any
+    point: ResumePoint
+    history: Any
+
+
+def interrupt_then_resume(
+    filepath: str,
+    at: int,
+    *,
+    new_model: Callable[[], Any] = model,
+    resumed_model: Callable[[], Any] | None = None,
+    **run: Any,
+) -> Resumed:
+    """A run interrupted after batch ``at``, then resumed and finished as a new process would.
+
+    ``new_model`` builds the model of the interrupted run and, unless
+    ``resumed_model`` is given, the one that resumes; each is built just
+    before its fit. ``run`` (``save_freq``, ``epochs``, ``inputs`` and fit
+    arguments) applies to both fits, as in :func:`interrupt` and :func:`finish`.
+    """
+    interrupt(new_model(), filepath, at, **run)
+    m = (resumed_model or new_model)()
+    point = resume(m, filepath)
+    return Resumed(m, point, finish(m, point, filepath, **run))
+
+
+# ----------------------------------------------------------------- what a folder holds
+
+
+def names(folder: Path | str, suffix: str = "") -> list[str]:
+    """Checkpoint names in a folder (ckptname's own files left out), sorted."""
+    return sorted(
+        p.name
+        for p in Path(folder).iterdir()
+        if ".ckptname" not in p.name and p.name.endswith(suffix)
+    )
+
+
+def leftovers(folder: Path | str) -> list[str]:
+    """Temporary files a save left behind."""
+    return sorted(p.name for p in Path(folder).rglob(".ckptname-tmp-*"))
+
+
+def read_state(folder: Path | str) -> dict[str, Any]:
+    """The folder's state file, parsed."""
+    return json.loads((Path(folder) / ".ckptname-state.json").read_text())
+
+
+def ours(record: Iterable[Any]) -> list[str]:
+    """The messages of the ckptname warnings among those recorded."""
+    return [str(w.message) for w in record if issubclass(w.category, CkptnameWarning)]

@@ -259,6 +259,49 @@ def test_prune_needs_a_policy(capsys, tmp_path):
     )
 
 
+def test_prune_keep_best_without_monitor_names_the_flag(capsys, tmp_path):
+    root = _folder(tmp_path / "run")
+    assert run(capsys, "prune", str(root), "--keep-best", "1", "-t", T3) == (
+        2,
+        "",
+        "ckptname prune: keep_best=1 needs a metric to rank by; pass --monitor, "
+        "e.g. --monitor val_loss\n",
+    )
+
+
+def test_unusable_state_template_advice_names_the_flag_for_a_root_with_parentheses(
+    capsys, tmp_path
+):
+    from ckptname._metadata import STATE_FORMAT, STATE_NAME, encode
+
+    root = _folder(tmp_path / "run (1)")
+    (root / STATE_NAME).write_bytes(
+        encode({"format": STATE_FORMAT, "template": "{epoch}{batch}", "latest": None})
+    )
+    code, out, err = run(capsys, "latest", str(root))
+    assert (code, out) == (2, "")
+    assert err == (
+        f"ckptname latest: state file {str(root / STATE_NAME)!r} holds a template that "
+        "cannot be used (template '{epoch}{batch}' cannot be read back: fields 'epoch' and "
+        "'batch' touch, so one can run into the other; put a separator between 'epoch' and "
+        "'batch', e.g. {epoch}-{batch}), and no template was given; pass --template with "
+        "the template the checkpoints were saved with, e.g. "
+        "--template 'ep{epoch:02d}-{val_loss:.2f}.keras'\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["ls", "latest"])
+def test_a_file_system_error_exits_1(capsys, tmp_path, command):
+    import errno
+    import os
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    code, out, err = run(capsys, command, str(loop), "-t", T3)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"ckptname {command}: [Errno {errno.ELOOP}] {os.strerror(errno.ELOOP)}: ")
+
+
 SWEEP = "lr={lr:.0e}/seed={seed:d}/ep{epoch:03d}-{val_loss:.3f}.keras"
 
 

@@ -6,21 +6,13 @@ import json
 import re
 
 import keras
-import keras_util as ku
 import numpy as np
 import pytest
-from keras_util import STEPS, Scripted, data, leftovers, model, names
+from keras_util import STEPS, Scripted, data, fit, leftovers, model, names, read_state
 
 import ckptname
 from ckptname import CheckpointError, MissingFieldError, read_metadata
 from ckptname.keras import BatchAwareCheckpoint, split_filepath
-
-
-def fit(m, callbacks, epochs=3, **kw):
-    x, y = data()
-    kw.setdefault("batch_size", ku.BATCH_SIZE)
-    return m.fit(x, y, epochs=epochs, verbose=0, shuffle=False, callbacks=callbacks, **kw)
-
 
 # ----------------------------------------------------------------- counting and naming
 
@@ -156,26 +148,81 @@ def test_field_missing_at_save_time_lists_the_keys_present(tmp_path):
     assert info.value.available == ("batch", "batch_in_epoch", "epoch", "loss", "mae")
 
 
-def test_missing_validation_field_at_epoch_end_says_why(tmp_path):
+def test_missing_validation_field_at_epoch_end_skips_the_save_and_says_why(tmp_path):
     ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}-{val_loss:.2f}.keras"))
-    with pytest.raises(MissingFieldError) as info:
+    with pytest.warns(ckptname.CkptnameWarning) as record:
         fit(model(), [ckpt], epochs=1)
-    assert str(info.value) == (
-        "no value for field 'val_loss' of template 'e{epoch}-{val_loss:.2f}.keras' at epoch 1, "
-        "batch 10 (available: batch, batch_in_epoch, epoch, loss, mae); validation metrics "
-        "exist only at epoch end, and only when fit has validation data"
-    )
-
-
-def test_missing_monitor_is_an_error_not_a_silent_save(tmp_path):
-    ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}.keras"), save_best_only=True)
-    with pytest.raises(MissingFieldError) as info:
-        fit(model(), [ckpt], epochs=1)
-    assert str(info.value) == (
-        "monitor 'val_loss' (save_best_only) is not in the logs at epoch 1, batch 10 "
-        "(available: loss, mae); validation metrics exist only when fit has validation data"
-    )
+    assert [str(w.message) for w in record if w.category is ckptname.CkptnameWarning] == [
+        "field 'val_loss' of template 'e{epoch}-{val_loss:.2f}.keras' is not in the logs at "
+        "epoch 1, batch 10 (available: batch, batch_in_epoch, epoch, loss, mae): that epoch ran "
+        "no validation (fit validates only with validation data, and then every "
+        "validation_freq epochs), so its save is skipped; later saves skipped for the same "
+        "reason are not reported"
+    ]
     assert names(tmp_path) == []
+
+
+def test_a_misspelt_validation_field_is_still_an_error_that_says_why(tmp_path):
+    x, y = data()
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}-{val_los:.2f}.keras"))
+    with pytest.raises(MissingFieldError) as info:
+        fit(model(), [ckpt], epochs=1, validation_data=(x, y))
+    assert str(info.value) == (
+        "no value for field 'val_los' of template 'e{epoch}-{val_los:.2f}.keras' at epoch 1, "
+        "batch 10 (available: batch, batch_in_epoch, epoch, loss, mae, val_loss, val_mae); "
+        "validation metrics exist only at epoch end, and only when fit has validation data"
+    )
+
+
+def test_a_missing_validation_monitor_skips_the_save_with_one_warning(tmp_path):
+    # No validation data: as in Keras's ModelCheckpoint, the best-only save is
+    # skipped with a warning instead of stopping training.
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}.keras"), save_best_only=True)
+    with pytest.warns(ckptname.CkptnameWarning) as record:
+        fit(model(), [ckpt], epochs=2)
+    assert [str(w.message) for w in record if w.category is ckptname.CkptnameWarning] == [
+        "monitor 'val_loss' (save_best_only) is not in the logs at epoch 1, batch 10 "
+        "(available: loss, mae): that epoch ran no validation (fit validates only with "
+        "validation data, and then every validation_freq epochs), so its save is skipped; "
+        "later saves skipped for the same reason are not reported"
+    ]
+    assert names(tmp_path) == []
+
+
+def test_a_misspelt_validation_monitor_is_still_an_error(tmp_path):
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}.keras"), monitor="val_los",
+                                save_best_only=True, mode="min")  # fmt: skip
+    x, y = data()
+    with pytest.raises(MissingFieldError) as info:
+        fit(model(), [ckpt], epochs=1, validation_data=(x, y))
+    assert str(info.value) == (
+        "monitor 'val_los' (save_best_only) is not in the logs at epoch 1, batch 10 "
+        "(available: loss, mae, val_loss, val_mae); validation metrics exist only when fit "
+        "has validation data"
+    )
+
+
+def test_validation_freq_skips_saves_that_need_a_validation_field(tmp_path):
+    x, y = data()
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch:02d}-{val_loss:.3f}.keras"))
+    with pytest.warns(ckptname.CkptnameWarning, match="field 'val_loss' of template") as record:
+        fit(model(), [ckpt], epochs=4, validation_data=(x, y), validation_freq=2)
+    assert len([w for w in record if w.category is ckptname.CkptnameWarning]) == 1
+    assert [n[:3] for n in names(tmp_path)] == ["e02", "e04"]
+
+
+def test_validation_freq_with_best_only_and_keep_best_tracks_validated_epochs(tmp_path):
+    x, y = data()
+    best_only = BatchAwareCheckpoint(str(tmp_path / "best" / "e{epoch:02d}.keras"),
+                                     save_best_only=True)  # fmt: skip
+    kept = BatchAwareCheckpoint(str(tmp_path / "kept" / "e{epoch:02d}.keras"), keep_best=1)
+    with pytest.warns(ckptname.CkptnameWarning):
+        fit(model(), [best_only, kept], epochs=4, validation_data=(x, y), validation_freq=2)
+    assert names(tmp_path / "best") == ["e02.keras", "e04.keras"]
+    # keep_best keeps the best validated checkpoint (epoch 4: the loss falls) and the
+    # newest; the epochs without a value are saved, then pruned.
+    assert names(tmp_path / "kept") == ["e04.keras"]
+    assert read_state(tmp_path / "kept")["best"]["name"] == "e04.keras"
 
 
 @pytest.mark.parametrize(
@@ -183,7 +230,8 @@ def test_missing_monitor_is_an_error_not_a_silent_save(tmp_path):
     [
         (
             {"filepath": "c/b{batch}.keras", "mode": "maximum"},
-            "mode must be 'auto', 'min' or 'max', got 'maximum'",
+            "mode must be 'min', 'max' or 'auto', got 'maximum'; use 'min' where lower is "
+            "better (losses, errors) and 'max' where higher is better (accuracies, scores)",
         ),
         (
             {"filepath": "c/b{batch}.keras", "save_freq": 0},
@@ -198,8 +246,8 @@ def test_missing_monitor_is_an_error_not_a_silent_save(tmp_path):
             "on_save_error must be 'raise' or 'warn', got 'ignore'",
         ),
         (
-            {"filepath": "c/b{batch}.keras", "keep_last": 0},
-            "keep_last must be None or a positive integer, got 0",
+            {"filepath": "c/b{batch}.keras", "keep_last": -1},
+            "keep_last must be None or a whole number >= 0, got -1",
         ),
         (
             {"filepath": "c/b{batch}.keras", "save_weights_only": True},
@@ -220,7 +268,7 @@ def test_missing_monitor_is_an_error_not_a_silent_save(tmp_path):
         ),
         (
             {"filepath": "c/b{batch}.keras", "extras": {"batch": 3}},
-            "extras key 'batch' is a counter the callback fills itself (epoch, batch, "
+            "extras key 'batch' is a counter the callback fills itself (batch, epoch, "
             "batch_in_epoch); rename the extra",
         ),
     ],
@@ -229,6 +277,19 @@ def test_constructor_fail(kwargs, message):
     with pytest.raises(ValueError) as info:
         BatchAwareCheckpoint(**kwargs)
     assert str(info.value) == message
+
+
+def test_a_bad_mode_is_a_monitor_error_as_everywhere_else():
+    with pytest.raises(ckptname.MonitorError):
+        BatchAwareCheckpoint("c/b{batch}.keras", mode="maximum")
+    with pytest.raises(ckptname.MonitorError):
+        ckptname.plan_retention([], keep_best=1, monitor="loss", mode="maximum")
+
+
+def test_keep_last_zero_keeps_only_the_newest_as_in_plan_retention(tmp_path):
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch:02d}.keras"), save_freq=5, keep_last=0)
+    fit(model(), [ckpt], epochs=2)
+    assert names(tmp_path) == ["b20.keras"]
 
 
 @pytest.mark.parametrize(
@@ -304,7 +365,7 @@ def test_state_file_best_names_a_checkpoint_that_exists(tmp_path):
     ckpt = BatchAwareCheckpoint(str(tmp_path / "e{epoch}.keras"), monitor="val_loss", keep_last=2)
     fit(model(), [Scripted("val_loss", {0: 0.1, 1: 0.5, 2: 0.4}), ckpt])
     assert names(tmp_path) == ["e2.keras", "e3.keras"]
-    state = json.loads((tmp_path / ".ckptname-state.json").read_text())
+    state = read_state(tmp_path)
     assert state["best"] == {"name": "e3.keras", "monitor": "val_loss", "mode": "min", "value": 0.4}
 
 
@@ -339,7 +400,7 @@ def test_best_survives_a_resume(tmp_path):
     cb = callback()
     fit(m, [Scripted("val_loss", scores), cb], epochs=4, initial_epoch=point.initial_epoch)
     assert names(tmp_path) == ["e01.keras", "e02.keras", "e04.keras"]
-    state = json.loads((tmp_path / ".ckptname-state.json").read_text())
+    state = read_state(tmp_path)
     assert state["best"] == {
         "name": "e04.keras",
         "monitor": "val_loss",
@@ -409,7 +470,7 @@ def test_templates_with_folders(tmp_path):
     fit(model(), [ckpt], epochs=2)
     found = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.keras"))
     assert found == ["lr1e-02/e1/b10.keras", "lr1e-02/e2/b15.keras", "lr1e-02/e2/b20.keras"]
-    state = json.loads((tmp_path / ".ckptname-state.json").read_text())
+    state = read_state(tmp_path)
     assert state["template"] == "lr{lr:.0e}/e{epoch}/b{batch:02d}.keras"
     assert state["latest"]["name"] == "lr1e-02/e2/b20.keras"
 
@@ -516,7 +577,7 @@ def test_extras_fill_fields_and_sidecars(tmp_path):
     assert meta["ckptname_version"] == ckptname.__version__
     assert meta["save_weights_only"] is False
     assert isinstance(meta["time"], float)
-    state = json.loads((tmp_path / ".ckptname-state.json").read_text())
+    state = read_state(tmp_path)
     assert state["format"] == "ckptname.state/1"
     assert state["latest"] == {
         "name": "alpha-b10-lr1e-02.keras",

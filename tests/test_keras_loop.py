@@ -1,12 +1,16 @@
-"""BatchAwareCheckpoint driven by hand from a custom training loop (tf.GradientTape)."""
+"""BatchAwareCheckpoint driven by hand from a custom training loop, on every backend.
+
+The loop's training step is written as each backend's guide writes it
+(``tf.GradientTape``, ``loss.backward()``, ``jax.value_and_grad``): see
+``keras_util.train_step``.
+"""
 
 from __future__ import annotations
 
 import keras
 import keras_util as ku
 import pytest
-import tensorflow as tf
-from keras_util import STEPS, data, model, names
+from keras_util import STEPS, data, fit, model, names, train_step
 
 from ckptname import read_metadata
 from ckptname.keras import BatchAwareCheckpoint, resume
@@ -29,16 +33,7 @@ def train(m, ckpt, *, epochs=3, first_epoch=0, first_batch=0, **kw):
 def run(m, ckpt, *, epochs, first_epoch, first_batch=0, stop_at=None, optimizer=None, steps=True):
     """A hand-written loop over the batches that fit(shuffle=False) sees, in order."""
     x, y = data()
-    optimizer = optimizer or m.optimizer
-    loss_fn = keras.losses.MeanSquaredError()
-
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, m(xb, training=True))
-        grads = tape.gradient(loss, m.trainable_variables)
-        optimizer.apply_gradients(zip(grads, m.trainable_variables))
-        return loss
+    step = train_step(m, optimizer or m.optimizer)
 
     ckpt.set_model(m)
     if steps:
@@ -67,8 +62,7 @@ def test_custom_loop_names_match_fit(tmp_path):
     via_fit = BatchAwareCheckpoint(
         str(tmp_path / "fit" / TEMPLATE), save_weights_only=True, save_freq=4
     )
-    x, y = data()
-    model().fit(x, y, epochs=3, batch_size=10, shuffle=False, verbose=0, callbacks=[via_fit])
+    fit(model(), [via_fit])
     by_hand = BatchAwareCheckpoint(
         str(tmp_path / "loop" / TEMPLATE), save_weights_only=True, save_freq=4
     )

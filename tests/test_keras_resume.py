@@ -9,24 +9,32 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from functools import partial
 from pathlib import Path
 
 import keras
 import keras_util as ku
 import numpy as np
 import pytest
-from keras_util import STEPS, Interrupt, InterruptAt, data, leftovers, model, names
+from keras_util import (
+    STEPS,
+    data,
+    finish,
+    fit,
+    interrupt,
+    interrupt_then_resume,
+    leftovers,
+    model,
+    names,
+    ours,
+    read_state,
+)
 
 import ckptname
 from ckptname import CkptnameWarning, read_metadata
 from ckptname.keras import BatchAwareCheckpoint, ResumePoint, fit_resumed, resume
 
 TEMPLATE = "e{epoch}-b{batch:03d}-{batch_in_epoch}.keras"
-
-
-def ours(record):
-    """The messages of the ckptname warnings among those recorded."""
-    return [str(w.message) for w in record if issubclass(w.category, CkptnameWarning)]
 
 
 def weights(m):
@@ -38,12 +46,13 @@ def assert_same_weights(a, b):
         np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
 
 
-def uninterrupted(folder: Path, x, y=None, save_freq=5, **fit_kwargs):
-    """The reference run: names, final model."""
-    m = model()
-    ckpt = BatchAwareCheckpoint(str(folder / TEMPLATE), save_freq=save_freq)
-    fit_kwargs.setdefault("epochs", 3)
-    m.fit(x, y, verbose=0, callbacks=[ckpt], **fit_kwargs)
+def uninterrupted(folder: Path, template=TEMPLATE, *, save_freq=5, new_model=model, **run):
+    """The reference run, never stopped: its names and its final model.
+
+    ``run`` (``epochs``, ``inputs`` and fit arguments) as for ``keras_util.fit``.
+    """
+    m = new_model()
+    fit(m, [BatchAwareCheckpoint(str(folder / template), save_freq=save_freq)], **run)
     return names(folder), m
 
 
@@ -67,16 +76,8 @@ def test_resume_from_an_empty_folder_is_a_fresh_start(tmp_path):
     point = resume(m, tmp_path)
     assert point == ResumePoint()
     assert not point.resumed
-    x, y = data()
-    history = fit_resumed(
-        m,
-        x,
-        y,
-        resume=point,
-        epochs=1,
-        batch_size=10,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(str(tmp_path / "b{batch}.keras"), save_freq=10)],
+    history = finish(
+        m, point, str(tmp_path / "b{batch}.keras"), save_freq=10, epochs=1, shuffle=True
     )
     assert history.epoch == [0]
     assert names(tmp_path) == ["b10.keras"]
@@ -104,8 +105,7 @@ def test_saves_load_back_with_optimizer_state(tmp_path, template, weights_only):
     ckpt = BatchAwareCheckpoint(
         str(tmp_path / template), save_weights_only=weights_only, save_freq=10
     )
-    x, y = data()
-    m.fit(x, y, epochs=2, batch_size=10, verbose=0, callbacks=[ckpt])
+    fit(m, [ckpt], epochs=2, shuffle=True)
     fresh = model(seed=1)
     point = resume(fresh, str(tmp_path / template))
     assert point.path == str(tmp_path / template.format(batch=20))
@@ -117,34 +117,25 @@ def test_saves_load_back_with_optimizer_state(tmp_path, template, weights_only):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     if not weights_only:
         loaded = keras.models.load_model(point.path)
+        x, _ = data()
         np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0))
 
 
 def test_legacy_h5_saves_load_back_and_a_lost_optimizer_count_is_reported(tmp_path):
     m = model()
     filepath = str(tmp_path / "b{batch:02d}.h5")
-    x, y = data()
-    m.fit(
-        x,
-        y,
-        epochs=1,
-        batch_size=10,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(filepath, save_freq=10)],
-    )
+    fit(m, [BatchAwareCheckpoint(filepath, save_freq=10)], epochs=1, shuffle=True)
     fresh = model(seed=1)
     point = resume(fresh, filepath)
     assert_same_weights(fresh, m)
     assert int(fresh.optimizer.iterations) == 0  # the legacy format has no optimizer state
     with pytest.warns(CkptnameWarning) as record:
-        fresh.fit(
-            x,
-            y,
+        fit(
+            fresh,
+            [BatchAwareCheckpoint(filepath, save_freq=10)],
             epochs=2,
             initial_epoch=point.initial_epoch,
-            batch_size=10,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=10)],
+            shuffle=True,
         )
     assert ours(record) == [
         f"the optimizer's batch counter is 0 after resuming from {point.path!r} (saved after "
@@ -156,27 +147,17 @@ def test_legacy_h5_saves_load_back_and_a_lost_optimizer_count_is_reported(tmp_pa
 
 def test_a_disagreeing_optimizer_count_is_reported_and_wins(tmp_path):
     filepath = str(tmp_path / "b{batch:02d}.keras")
-    x, y = data()
-    model().fit(
-        x,
-        y,
-        epochs=1,
-        batch_size=10,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
-    )
+    fit(model(), [BatchAwareCheckpoint(filepath, save_freq=5)], epochs=1, shuffle=True)
     m = model()
     point = resume(m, filepath)
     m.optimizer.iterations.assign(12)
     with pytest.warns(CkptnameWarning) as record:
-        m.fit(
-            x,
-            y,
+        fit(
+            m,
+            [BatchAwareCheckpoint(filepath, save_freq=5)],
             epochs=2,
             initial_epoch=1,
-            batch_size=10,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
+            shuffle=True,
         )
     assert ours(record) == [
         f"the optimizer has run 12 batches but checkpoint {point.path!r} was saved after 10; "
@@ -188,27 +169,11 @@ def test_a_disagreeing_optimizer_count_is_reported_and_wins(tmp_path):
 
 def test_starting_before_the_interrupted_epoch_is_reported(tmp_path):
     filepath = str(tmp_path / TEMPLATE)
-    x, y = data()
-    with pytest.raises(Interrupt):
-        model().fit(
-            x,
-            y,
-            epochs=3,
-            batch_size=10,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5), InterruptAt(17)],
-        )
+    interrupt(model(), filepath, 17, shuffle=True)
     m = model()
     resume(m, filepath)
     with pytest.warns(CkptnameWarning) as record:
-        m.fit(
-            x,
-            y,
-            epochs=1,
-            batch_size=10,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
-        )
+        fit(m, [BatchAwareCheckpoint(filepath, save_freq=5)], epochs=1, shuffle=True)
     assert ours(record) == [
         "training starts at epoch 1, but the run stopped inside epoch 2 (after batch 5 of "
         "it); pass initial_epoch=1 to fit (or use ckptname.keras.fit_resumed) so that epochs "
@@ -220,16 +185,7 @@ def test_starting_before_the_interrupted_epoch_is_reported(tmp_path):
 
 
 def _two_epochs(folder: Path, template: str = "b{batch:02d}.keras"):
-    x, y = data()
-    model().fit(
-        x,
-        y,
-        epochs=2,
-        batch_size=10,
-        shuffle=False,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(str(folder / template), save_freq=5)],
-    )
+    fit(model(), [BatchAwareCheckpoint(str(folder / template), save_freq=5)], epochs=2)
 
 
 @pytest.mark.parametrize(
@@ -265,18 +221,15 @@ def test_resume_and_training_survive_a_corrupt_state_file(tmp_path, content, pro
         warnings.simplefilter("error", CkptnameWarning)
         point = resume(model(seed=3), str(tmp_path / "b{batch:02d}.keras"))
         assert point.batch == 20
-        x, y = data()
-        m.fit(
-            x,
-            y,
+        fit(
+            m,
+            [BatchAwareCheckpoint(str(tmp_path / "b{batch:02d}.keras"), save_freq=5)],
             epochs=3,
             initial_epoch=2,
-            batch_size=10,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(str(tmp_path / "b{batch:02d}.keras"), save_freq=5)],
+            shuffle=True,
         )
     # The next save rewrote the state file whole.
-    assert json.loads(state_path.read_text())["latest"]["name"] == "b30.keras"
+    assert read_state(tmp_path)["latest"]["name"] == "b30.keras"
     assert names(tmp_path)[-1] == "b30.keras"
 
 
@@ -295,17 +248,12 @@ def test_resume_survives_a_truncated_sidecar(tmp_path):
     )
     assert (point.epoch, point.batch, point.end_of_epoch) == (2, 20, True)
     assert int(m.optimizer.iterations) == 20
-    x, y = data()
-    m.fit(
-        x,
-        y,
+    fit(
+        m,
+        [BatchAwareCheckpoint(str(tmp_path / "e{epoch}-b{batch:02d}.keras"), save_freq=5)],
         epochs=3,
         initial_epoch=point.initial_epoch,
-        batch_size=10,
-        verbose=0,
-        callbacks=[
-            BatchAwareCheckpoint(str(tmp_path / "e{epoch}-b{batch:02d}.keras"), save_freq=5)
-        ],
+        shuffle=True,
     )
     assert names(tmp_path)[-2:] == ["e3-b25.keras", "e3-b30.keras"]
     assert read_metadata(tmp_path / "e3-b30.keras")["iterations"] == 30
@@ -315,8 +263,7 @@ def test_resume_survives_a_truncated_sidecar(tmp_path):
 
 
 def test_interrupted_run_resumes_with_the_same_names_iterations_and_weights(tmp_path):
-    x, y = data()
-    reference, done = uninterrupted(tmp_path / "ref", x, y, batch_size=10, shuffle=False)
+    reference, done = uninterrupted(tmp_path / "ref")
     assert reference == [
         "e1-b005-5.keras",
         "e1-b010-10.keras",
@@ -328,16 +275,7 @@ def test_interrupted_run_resumes_with_the_same_names_iterations_and_weights(tmp_
 
     folder = tmp_path / "run"
     filepath = str(folder / TEMPLATE)
-    with pytest.raises(Interrupt):
-        model().fit(
-            x,
-            y,
-            epochs=3,
-            batch_size=10,
-            verbose=0,
-            shuffle=False,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5), InterruptAt(17)],
-        )
+    interrupt(model(), filepath, 17)
     assert names(folder) == reference[:3]
 
     m = model(seed=7)  # other initial weights: everything must come from the checkpoint
@@ -345,17 +283,7 @@ def test_interrupted_run_resumes_with_the_same_names_iterations_and_weights(tmp_
     assert point.path == str(folder / "e2-b015-5.keras")
     assert (point.epoch, point.batch, point.batch_in_epoch, point.end_of_epoch) == (2, 15, 5, False)
     assert point.initial_epoch == 1
-    history = fit_resumed(
-        m,
-        x,
-        y,
-        resume=point,
-        epochs=3,
-        batch_size=10,
-        shuffle=False,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
-    )
+    history = finish(m, point, filepath)
     assert names(folder) == reference
     assert int(m.optimizer.iterations) == int(done.optimizer.iterations) == 30
     assert history.epoch == [1, 2]
@@ -374,62 +302,15 @@ def test_interrupted_run_resumes_with_the_same_names_iterations_and_weights(tmp_
 LOSS_TEMPLATE = "b{batch:03d}-e{epoch}-loss{loss:.4f}-mae{mae:.4f}.keras"
 
 
-def _interrupt_then_resume(folder: Path, interrupt_at: int, *, strip_state: bool = False):
-    """Interrupt a 3-epoch run (saves every 3 batches) and resume it; return the model."""
-    x, y = data()
-    filepath = str(folder / LOSS_TEMPLATE)
-    kw = {"batch_size": 10, "shuffle": False, "verbose": 0}
-    with pytest.raises(Interrupt):
-        model(metrics=["mae"]).fit(
-            x,
-            y,
-            epochs=3,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=3), InterruptAt(interrupt_at)],
-            **kw,
-        )
-    if strip_state:
-        # What an older version, or another writer, left: no metric state.
-        for side in folder.glob("*.ckptname.json"):
-            meta = json.loads(side.read_text())
-            meta.pop("metric_state", None)
-            side.write_text(json.dumps(meta))
-    m = model(metrics=["mae"], seed=3)
-    point = resume(m, filepath)
-    fit_resumed(
-        m,
-        x,
-        y,
-        resume=point,
-        epochs=3,
-        callbacks=[BatchAwareCheckpoint(filepath, save_freq=3)],
-        **kw,
-    )
-    return m, point
-
-
-def _uninterrupted(folder: Path) -> keras.Model:
-    """The reference run: 3 epochs of 10 batches, saving every 3, never stopped."""
-    x, y = data()
-    ref = model(metrics=["mae"])
-    ref.fit(
-        x,
-        y,
-        epochs=3,
-        batch_size=10,
-        shuffle=False,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(str(folder / LOSS_TEMPLATE), save_freq=3)],
-    )
-    return ref
-
-
 def test_running_means_continue_across_a_mid_epoch_resume(tmp_path):
     # Keras logs `loss` and compiled metrics as means over the epoch so far;
     # a resume into the middle of epoch 2 puts the sums of its first batches
     # back, so later saves in that epoch carry the same values as without
     # the interruption.
-    ref = _uninterrupted(tmp_path / "ref")
-    m, point = _interrupt_then_resume(tmp_path / "run", 14)
+    _, ref = uninterrupted(tmp_path / "ref", LOSS_TEMPLATE, save_freq=3)
+    m, point, _ = interrupt_then_resume(
+        str(tmp_path / "run" / LOSS_TEMPLATE), 14, save_freq=3, resumed_model=partial(model, seed=3)
+    )
     assert (point.batch, point.batch_in_epoch) == (12, 2)
     assert set(point.metric_state) == {"loss", "compile_metrics"}
     reference = names(tmp_path / "ref")
@@ -447,16 +328,8 @@ def test_running_means_continue_across_a_mid_epoch_resume(tmp_path):
 
 
 def test_only_saves_inside_an_epoch_record_the_metric_state(tmp_path):
-    x, y = data()
-    model().fit(
-        x,
-        y,
-        epochs=1,
-        batch_size=10,
-        shuffle=False,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(str(tmp_path / "b{batch:02d}.keras"), save_freq=5)],
-    )
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch:02d}.keras"), save_freq=5)
+    fit(model(), [ckpt], epochs=1)
     mid, end = read_metadata(tmp_path / "b05.keras"), read_metadata(tmp_path / "b10.keras")
     assert mid["end_of_epoch"] is False and end["end_of_epoch"] is True
     assert sorted(mid["metric_state"]) == ["compile_metrics", "loss"]
@@ -468,8 +341,16 @@ def test_a_sidecar_without_metric_state_resumes_with_means_restarted(tmp_path):
     # Without the record, the rest of the epoch is still resumed exactly
     # (counters, weights), but the means restart: the names of the saves
     # later in that epoch differ, which is what the record is for.
-    ref = _uninterrupted(tmp_path / "ref")
-    m, _ = _interrupt_then_resume(tmp_path / "run", 14, strip_state=True)
+    _, ref = uninterrupted(tmp_path / "ref", LOSS_TEMPLATE, save_freq=3)
+    filepath = str(tmp_path / "run" / LOSS_TEMPLATE)
+    interrupt(model(), filepath, 14, save_freq=3)
+    # What an older version, or another writer, left: no metric state.
+    for side in (tmp_path / "run").glob("*.ckptname.json"):
+        meta = json.loads(side.read_text())
+        meta.pop("metric_state", None)
+        side.write_text(json.dumps(meta))
+    m = model(seed=3)
+    finish(m, resume(m, filepath), filepath, save_freq=3)
     got, want = names(tmp_path / "run"), names(tmp_path / "ref")
     assert [n[:7] for n in got] == [n[:7] for n in want]
     differ = [n[:7] for n, r in zip(got, want, strict=True) if n != r]
@@ -480,31 +361,11 @@ def test_a_sidecar_without_metric_state_resumes_with_means_restarted(tmp_path):
 
 def test_metric_state_that_does_not_fit_the_model_is_reported(tmp_path):
     filepath = str(tmp_path / TEMPLATE)
-    x, y = data()
-    with pytest.raises(Interrupt):
-        model(metrics=["mae", "mse"]).fit(
-            x,
-            y,
-            epochs=2,
-            batch_size=10,
-            shuffle=False,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5), InterruptAt(17)],
-        )
+    interrupt(model(metrics=["mae", "mse"]), filepath, 17, epochs=2)
     m = model(metrics=["mae"])  # compiled with fewer metrics than the run that saved
     point = resume(m, filepath)
     with pytest.warns(CkptnameWarning) as record:
-        fit_resumed(
-            m,
-            x,
-            y,
-            resume=point,
-            epochs=2,
-            batch_size=10,
-            shuffle=False,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
-        )
+        finish(m, point, filepath, epochs=2)
     assert ours(record) == [
         "the running values of 'compile_metrics' recorded in the checkpoint do not fit the "
         "model's metrics; their means in epoch 2 cover only the batches after the resume"
@@ -521,45 +382,13 @@ def test_non_finite_metric_state_round_trips_through_the_sidecar():
 
 
 def test_steps_per_execution_resume_gives_the_same_names(tmp_path):
-    x, y = data()
     filepath = "b{batch:03d}-e{epoch}-{batch_in_epoch}.keras"
-    ref = model(steps_per_execution=4)
-    ref.fit(
-        x,
-        y,
-        epochs=3,
-        batch_size=10,
-        shuffle=False,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(str(tmp_path / "ref" / filepath), save_freq=6)],
+    in_executions_of_4 = partial(model, steps_per_execution=4)
+    _, ref = uninterrupted(tmp_path / "ref", filepath, save_freq=6, new_model=in_executions_of_4)
+    m, point, _ = interrupt_then_resume(
+        str(tmp_path / "run" / filepath), 21, save_freq=6, new_model=in_executions_of_4
     )
-    with pytest.raises(Interrupt):
-        model(steps_per_execution=4).fit(
-            x,
-            y,
-            epochs=3,
-            batch_size=10,
-            shuffle=False,
-            verbose=0,
-            callbacks=[
-                BatchAwareCheckpoint(str(tmp_path / "run" / filepath), save_freq=6),
-                InterruptAt(21),
-            ],
-        )
-    m = model(steps_per_execution=4)
-    point = resume(m, str(tmp_path / "run" / filepath))
     assert (point.epoch, point.batch, point.batch_in_epoch) == (3, 24, 4)
-    fit_resumed(
-        m,
-        x,
-        y,
-        resume=point,
-        epochs=3,
-        batch_size=10,
-        shuffle=False,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(str(tmp_path / "run" / filepath), save_freq=6)],
-    )
     assert (
         names(tmp_path / "run")
         == names(tmp_path / "ref")
@@ -576,30 +405,8 @@ def test_steps_per_execution_resume_gives_the_same_names(tmp_path):
 
 
 def test_shuffled_arrays_resume_with_the_same_counts(tmp_path):
-    x, y = data()
-    reference, _ = uninterrupted(tmp_path / "ref", x, y, batch_size=10)
-    filepath = str(tmp_path / "run" / TEMPLATE)
-    with pytest.raises(Interrupt):
-        model().fit(
-            x,
-            y,
-            epochs=3,
-            batch_size=10,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5), InterruptAt(23)],
-        )
-    m = model()
-    point = resume(m, filepath)
-    fit_resumed(
-        m,
-        x,
-        y,
-        resume=point,
-        epochs=3,
-        batch_size=10,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
-    )
+    reference, _ = uninterrupted(tmp_path / "ref", shuffle=True)
+    m, _, _ = interrupt_then_resume(str(tmp_path / "run" / TEMPLATE), 23, shuffle=True)
     assert names(tmp_path / "run") == reference
     assert int(m.optimizer.iterations) == 30
 
@@ -607,40 +414,12 @@ def test_shuffled_arrays_resume_with_the_same_counts(tmp_path):
 def test_resume_with_validation_split_and_a_partial_last_batch(tmp_path):
     # 100 samples, 20% held out: 80 to train in batches of 12 -> 7 batches an
     # epoch, the last of 8 samples.
-    x, y = data()
     kw = {"batch_size": 12, "shuffle": False, "validation_split": 0.2}
-    m_ref = model()
-    m_ref.fit(
-        x,
-        y,
-        epochs=3,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(str(tmp_path / "ref" / TEMPLATE), save_freq=3)],
-        **kw,
+    _, m_ref = uninterrupted(tmp_path / "ref", save_freq=3, **kw)
+    m, point, history = interrupt_then_resume(
+        str(tmp_path / "run" / TEMPLATE), 11, save_freq=3, **kw
     )
-    filepath = str(tmp_path / "run" / TEMPLATE)
-    with pytest.raises(Interrupt):
-        model().fit(
-            x,
-            y,
-            epochs=3,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=3), InterruptAt(11)],
-            **kw,
-        )
-    m = model()
-    point = resume(m, filepath)
     assert (point.batch, point.batch_in_epoch) == (9, 2)
-    history = fit_resumed(
-        m,
-        x,
-        y,
-        resume=point,
-        epochs=3,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(filepath, save_freq=3)],
-        **kw,
-    )
     assert names(tmp_path / "run") == names(tmp_path / "ref")
     assert int(m.optimizer.iterations) == 21
     assert_same_weights(m, m_ref)
@@ -654,26 +433,9 @@ def test_tf_data_resume_finishes_the_pass(tmp_path):
 
     x, y = data()
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
-    reference, done = uninterrupted(tmp_path / "ref", ds)
-    filepath = str(tmp_path / "run" / TEMPLATE)
-    with pytest.raises(Interrupt):
-        model().fit(
-            ds,
-            epochs=3,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5), InterruptAt(27)],
-        )
-    m = model()
-    point = resume(m, filepath)
+    reference, done = uninterrupted(tmp_path / "ref", inputs=(ds,))
+    m, point, _ = interrupt_then_resume(str(tmp_path / "run" / TEMPLATE), 27, inputs=(ds,))
     assert (point.batch, point.batch_in_epoch) == (25, 5)
-    fit_resumed(
-        m,
-        ds,
-        resume=point,
-        epochs=3,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
-    )
     assert names(tmp_path / "run") == reference
     assert int(m.optimizer.iterations) == 30
     assert_same_weights(m, done)
@@ -689,30 +451,58 @@ def test_tf_data_stream_with_steps_per_epoch_resumes_where_it_was_cut(tmp_path, 
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
     if repeat:
         ds = ds.repeat()
-    reference, done = uninterrupted(tmp_path / "ref", ds, save_freq=3, steps_per_epoch=5, epochs=5)
-    filepath = str(tmp_path / "run" / TEMPLATE)
-    with pytest.raises(Interrupt):
-        model().fit(
-            ds,
-            epochs=5,
-            steps_per_epoch=5,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=3), InterruptAt(14)],
-        )
-    m = model()
-    point = resume(m, filepath)
+    run = {"inputs": (ds,), "save_freq": 3, "epochs": 5, "steps_per_epoch": 5}
+    reference, done = uninterrupted(tmp_path / "ref", **run)
+    m, point, _ = interrupt_then_resume(str(tmp_path / "run" / TEMPLATE), 14, **run)
     assert (point.epoch, point.batch, point.batch_in_epoch) == (3, 12, 2)
-    fit_resumed(
-        m,
-        ds,
-        resume=point,
-        epochs=5,
-        steps_per_epoch=5,
-        verbose=0,
-        callbacks=[BatchAwareCheckpoint(filepath, save_freq=3)],
-    )
     assert names(tmp_path / "run") == reference
     assert int(m.optimizer.iterations) == 25
+    assert_same_weights(m, done)
+
+
+def test_tf_data_with_steps_per_execution_that_does_not_divide_the_epoch_resumes_exactly(tmp_path):
+    # steps_per_epoch=7 with steps_per_execution=3: Keras runs whole executions,
+    # 9 batches an epoch from the repeated stream. Names count what ran, and a
+    # resume cuts the stream where the uninterrupted run did.
+    import tensorflow as tf
+
+    x, y = data()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10).repeat()
+    run = {"inputs": (ds,), "save_freq": 6, "epochs": 3, "steps_per_epoch": 7}
+    spe3 = lambda: model(steps_per_execution=3)  # noqa: E731
+    reference, done = uninterrupted(tmp_path / "ref", new_model=spe3, **run)
+    assert int(done.optimizer.iterations) == 27
+    assert reference == [
+        "e1-b006-6.keras", "e2-b012-3.keras", "e2-b018-9.keras", "e3-b024-6.keras",
+    ]  # fmt: skip
+    m, point, _ = interrupt_then_resume(str(tmp_path / "run" / TEMPLATE), 13, new_model=spe3, **run)
+    assert (point.epoch, point.batch, point.batch_in_epoch) == (2, 12, 3)
+    assert names(tmp_path / "run") == reference
+    assert int(m.optimizer.iterations) == 27
+    assert_same_weights(m, done)
+
+
+class Batches(keras.utils.PyDataset):
+    """``data()`` in batches of 10, indexable, as a user's PyDataset would be."""
+
+    def __init__(self):
+        super().__init__()
+        self.x, self.y = data()
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return self.x[i * 10 : (i + 1) * 10], self.y[i * 10 : (i + 1) * 10]
+
+
+def test_py_dataset_resumes_mid_epoch_exactly(tmp_path):
+    run = {"inputs": (Batches(),), "shuffle": False}
+    reference, done = uninterrupted(tmp_path / "ref", **run)
+    m, point, _ = interrupt_then_resume(str(tmp_path / "run" / TEMPLATE), 17, **run)
+    assert (point.epoch, point.batch, point.batch_in_epoch) == (2, 15, 5)
+    assert names(tmp_path / "run") == reference
+    assert int(m.optimizer.iterations) == 30
     assert_same_weights(m, done)
 
 
@@ -734,7 +524,7 @@ def test_fit_resumed_refuses_inputs_it_cannot_cut():
         fit_resumed(model(), gen(), resume=point, epochs=2)
     assert str(info.value) == (
         "fit_resumed finishes an interrupted epoch for NumPy arrays (or lists and dicts of "
-        "them) and tf.data datasets; got generator"
+        "them), keras.utils.PyDataset and tf.data datasets; got generator"
     )
 
 
@@ -789,19 +579,8 @@ def test_a_killed_process_resumes_with_the_same_names_and_iterations(tmp_path):
     assert finished.returncode == 0, finished.stderr
     result = json.loads(finished.stdout.strip().splitlines()[-1])
 
-    x, y = data()
     ref = model()
-    ref.fit(
-        x,
-        y,
-        epochs=3,
-        batch_size=10,
-        shuffle=False,
-        verbose=0,
-        callbacks=[
-            BatchAwareCheckpoint(str(tmp_path / "ref" / TEMPLATE), save_freq=5, keep_last=2)
-        ],
-    )
+    fit(ref, [BatchAwareCheckpoint(str(tmp_path / "ref" / TEMPLATE), save_freq=5, keep_last=2)])
     assert names(folder) == names(tmp_path / "ref") == ["e3-b025-5.keras", "e3-b030-10.keras"]
     assert sorted(p.name for p in folder.glob("*.ckptname.json")) == [
         "e3-b025-5.keras.ckptname.json",

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import builtins
 import errno
-import json
 import os
 
 import keras
 import pytest
-from keras_util import data, leftovers, model, names
+from keras_util import fit, leftovers, model, names, ours, read_state
 
 import ckptname
 from ckptname import CheckpointSaveError, CkptnameWarning, read_metadata
@@ -31,16 +30,12 @@ def fail_replace(monkeypatch, suffix, code, times=1):
     monkeypatch.setattr(os, "replace", replace)
 
 
-def fit(folder, on_save_error="raise", epochs=2):
-    x, y = data()
+def save_run(folder, on_save_error="raise", epochs=2):
+    """A fresh model's fit, saving every 5 batches as ``b{batch:02d}.keras`` in ``folder``."""
     ckpt = BatchAwareCheckpoint(
         str(folder / "b{batch:02d}.keras"), save_freq=5, on_save_error=on_save_error
     )
-    model().fit(x, y, epochs=epochs, batch_size=10, verbose=0, shuffle=False, callbacks=[ckpt])
-
-
-def state(folder):
-    return json.loads((folder / ".ckptname-state.json").read_text())
+    fit(model(), [ckpt], epochs)
 
 
 @pytest.mark.parametrize(
@@ -69,12 +64,12 @@ def test_failed_step_raises_naming_the_path_and_leaves_the_folder_as_it_was(
 
         monkeypatch.setattr(os, "replace", second_state_write)
     with pytest.raises(CheckpointSaveError) as info:
-        fit(tmp_path)
+        save_run(tmp_path)
     assert str(info.value) == (f"could not {step} {str(tmp_path / path)!r}: {os.strerror(code)}")
     assert info.value.errno == code
     assert names(tmp_path) == ["b05.keras"]
     assert sorted(p.name for p in tmp_path.glob("*.ckptname.json")) == ["b05.keras.ckptname.json"]
-    assert state(tmp_path)["latest"]["name"] == "b05.keras"
+    assert read_state(tmp_path)["latest"]["name"] == "b05.keras"
     assert leftovers(tmp_path) == []
     keras.models.load_model(tmp_path / "b05.keras")
 
@@ -91,7 +86,7 @@ def test_failed_model_write_removes_the_partial_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(keras.Model, "save", save)
     with pytest.raises(CheckpointSaveError) as info:
-        fit(tmp_path)
+        save_run(tmp_path)
     assert str(info.value) == (
         f"could not write the checkpoint {str(tmp_path / 'b10.keras')!r}: No space left on device"
     )
@@ -102,14 +97,13 @@ def test_failed_model_write_removes_the_partial_file(tmp_path, monkeypatch):
 def test_on_save_error_warn_keeps_training(tmp_path, monkeypatch):
     fail_replace(monkeypatch, "b10.keras", errno.ENOSPC)
     with pytest.warns(CkptnameWarning) as record:
-        fit(tmp_path, on_save_error="warn")
-    messages = [str(w.message) for w in record if issubclass(w.category, CkptnameWarning)]
-    assert messages == [
+        save_run(tmp_path, on_save_error="warn")
+    assert ours(record) == [
         f"could not rename the checkpoint into place {str(tmp_path / 'b10.keras')!r}: "
         "No space left on device; training continues (on_save_error='warn')"
     ]
     assert names(tmp_path) == ["b05.keras", "b15.keras", "b20.keras"]
-    assert state(tmp_path)["latest"]["name"] == "b20.keras"
+    assert read_state(tmp_path)["latest"]["name"] == "b20.keras"
     assert read_metadata(tmp_path / "b20.keras")["iterations"] == 20
     assert leftovers(tmp_path) == []
 
@@ -119,7 +113,7 @@ def test_a_killed_saves_temporary_file_is_removed_at_train_begin(tmp_path):
     theirs = tmp_path / ".ckptname-tmp-0123abcd4567-other-05.keras"
     ours.write_bytes(b"half")
     theirs.write_bytes(b"half")
-    fit(tmp_path, epochs=1)
+    save_run(tmp_path, epochs=1)
     assert not ours.exists()
     assert theirs.exists()  # another template's save: not ours to remove
     assert names(tmp_path) == ["b05.keras", "b10.keras"]
@@ -144,7 +138,7 @@ def test_what_a_killed_save_leaves_is_removed_at_train_begin(tmp_path):
         (tmp_path / name).write_bytes(b"{}")
     old = os.stat(tmp_path / left[-1]).st_mtime - 120
     os.utime(tmp_path / left[-1], (old, old))
-    fit(tmp_path, epochs=1)
+    save_run(tmp_path, epochs=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [
             *kept,
@@ -236,7 +230,7 @@ def assert_loads_and_is_found(folder, expected_names):
         assert read_metadata(folder / name)["name"] == name
     latest = ckptname.find_latest(str(folder))
     assert latest is not None and latest.name == expected_names[-1]
-    assert state(folder)["latest"]["name"] == expected_names[-1]
+    assert read_state(folder)["latest"]["name"] == expected_names[-1]
     point = resume(model(seed=5), str(folder / "b{batch:02d}.keras"))
     assert point.path == str(folder / expected_names[-1])
 
@@ -259,15 +253,14 @@ def test_every_step_and_errno_under_both_policies(tmp_path, monkeypatch, step, c
     expected = f"could not {what} {str(tmp_path / name)!r}: {os.strerror(code)}"
     if policy == "raise":
         with pytest.raises(CheckpointSaveError) as info:
-            fit(tmp_path)
+            save_run(tmp_path)
         assert str(info.value) == expected
         assert info.value.errno == code
         survivors = ["b05.keras"]
     else:
         with pytest.warns(CkptnameWarning) as record:
-            fit(tmp_path, on_save_error="warn")
-        messages = [str(w.message) for w in record if issubclass(w.category, CkptnameWarning)]
-        assert messages == [f"{expected}; training continues (on_save_error='warn')"]
+            save_run(tmp_path, on_save_error="warn")
+        assert ours(record) == [f"{expected}; training continues (on_save_error='warn')"]
         survivors = ["b05.keras", "b15.keras", "b20.keras"]
     monkeypatch.undo()
     # No partial file under a checkpoint name, no temporary file, every

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras_util as ku
 import pytest
-from keras_util import Interrupt, InterruptAt, data, model, names
+from keras_util import Interrupt, InterruptAt, data, finish, fit, interrupt, model, names, ours
 
 import ckptname
 from ckptname import CheckpointError, CkptnameWarning, FolderLockedError
@@ -26,10 +26,6 @@ from ckptname.keras import BatchAwareCheckpoint, fit_resumed, resume
 
 LOCK = ".ckptname.lock"
 HOST = socket.gethostname()
-
-
-def ours(record):
-    return [str(w.message) for w in record if issubclass(w.category, CkptnameWarning)]
 
 
 def write_lock(folder: Path, **fields) -> Path:
@@ -268,22 +264,21 @@ class LockProbe(ku.keras.callbacks.Callback):
         self._look("train_end")
 
 
-def fit(folder: Path, epochs=1, *, callbacks=(), **kwargs):
-    x, y = data()
+def locking_fit(folder: Path, epochs=1, *, callbacks=(), **kwargs):
+    """A fresh model's fit, saving every 5 batches as ``b{batch:03d}.keras`` in ``folder``."""
     ckpt = BatchAwareCheckpoint(str(folder / "b{batch:03d}.keras"), save_freq=5, **kwargs)
     m = model()
-    m.fit(x, y, epochs=epochs, batch_size=10, verbose=0, callbacks=[ckpt, *callbacks])
+    fit(m, [ckpt, *callbacks], epochs, shuffle=True)
     return ckpt, m
 
 
 def test_fit_holds_the_lock_while_training_and_releases_it(tmp_path):
     probe = LockProbe(tmp_path)
-    ckpt, m = fit(tmp_path, callbacks=[probe])
+    ckpt, m = locking_fit(tmp_path, callbacks=[probe])
     assert probe.seen == [("training", os.getpid()), ("train_end", None)]
     assert not (tmp_path / LOCK).exists()
     # A second fit of the same model and callback takes it again.
-    x, y = data()
-    m.fit(x, y, epochs=2, initial_epoch=1, batch_size=10, verbose=0, callbacks=[ckpt, probe])
+    fit(m, [ckpt, probe], epochs=2, initial_epoch=1, shuffle=True)
     assert probe.seen[2:] == [("training", os.getpid()), ("train_end", None)]
     assert names(tmp_path) == ["b005.keras", "b010.keras", "b015.keras", "b020.keras"]
     assert not (tmp_path / LOCK).exists()
@@ -291,9 +286,9 @@ def test_fit_holds_the_lock_while_training_and_releases_it(tmp_path):
 
 def test_no_lock_for_workers_or_when_switched_off(tmp_path):
     probe = LockProbe(tmp_path / "a")
-    fit(tmp_path / "a", callbacks=[probe], lock=False)
+    locking_fit(tmp_path / "a", callbacks=[probe], lock=False)
     probe_b = LockProbe(tmp_path / "b")
-    fit(tmp_path / "b", callbacks=[probe_b], chief=False)
+    locking_fit(tmp_path / "b", callbacks=[probe_b], chief=False)
     assert probe.seen == probe_b.seen == [("training", None), ("train_end", None)]
     with pytest.raises(ValueError) as info:
         BatchAwareCheckpoint(str(tmp_path / "b{batch}.keras"), lock="yes")
@@ -302,17 +297,7 @@ def test_no_lock_for_workers_or_when_switched_off(tmp_path):
 
 def test_the_same_process_resumes_after_an_exception_without_locking_itself_out(tmp_path):
     filepath = str(tmp_path / "b{batch:03d}.keras")
-    x, y = data()
-    with pytest.raises(Interrupt):
-        model().fit(
-            x,
-            y,
-            epochs=2,
-            batch_size=10,
-            shuffle=False,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5), InterruptAt(7)],
-        )
+    interrupt(model(), filepath, 7, epochs=2)
     # Keras skipped on_train_end: the lock is still this process's.
     assert read_owner(str(tmp_path / LOCK)).pid == os.getpid()
     m = model()
@@ -320,17 +305,7 @@ def test_the_same_process_resumes_after_an_exception_without_locking_itself_out(
     probe = LockProbe(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error", CkptnameWarning)
-        fit_resumed(
-            m,
-            x,
-            y,
-            resume=point,
-            epochs=2,
-            batch_size=10,
-            shuffle=False,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5), probe],
-        )
+        finish(m, point, filepath, epochs=2, callbacks=[probe])
     # Two fits (the rest of epoch 1, then epoch 2), one lock held across both,
     # given back when fit_resumed returns.
     assert probe.seen == [("training", os.getpid()), ("train_end", os.getpid())] * 2
@@ -358,9 +333,9 @@ def test_fit_resumed_releases_the_lock_when_training_raises(tmp_path):
 
 
 def test_a_failure_at_train_begin_releases_the_lock(tmp_path):
-    fit(tmp_path, epochs=2)
+    locking_fit(tmp_path, epochs=2)
     with pytest.raises(CheckpointError) as info:
-        fit(tmp_path)  # a fresh count, below the folder's checkpoints
+        locking_fit(tmp_path)  # a fresh count, below the folder's checkpoints
     assert "already holds checkpoint 'b020.keras'" in str(info.value)
     assert not (tmp_path / LOCK).exists()
 
@@ -414,7 +389,7 @@ def test_two_processes_one_folder(tmp_path):
         before = sorted(p.name for p in folder.iterdir())
 
         with pytest.raises(FolderLockedError) as info:
-            fit(folder)
+            locking_fit(folder)
         assert str(info.value) == (
             f"checkpoint folder {str(folder)!r} is in use by another run: process "
             f"{holder.pid} on host {HOST!r} (since {since(owner.started)}) holds its lock "
@@ -440,19 +415,8 @@ def test_two_processes_one_folder(tmp_path):
     m = model()
     point = resume(m, filepath)
     assert point.batch == 5
-    x, y = data()
     with pytest.warns(CkptnameWarning) as record:
-        fit_resumed(
-            m,
-            x,
-            y,
-            resume=point,
-            epochs=1,
-            batch_size=10,
-            shuffle=False,
-            verbose=0,
-            callbacks=[BatchAwareCheckpoint(filepath, save_freq=5)],
-        )
+        finish(m, point, filepath, epochs=1)
     assert ours(record) == [
         f"taking over the lock of checkpoint folder {str(folder)!r} from process "
         f"{holder.pid} on host {HOST!r} (since {since(owner.started)}): that process is no "

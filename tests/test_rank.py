@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from ckptname import Checkpoint, MonitorError, resolve_mode
-from ckptname._rank import best_key, progress_key
+from ckptname._errors import Advice
+from ckptname._rank import COUNTERS, as_counter, best_key, improves, is_number, progress_key
 
 
 def ckpt(
@@ -130,9 +131,133 @@ def test_resolve_mode_fail(monitor: Any, mode: Any, message: str) -> None:
     assert str(info.value) == message
 
 
+def test_undecided_mode_gives_advice_for_the_command_line() -> None:
+    with pytest.raises(MonitorError) as info:
+        resolve_mode("lr")
+    advice = info.value.advice
+    assert advice == Advice("pass mode='min' or mode='max'", "pass --mode min or --mode max")
+    assert str(info.value).replace(advice.api, advice.cli) == (
+        "cannot tell whether a higher or a lower 'lr' is better; pass --mode min or --mode max"
+    )
+
+
+def test_a_bad_mode_carries_no_advice() -> None:
+    with pytest.raises(MonitorError) as info:
+        resolve_mode("val_loss", "minimum")
+    assert info.value.advice is None
+
+
 def test_monitor_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         resolve_mode("lr")
+
+
+# ------------------------------------------------------------------ counters and numbers
+
+AS_COUNTER_PASS = [
+    (0, 0),
+    (7, 7),
+    (10**20, 10**20),
+    (-3, -3),  # an int is taken as it is
+    (7.0, 7),
+    (-0.0, 0),
+    ("7", 7),
+    ("007", 7),  # a counter written with the 's' type
+    ("0", 0),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), AS_COUNTER_PASS)
+def test_as_counter(value: object, expected: int) -> None:
+    counter = as_counter(value)
+    assert counter == expected
+    assert type(counter) is int
+
+
+AS_COUNTER_FAIL = [
+    None,
+    True,
+    False,
+    7.5,
+    math.nan,
+    math.inf,
+    -math.inf,
+    "",
+    "-3",
+    "+3",
+    " 7",
+    "7 ",
+    "7.0",
+    "0x10",
+    "\u0663",  # ARABIC-INDIC DIGIT THREE: a digit, not an ASCII one
+    "\u00b2",  # SUPERSCRIPT TWO: isdigit() says yes, int() says no
+    b"7",
+    [7],
+]
+
+
+@pytest.mark.parametrize("value", AS_COUNTER_FAIL)
+def test_as_counter_fail(value: object) -> None:
+    assert as_counter(value) is None
+
+
+def test_counters_in_progress_order() -> None:
+    assert COUNTERS == ("batch", "epoch", "batch_in_epoch")
+
+
+IS_NUMBER_PASS = [0, 3, -2, 0.5, math.nan, math.inf, -math.inf, 10**30]
+IS_NUMBER_FAIL = [True, False, None, "0.5", "nan", b"1", [1.0], complex(1, 0)]
+
+
+@pytest.mark.parametrize("value", IS_NUMBER_PASS)
+def test_is_number(value: object) -> None:
+    assert is_number(value)
+
+
+@pytest.mark.parametrize("value", IS_NUMBER_FAIL)
+def test_is_number_fail(value: object) -> None:
+    assert not is_number(value)
+
+
+# ------------------------------------------------------------------ improves
+
+IMPROVES_PASS = [
+    ("min", 0.4, 0.5),
+    ("max", 0.6, 0.5),
+    ("min", 0.5, None),
+    ("max", 0.5, None),
+    ("min", math.inf, None),
+    ("min", -math.inf, 0.5),
+    ("max", math.inf, 0.5),
+    ("min", 0.5, math.inf),
+]
+
+
+@pytest.mark.parametrize(("mode", "value", "best"), IMPROVES_PASS)
+def test_improves(mode: Any, value: float, best: float | None) -> None:
+    assert improves(mode, value, best) is True
+
+
+IMPROVES_FAIL = [
+    ("min", 0.6, 0.5),
+    ("max", 0.4, 0.5),
+    # An equal value does not improve: the earlier checkpoint stays the best.
+    ("min", 1.0, 1.0),
+    ("max", 1.0, 1.0),
+    ("min", math.inf, math.inf),
+    ("max", -math.inf, -math.inf),
+]
+
+
+@pytest.mark.parametrize(("mode", "value", "best"), IMPROVES_FAIL)
+def test_improves_fail(mode: Any, value: float, best: float | None) -> None:
+    assert improves(mode, value, best) is False
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+@pytest.mark.parametrize("best", [None, 0.5, math.inf, -math.inf])
+def test_nan_never_improves(mode: Any, best: float | None) -> None:
+    assert improves(mode, math.nan, best) is False
 
 
 # ------------------------------------------------------------------ progress
@@ -195,6 +320,24 @@ def test_sidecar_counters_before_mtime_where_names_have_none() -> None:
         ckpt("best-0.52", {"val_loss": 0.52}, mtime=100.0, metadata={"batch": 80}),
     ]
     assert oldest_first(records) == ["best-0.31", "best-0.52"]
+
+
+def test_sidecar_counters_read_as_counters() -> None:
+    records = [
+        ckpt("best-c", metadata={"batch": 6}),
+        ckpt("best-a", metadata={"batch": "007"}),
+        ckpt("best-b", metadata={"batch": 8.0}),
+    ]
+    assert oldest_first(records) == ["best-c", "best-a", "best-b"]
+
+
+def test_sidecar_counter_that_is_not_a_count_sorts_as_missing() -> None:
+    records = [
+        ckpt("best-a", metadata={"batch": 2.5}),
+        ckpt("best-d", metadata={"batch": True}),
+        ckpt("best-c", metadata={"batch": 1}),
+    ]
+    assert oldest_first(records) == ["best-a", "best-d", "best-c"]
 
 
 def test_mtime_last_resort_where_neither_name_nor_sidecar_has_counters() -> None:

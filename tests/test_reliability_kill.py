@@ -274,7 +274,7 @@ def test_kill_and_resume_again_and_again(tmp_path, capsys):
             stale_takeovers += "taking over the lock of checkpoint folder" in err
         finished = {s["batch"] for s in killed.saved}
         mid_save = inside and target not in finished
-        leftovers = sorted(p.name for p in folder.iterdir() if p.name.startswith(".ckptname-tmp-"))
+        leftovers = ku.leftovers(folder)
         target_saved = any(rec.batch == target for rec in ckptname.scan(str(folder), TEMPLATE))
         if not mid_save:
             phase = "between saves" if not inside else "after the save"

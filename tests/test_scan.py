@@ -26,7 +26,6 @@ from ckptname import (
     scan,
 )
 from ckptname._metadata import STATE_NAME, encode
-from ckptname._scan import _keep_one_group
 
 # ------------------------------------------------------------------ helpers
 
@@ -800,41 +799,11 @@ def test_as_dict_is_flat() -> None:
     }
 
 
-# ------------------------------------------------------------------ fast path internals
-
-KEEP_PASS = [
-    (r"ep((?:[0-9]{2}))-(x)", 1, r"ep((?:[0-9]{2}))-(?:x)"),
-    (r"ep((?:[0-9]{2}))-(x)", 2, r"ep(?:(?:[0-9]{2}))-(x)"),
-    (r"a([^/\\\x00]*)b(\d+)", 2, r"a(?:[^/\\\x00]*)b(\d+)"),
-    (r"\(lit\)(\d)", 1, r"\(lit\)(\d)"),
-    (r"[(]x(\d)", 1, r"[(]x(\d)"),
-    (r"(?<=a)(\d)(?=b)", 1, r"(?<=a)(\d)(?=b)"),
-]
-
-
-@pytest.mark.parametrize(("pattern", "keep", "expected"), KEEP_PASS)
-def test_keep_one_group(pattern: str, keep: int, expected: str) -> None:
-    assert _keep_one_group(pattern, keep) == expected
-
-
-@pytest.mark.parametrize(
-    "pattern",
-    [
-        r"a.b(\d)",  # '.' matches NUL
-        r"a[^/]b(\d)",  # a negated class without NUL matches it
-        r"a\x00(\d)",
-        r"a[\x00-\x1f](\d)",
-        r"a\D(\d)",
-        r"(?P<n>\d)",
-        r"(\d)\1",
-    ],
-)
-def test_keep_one_group_refuses_what_may_match_nul(pattern: str) -> None:
-    assert _keep_one_group(pattern, 1) is None
+# ------------------------------------------------------------------ fast path
 
 
 def test_every_template_pattern_here_takes_the_fast_path() -> None:
-    from ckptname._scan import _layout
+    from ckptname._roots import layout_for
 
     for template in [TEMPLATE, "b{batch:05d}.weights.h5", "step-{batch}", "ep{epoch}", SWEEP]:
-        assert _layout(template).fast is not None, template
+        assert layout_for(template).fast is not None, template

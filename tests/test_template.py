@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ckptname import MissingFieldError, RenderError, Template, TemplateError
+from ckptname._template import FieldView, _keep_one_group, same_value
 
 NEEDS_Z = pytest.mark.skipif(sys.version_info < (3, 11), reason="'z' specs need Python 3.11")
 
@@ -632,3 +633,132 @@ def test_template_text_must_be_a_string():
 def test_render_needs_a_mapping():
     with pytest.raises(TypeError, match="values must be a mapping of field names, got list"):
         Template("{a}").render([1])  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ read-only views
+
+VIEWS = [
+    (
+        "ep{epoch:02d}-{val_loss:.2f}.keras",
+        [("epoch", "02d", "d", "int"), ("val_loss", ".2f", "f", "float")],
+        ("ep", "-", ".keras"),
+    ),
+    ("{run:s}/{step}", [("run", "s", "s", "str"), ("step", "", "", "shape")], ("", "/", "")),
+    ("<x:>5x>_<y:.1%>", [("x", ">5x", "x", "int"), ("y", ".1%", "%", "float")], ("", "_", "")),
+    ("a{{{x:03}}}.h5", [("x", "03", "", "shape")], ("a{", "}.h5")),
+    ("e{epoch}-e{epoch}", [("epoch", "", "", "shape")] * 2, ("e", "-e", "")),
+    ("plain.keras", [], ("plain.keras",)),
+]
+
+
+@pytest.mark.parametrize(("text", "views", "literals"), VIEWS)
+def test_field_views_and_literals_show_the_template_as_written(text, views, literals):
+    t = Template(text)
+    assert t.field_views == tuple(FieldView(*v) for v in views)
+    assert t.literals == literals
+    assert len(t.literals) == len(t.field_views) + 1
+
+
+def test_why_not_reversible_is_the_reason_parse_gives():
+    assert Template("ep{epoch}-{batch}").why_not_reversible is None
+    t = Template("{epoch:02d}{batch}")
+    assert t.why_not_reversible == (
+        "fields 'epoch' and 'batch' touch, so one can run into the other (widths are "
+        "minimums: a padded field still takes longer values); put a separator between "
+        "'epoch' and 'batch', e.g. {epoch:02d}-{batch}"
+    )
+    with pytest.raises(TemplateError) as info:
+        t.parse("0112")
+    assert info.value.reason == f"template '{t.text}' cannot be read back: {t.why_not_reversible}"
+
+
+def test_same_value_holds_nan_equal_to_nan():
+    assert same_value(1, 1.0) and same_value("a", "a") and same_value(math.nan, math.nan)
+    assert not same_value(math.nan, 1.0) and not same_value("nan", math.nan)
+
+
+# ------------------------------------------------------------------ listing search
+
+KEEP_PASS = [
+    (r"ep((?:[0-9]{2}))-(x)", 1, r"ep((?:[0-9]{2}))-(?:x)"),
+    (r"ep((?:[0-9]{2}))-(x)", 2, r"ep(?:(?:[0-9]{2}))-(x)"),
+    (r"a([^/\\\x00]*)b(\d+)", 2, r"a(?:[^/\\\x00]*)b(\d+)"),
+    (r"\(lit\)(\d)", 1, r"\(lit\)(\d)"),
+    (r"[(]x(\d)", 1, r"[(]x(\d)"),
+    (r"(?<=a)(\d)(?=b)", 1, r"(?<=a)(\d)(?=b)"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "keep", "expected"), KEEP_PASS)
+def test_keep_one_group(pattern: str, keep: int, expected: str) -> None:
+    assert _keep_one_group(pattern, keep) == expected
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"a.b(\d)",  # '.' matches NUL
+        r"a[^/]b(\d)",  # a negated class without NUL matches it
+        r"a\x00(\d)",
+        r"a[\x00-\x1f](\d)",
+        r"a\D(\d)",
+        r"(?P<n>\d)",
+        r"(\d)\1",
+    ],
+)
+def test_keep_one_group_refuses_what_may_match_nul(pattern: str) -> None:
+    assert _keep_one_group(pattern, 1) is None
+
+
+COUNTERS = ("batch", "epoch", "batch_in_epoch")
+LISTING = [
+    "ep01-b00010.keras",
+    "ep100-b123456.keras",
+    "ep02-b00020.keras.backup",
+    "ep03-b00030.keras.ckptname.json",
+    "xep04-b00040.keras",
+    "ep05-b.keras",
+]
+
+COUNTER_SEARCH = [
+    ("ep{epoch:02d}-b{batch:05d}.keras", ["00010", "123456"]),  # batch before epoch
+    ("ep{epoch}-b{batch_in_epoch:05d}.keras", ["01", "100"]),  # epoch before batch_in_epoch
+    ("ep{epoch:02d}-b{loss:s}.keras", ["01", "100", "05"]),
+    ("ep{epoch:02d}-b{batch}.keras", ["00010", "123456", ""]),  # no type: parse decides
+]
+
+
+@pytest.mark.parametrize(("text", "found"), COUNTER_SEARCH)
+def test_counter_search_finds_the_first_counter_of_every_matching_name(text, found):
+    t = Template(text)
+    pattern = t.counter_search(COUNTERS)
+    assert pattern is not None
+    assert pattern.findall("\0".join(["", *LISTING, ""])) == found
+    assert len(found) == sum(t.parse(name) is not None for name in LISTING)
+
+
+COUNTER_SEARCH_FAIL = [
+    "ep{epoch:02x}.keras",  # read in base 16
+    "ep{epoch:>5d}.keras",  # padding to undo
+    "ep{epoch:05}.keras",  # no type but a spec: read back by rendering
+    "ep{epoch:,d}.keras",  # commas to remove
+    "ep{epoch}-{epoch}.keras",  # parse compares the two copies
+    "model-{loss:.3f}.keras",  # no counter
+]
+
+
+@pytest.mark.parametrize("text", COUNTER_SEARCH_FAIL)
+def test_counter_search_fail(text):
+    assert Template(text).counter_search(COUNTERS) is None
+
+
+def test_counter_search_agrees_with_parse_on_the_counters_it_finds():
+    t = Template("lr{lr:.0e}-ep{epoch}.h5")
+    names = ["lr1e-03-ep7.h5", "lr1e-03-ep07.h5", "lr1e-03-ep-7.h5", "lr1e-03-epx.h5", "ep7.h5"]
+    pattern = t.counter_search(COUNTERS)
+    assert pattern is not None
+    found = pattern.findall("\0".join(["", *names, ""]))
+    assert found == ["7", "07", "-7", "x"]
+    assert [t.parse(n) for n in names] == [
+        {"lr": 0.001, "epoch": value} for value in (7, "07", -7, "x")
+    ] + [None]

@@ -21,8 +21,7 @@ from ._scan import find_best as find_best
 from ._scan import find_latest as find_latest
 from ._scan import scan as scan
 from ._template import Template as Template
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "Checkpoint",

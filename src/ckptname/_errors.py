@@ -25,11 +25,26 @@ with ``on_save_error="warn"``) are :class:`CkptnameWarning`, a ``UserWarning``.
 
 ``MissingFieldError`` is a ``LookupError`` and deliberately not a ``KeyError``:
 ``str(KeyError("..."))`` wraps the message in quotes.
+
+An error whose way out depends on where the user called ckptname from carries
+an :class:`Advice` (set with :func:`advised`): the message holds the Python
+spelling, ``advice.api``, verbatim, and the command line shows
+``str(error).replace(advice.api, advice.cli)``:
+
+=======================================  =======================================
+``advice.api`` (in the message)          ``advice.cli`` (what ``ckptname`` shows)
+=======================================  =======================================
+``pass mode='min' or mode='max'``        ``pass --mode min or --mode max``
+=======================================  =======================================
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TypeVar
+
 __all__ = [
+    "Advice",
     "CheckpointError",
     "CheckpointSaveError",
     "CkptnameError",
@@ -40,11 +55,46 @@ __all__ = [
     "MonitorError",
     "RenderError",
     "TemplateError",
+    "advised",
 ]
 
 
+@dataclass(frozen=True)
+class Advice:
+    """One way out, spelled for the Python API and for the command line.
+
+    Attributes:
+        api: the words in the message, e.g. ``"pass mode='min' or mode='max'"``.
+        cli: the same advice for the command line, e.g.
+            ``"pass --mode min or --mode max"``.
+    """
+
+    api: str
+    cli: str
+
+
 class CkptnameError(Exception):
-    """Root of every error that ckptname raises on purpose."""
+    """Root of every error that ckptname raises on purpose.
+
+    Attributes:
+        advice: the way out the message gives, where the command line spells
+            it differently (see :class:`Advice`), else ``None``.
+    """
+
+    advice: Advice | None = None
+
+
+E = TypeVar("E", bound=CkptnameError)
+
+
+def advised(error: E, advice: Advice) -> E:
+    """Attach ``advice`` to ``error`` and return the error, for ``raise advised(...)``.
+
+    ``str(error)`` must contain ``advice.api`` verbatim: the command line
+    replaces that text with ``advice.cli``.
+    """
+    error.advice = advice
+    return error
 
 
 class CkptnameWarning(UserWarning):

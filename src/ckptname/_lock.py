@@ -76,7 +76,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import CkptnameWarning, FolderLockedError
-from ._metadata import LOCK_NAME, TMP_PREFIX
+from ._metadata import LOCK_NAME
+from ._storage import temp_name
+from ._version import __version__
 
 __all__ = ["LOCK_FORMAT", "FolderLock", "LockOwner", "acquire", "read_owner"]
 
@@ -261,8 +263,6 @@ def _this_process(filepath: str | None) -> LockOwner:
 
 
 def _encode(owner: LockOwner) -> bytes:
-    from . import __version__
-
     data: dict[str, Any] = {
         "format": LOCK_FORMAT,
         "pid": owner.pid,
@@ -281,7 +281,7 @@ def _create(path: str, owner: LockOwner) -> bool:
     """Create the lock file holding ``owner``, complete; ``False`` if it exists."""
     data = _encode(owner)
     folder = os.path.dirname(path)
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{LOCK_NAME}")
+    tmp = os.path.join(folder, temp_name(LOCK_NAME))
     with open(tmp, "wb") as fh:
         fh.write(data)
     try:
@@ -376,7 +376,7 @@ def _remove_if_unchanged(path: str, seen: LockOwner | None) -> bool:
     third run took over first) is put back.
     """
     folder = os.path.dirname(path)
-    private = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{LOCK_NAME}")
+    private = os.path.join(folder, temp_name(LOCK_NAME))
     try:
         os.rename(path, private)
     except FileNotFoundError:

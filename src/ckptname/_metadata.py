@@ -1,4 +1,8 @@
-"""What ckptname writes next to checkpoints, and how it is read back.
+"""The formats of the files ckptname writes next to checkpoints, read and written.
+
+This module knows what the sidecar and the state file hold and checks what it
+reads back; every byte goes through :mod:`ckptname._storage`, which makes the
+writes atomic.
 
 Files that belong to ckptname all carry ``.ckptname`` in their name, so no
 checkpoint template ever matches them (scanning skips such names):
@@ -18,7 +22,8 @@ file                               what it is
                                    callback writes into)
 ``.ckptname-tmp-<id>-<name>``      a save in progress (of a checkpoint, sidecar,
                                    state or lock file); renamed into place when
-                                   complete; never a checkpoint
+                                   complete; never a checkpoint (named by
+                                   ``ckptname._storage.temp_name``)
 ``.ckptname.lock``                 the owner (pid, host, start time) of a
                                    folder a live run writes into (format
                                    ``ckptname.lock/1``, see ``ckptname._lock``)
@@ -75,38 +80,41 @@ JSON cannot hold (NaN, inf) are written as the strings ``"nan"``, ``"inf"``,
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Mapping
+from typing import Any
 
 from ._errors import MetadataError
-
-if TYPE_CHECKING:
-    from ._storage import Storage
+from ._storage import Storage, storage_for
+from ._version import __version__
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "LOCK_NAME",
     "SIDECAR_SUFFIX",
+    "STATE_FORMAT",
     "STATE_NAME",
-    "TMP_PREFIX",
     "decode",
     "encode",
     "is_reserved",
     "read_metadata",
+    "read_sidecar",
     "read_state",
     "sidecar_path",
-    "write_bytes_atomic",
+    "state_record",
+    "write_state",
 ]
 
 SIDECAR_SUFFIX = ".ckptname.json"
 STATE_NAME = ".ckptname-state.json"
-TMP_PREFIX = ".ckptname-tmp-"
 LOCK_NAME = ".ckptname.lock"
 CHECKPOINT_FORMAT = "ckptname.checkpoint/1"
 STATE_FORMAT = "ckptname.state/1"
 _RESERVED_MARK = ".ckptname"
+
 
 
 def is_reserved(name: str) -> bool:
@@ -122,7 +130,7 @@ def sidecar_path(checkpoint_path: str) -> str:
 def _safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)  # 'nan', 'inf', '-inf'
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): _safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_safe(v) for v in value]
@@ -143,7 +151,7 @@ def _restore_non_finite(value: Any) -> Any:
     return value
 
 
-def encode(data: dict[str, Any]) -> bytes:
+def encode(data: Mapping[str, Any]) -> bytes:
     """JSON bytes of a sidecar or state record; NaN and inf become strings."""
     return json.dumps(_safe(data), indent=1, sort_keys=True, allow_nan=False).encode()
 
@@ -189,8 +197,6 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         FileNotFoundError: the checkpoint has no sidecar.
         MetadataError: the sidecar cannot be read.
     """
-    from ._storage import storage_for
-
     target = os.fspath(path)
     storage, inner = storage_for(target)
     side = sidecar_path(inner)
@@ -204,24 +210,29 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return decode(raw, f"sidecar {side!r}")
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write a local file so that it appears complete under its name or not at all."""
-    import tempfile  # only writers need it; keeps `import ckptname` light
+def read_sidecar(storage: Storage, checkpoint_inner_path: str) -> dict[str, Any] | None:
+    """The sidecar of a checkpoint, or ``None`` where it has none.
 
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(
-        prefix=TMP_PREFIX, suffix="-" + os.path.basename(path), dir=directory
-    )
+    Args:
+        storage: the storage that holds the checkpoint (see ``storage_for``).
+        checkpoint_inner_path: the checkpoint's path in that storage (not the
+            sidecar's).
+
+    Returns:
+        The sidecar's fields (see :func:`read_metadata`), or ``None`` where
+        no file is at the sidecar's path.
+
+    Raises:
+        MetadataError: the sidecar is not a JSON object (truncated, or
+            written by something else); the message names it by URL.
+        OSError: the sidecar exists but the storage fails to read it.
+    """
+    side = sidecar_path(checkpoint_inner_path)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        raw = storage.read_bytes(side)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    return decode(raw, f"sidecar {storage.url(side)!r}")
 
 
 def read_state(storage: Storage, folder: str) -> dict[str, Any] | None:
@@ -254,3 +265,77 @@ def read_state(storage: Storage, folder: str) -> dict[str, Any] | None:
     if not isinstance(data.get("template"), str) or not data["template"]:
         raise MetadataError(f"{what} has no template")
     return data
+
+
+def state_record(
+    template: str, latest: Mapping[str, Any] | None, best: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A state file's content (format ``ckptname.state/1``), stamped with the time now.
+
+    Args:
+        template: the text of the template the folder's checkpoints follow.
+        latest: the newest checkpoint's entry (``name``, counters), or ``None``.
+        best: the best checkpoint's entry (``name``, ``monitor``, ``mode``,
+            ``value``), or ``None``.
+    """
+    return {
+        "format": STATE_FORMAT,
+        "template": template,
+        "latest": latest,
+        "best": best,
+        "time": time.time(),
+    }
+
+
+def write_state(storage: Storage, folder: str, state: Mapping[str, Any]) -> None:
+    """Write a folder's state file, complete or not at all.
+
+    Not flushed to disk: the state file is small and is rebuilt from the
+    checkpoints' names if a power loss empties it.
+
+    Args:
+        storage: the storage that holds ``folder``.
+        folder: the folder's path in that storage.
+        state: the content, e.g. from :func:`state_record`.
+
+    Raises:
+        OSError: the file cannot be written; nothing is left behind.
+    """
+    path = storage.join(folder, STATE_NAME) if folder else STATE_NAME
+    storage.write_bytes(path, encode(state))
+
+
+def sidecar_record(
+    *,
+    name: str,
+    template: str,
+    epoch: int,
+    batch: int,
+    batch_in_epoch: int,
+    iterations: int | None,
+    end_of_epoch: bool,
+    steps_per_epoch: int | None,
+    metrics: Mapping[str, Any],
+    extras: Mapping[str, Any],
+    save_weights_only: bool,
+) -> dict[str, Any]:
+    """The sidecar of one checkpoint (format ``ckptname.checkpoint/1``, see the module docstring).
+
+    ``metric_state`` is added by the caller where a save inside an epoch has it.
+    """
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "name": name,
+        "template": template,
+        "epoch": epoch,
+        "batch": batch,
+        "batch_in_epoch": batch_in_epoch,
+        "iterations": iterations,
+        "end_of_epoch": bool(end_of_epoch),
+        "steps_per_epoch": steps_per_epoch,
+        "metrics": dict(metrics),
+        "extras": dict(extras),
+        "time": time.time(),
+        "ckptname_version": __version__,
+        "save_weights_only": save_weights_only,
+    }

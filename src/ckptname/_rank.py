@@ -1,31 +1,62 @@
 """How checkpoints are ordered: by progress, and by a monitored metric.
 
 Every ordering ckptname applies lives here, so that ``scan``, ``find_latest``,
-``find_best``, retention and the command line cannot disagree:
+``find_best``, retention, the callback and the command line cannot disagree:
 
+* :data:`COUNTERS` names the fields that say how far training had got, and
+  :func:`as_counter` reads one (``3``, ``3.0`` and ``'003'`` are all 3);
 * :func:`progress_key` orders checkpoints from oldest to newest;
 * :func:`resolve_mode` decides whether a metric is better low or high;
-* :func:`best_key` orders checkpoints from worst to best by a metric.
+* :func:`is_number` says which logged values are metric values;
+* :func:`best_key` orders checkpoints from worst to best by a metric, and
+  :func:`improves` says whether a new value beats the best so far.
+
+The two settle a tie on a metric differently (``best_key`` keeps the rule it
+has always had; ``improves`` is strict, as the callback's best has always been):
+
+=====================================  =========================================
+rule                                   an equal value
+=====================================  =========================================
+:func:`best_key` (``find_best``,       ranks by progress: of checkpoints with
+retention's ``keep_best``)             the same exact value the later one wins
+:func:`improves` (the callback's       is not an improvement: the best so far
+best so far)                           stays the earlier checkpoint
+=====================================  =========================================
 
 Records are duck-typed (any object with the attributes of
-:class:`ckptname.Checkpoint`), so this module imports nothing else of
-ckptname's but its errors.
+:class:`ckptname.Checkpoint`, described by :class:`Record`), so this module
+imports nothing else of ckptname's but its errors.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol, TypeGuard
 
-from ._errors import MonitorError
+from ._errors import Advice, MonitorError, advised
 
-if TYPE_CHECKING:
-    from ._scan import Checkpoint
-
-__all__ = ["best_key", "can_win", "metric_value", "progress_key", "resolve_mode"]
+__all__ = [
+    "COUNTERS",
+    "Mode",
+    "Record",
+    "as_counter",
+    "best_key",
+    "can_win",
+    "check_mode",
+    "improves",
+    "is_number",
+    "metric_value",
+    "progress_key",
+    "resolve_mode",
+]
 
 Mode = Literal["min", "max"]
+
+# The fields that say how far training had got, in progress order: the global
+# batch count first, as it alone never restarts.
+COUNTERS: tuple[str, ...] = ("batch", "epoch", "batch_in_epoch")
 
 # Stands in for a missing counter or time: sorts before every real value, and
 # keeps every key the same shape so that any two keys compare.
@@ -33,17 +64,63 @@ _ABSENT = -math.inf
 _DIGIT_RUNS = re.compile(r"([0-9]+)")
 
 
-def _counter(value: Any) -> int | float:
-    """A counter as a number, or ``_ABSENT`` where it is missing or not a number."""
-    if value is None or isinstance(value, bool):
-        return _ABSENT
+class Record(Protocol):
+    """What ordering reads of a checkpoint record (:class:`ckptname.Checkpoint`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def values(self) -> Mapping[str, Any]: ...
+    @property
+    def epoch(self) -> int | None: ...
+    @property
+    def batch(self) -> int | None: ...
+    @property
+    def batch_in_epoch(self) -> int | None: ...
+    @property
+    def mtime(self) -> float | None: ...
+    @property
+    def metadata(self) -> Mapping[str, Any] | None: ...
+
+
+def as_counter(value: object) -> int | None:
+    """A counter's value as an ``int``, or ``None`` where it is not a counter.
+
+    ==========================================  ========
+    value                                       result
+    ==========================================  ========
+    ``3`` (an ``int``, not a ``bool``)          ``3``
+    ``3.0`` (a finite, whole float)             ``3``
+    ``'003'`` (ASCII digits: a counter          ``3``
+    written with the ``s`` type)
+    ``True``, ``3.5``, ``nan``, ``inf``         ``None``
+    ``'-3'``, ``' 3'``, ``'3.0'``, other        ``None``
+    scripts' digits, ``None``
+    ==========================================  ========
+    """
+    if isinstance(value, bool):
+        return None
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        return value if not math.isnan(value) else _ABSENT
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        return int(value)  # a counter written with the 's' type: '007'
-    return _ABSENT
+        return int(value) if math.isfinite(value) and value.is_integer() else None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """Whether ``value`` is a metric value: an ``int`` or ``float``, not a ``bool``.
+
+    NaN and the infinities are numbers here; callers decide what they mean.
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _counter(value: object) -> int | float:
+    """A counter for a sort key: its value, or ``_ABSENT`` where it is not one."""
+    counter = as_counter(value)
+    return _ABSENT if counter is None else counter
 
 
 def _natural(name: str) -> tuple[str | int, ...]:
@@ -100,7 +177,7 @@ class _NaturalName:
         return f"_NaturalName({self.name!r})"
 
 
-def progress_key(checkpoint: Checkpoint) -> tuple[Any, ...]:
+def progress_key(checkpoint: Record) -> tuple[Any, ...]:
     """The sort key that orders checkpoints from oldest to newest.
 
     The rules, in order:
@@ -116,8 +193,9 @@ def progress_key(checkpoint: Checkpoint) -> tuple[Any, ...]:
        numbers, and last the name as text, so the order is total and the same
        on every machine.
 
-    A counter a template lacks sorts before any value, so that records of one
-    template always compare field by field. Modification times are never
+    Counters are read by :func:`as_counter`. A counter a template lacks, or a
+    sidecar counter that is not a whole number, sorts before any value, so
+    that records of one template always compare field by field. Modification times are never
     consulted when the name holds a counter.
 
     ===========================================  =============================
@@ -197,6 +275,23 @@ def _words(monitor: str) -> list[str]:
     return [w for w in _NOT_WORD.split(text) if w]
 
 
+_PASS_MODE = Advice(api="pass mode='min' or mode='max'", cli="pass --mode min or --mode max")
+
+
+def check_mode(mode: object) -> Literal["auto", "min", "max"]:
+    """``mode`` itself where it is ``"min"``, ``"max"`` or ``"auto"``.
+
+    Raises:
+        MonitorError: any other value; the message says which to use where.
+    """
+    if mode == "min" or mode == "max" or mode == "auto":
+        return mode
+    raise MonitorError(
+        f"mode must be 'min', 'max' or 'auto', got {mode!r}; use 'min' where lower "
+        "is better (losses, errors) and 'max' where higher is better (accuracies, scores)"
+    )
+
+
 def resolve_mode(monitor: str, mode: str = "auto") -> Mode:
     """Whether a lower or a higher value of ``monitor`` is better.
 
@@ -228,15 +323,9 @@ def resolve_mode(monitor: str, mode: str = "auto") -> Mode:
     """
     if not isinstance(monitor, str) or not monitor:
         raise MonitorError(f"monitor must be a metric name such as 'val_loss', got {monitor!r}")
-    if mode == "min":
-        return "min"
-    if mode == "max":
-        return "max"
-    if mode != "auto":
-        raise MonitorError(
-            f"mode must be 'min', 'max' or 'auto', got {mode!r}; use 'min' where lower "
-            "is better (losses, errors) and 'max' where higher is better (accuracies, scores)"
-        )
+    checked = check_mode(mode)
+    if checked != "auto":
+        return checked
     up: list[str] = []
     down: list[str] = []
     for word in _words(monitor):
@@ -249,22 +338,23 @@ def resolve_mode(monitor: str, mode: str = "auto") -> Mode:
     if down and not up:
         return "min"
     detail = f" ('{down[0]}' says lower, '{up[0]}' says higher)" if up and down else ""
-    raise MonitorError(
-        f"cannot tell whether a higher or a lower {monitor!r} is better{detail}; "
-        "pass mode='min' or mode='max'"
+    raise advised(
+        MonitorError(
+            f"cannot tell whether a higher or a lower {monitor!r} is better{detail}; "
+            f"{_PASS_MODE.api}"
+        ),
+        _PASS_MODE,
     )
 
 
 # ---------------------------------------------------------------- best
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
+def _number(value: object) -> float | None:
+    return float(value) if is_number(value) else None
 
 
-def metric_value(checkpoint: Checkpoint, monitor: str) -> tuple[float | None, float | None]:
+def metric_value(checkpoint: Record, monitor: str) -> tuple[float | None, float | None]:
     """The value of ``monitor`` for a checkpoint: as in its name, and exact.
 
     Args:
@@ -291,7 +381,7 @@ def metric_value(checkpoint: Checkpoint, monitor: str) -> tuple[float | None, fl
     return named, exact
 
 
-def best_key(checkpoint: Checkpoint, monitor: str, mode: Mode) -> tuple[Any, ...]:
+def best_key(checkpoint: Record, monitor: str, mode: Mode) -> tuple[Any, ...]:
     """The sort key that orders checkpoints from worst to best by ``monitor``.
 
     The rules, in order:
@@ -323,7 +413,38 @@ def best_key(checkpoint: Checkpoint, monitor: str, mode: Mode) -> tuple[Any, ...
     return (1, named, exact, progress_key(checkpoint))
 
 
-def can_win(checkpoint: Checkpoint, monitor: str) -> bool:
+def can_win(checkpoint: Record, monitor: str) -> bool:
     """Whether the checkpoint has a value of ``monitor`` that is not NaN."""
     named, _ = metric_value(checkpoint, monitor)
     return named is not None and not math.isnan(named)
+
+
+def improves(mode: Mode, value: float, best: float | None) -> bool:
+    """Whether ``value`` is strictly better than ``best`` by ``mode``.
+
+    ===========================================  ==========
+    ``mode``, ``value``, ``best``                result
+    ===========================================  ==========
+    ``"min"``, ``0.4``, ``0.5``                  ``True``
+    ``"max"``, ``0.4``, ``0.5``                  ``False``
+    ``"min"``, ``0.5``, ``0.5`` (equal)          ``False``
+    ``"min"``, ``0.5``, ``None`` (no best yet)   ``True``
+    ``"min"``, ``nan``, anything                 ``False``
+    ===========================================  ==========
+
+    Args:
+        mode: ``"min"`` or ``"max"`` (see :func:`resolve_mode`).
+        value: the new value.
+        best: the best value so far, or ``None`` where there is none.
+
+    Returns:
+        ``True`` where ``value`` improves on ``best``: never for NaN, never
+        for a value equal to ``best`` (the earlier checkpoint stays the best;
+        :func:`best_key` settles such ties the other way, see the module
+        docstring).
+    """
+    if math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value < best if mode == "min" else value > best

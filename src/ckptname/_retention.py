@@ -26,15 +26,23 @@ import os
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from ._errors import CheckpointError, CkptnameWarning, MissingFieldError, TemplateError
+from ._errors import (
+    Advice,
+    CheckpointError,
+    CkptnameWarning,
+    MissingFieldError,
+    MonitorError,
+    TemplateError,
+    advised,
+)
 from ._metadata import is_reserved, sidecar_path
-from ._rank import best_key, can_win, progress_key, resolve_mode
-from ._scan import Checkpoint, _layout, _open
+from ._rank import Mode, best_key, can_win, progress_key, resolve_mode
+from ._roots import Layout, Root, layout_for, open_root
+from ._scan import Checkpoint
 from ._template import Template
 
-__all__ = ["RetentionPlan", "apply_retention", "plan_retention"]
+__all__ = ["RetentionPlan", "apply_retention", "check_keep", "plan_retention"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +62,14 @@ class RetentionPlan:
     reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
 
 
-def _count(name: str, value: int | None) -> int | None:
+def check_keep(name: str, value: object) -> int | None:
+    """A ``keep_last``/``keep_best`` count: ``None`` or a whole number >= 0.
+
+    0 keeps only what is always kept (the newest and the protected).
+
+    Raises:
+        ValueError: anything else.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -62,7 +77,7 @@ def _count(name: str, value: int | None) -> int | None:
     return value
 
 
-def _normal(path: str | os.PathLike[str]) -> str:
+def _comparable_path(path: str | os.PathLike[str]) -> str:
     """A path or URL spelled one way, so that protect entries match records."""
     text = os.fspath(path)
     if "://" in text:
@@ -113,24 +128,27 @@ def plan_retention(
         MissingFieldError: ``keep_best`` is given and no record has a value
             for ``monitor`` (in its name or its metadata).
     """
-    keep_last = _count("keep_last", keep_last)
-    keep_best = _count("keep_best", keep_best)
+    keep_last = check_keep("keep_last", keep_last)
+    keep_best = check_keep("keep_best", keep_best)
     resolved = None
     if keep_best is not None:
         if monitor is None:
-            raise ValueError(
-                f"keep_best={keep_best} needs a metric to rank by; pass monitor=, "
-                "e.g. monitor='val_loss'"
+            advice = Advice(
+                "pass monitor=, e.g. monitor='val_loss'", "pass --monitor, e.g. --monitor val_loss"
+            )
+            raise advised(
+                MonitorError(f"keep_best={keep_best} needs a metric to rank by; {advice.api}"),
+                advice,
             )
         resolved = resolve_mode(monitor, mode)
     unique: dict[str, Checkpoint] = {}
     for record in records:
         unique.setdefault(record.path, record)
     ordered = sorted(unique.values(), key=progress_key)
-    reasons: dict[str, list[str]] = {r.path: [] for r in ordered}
     if not ordered:
         return RetentionPlan((), (), {})
 
+    reasons: dict[str, list[str]] = {r.path: [] for r in ordered}
     if keep_last is None and keep_best is None:
         for r in ordered:
             reasons[r.path].append("no policy")
@@ -138,35 +156,50 @@ def plan_retention(
         for r in ordered[-keep_last:]:
             reasons[r.path].append("latest")
     if keep_best is not None and monitor is not None and resolved is not None:
-        candidates = [r for r in ordered if can_win(r, monitor)]
-        if not candidates and not any(monitor in r.values for r in ordered):
-            names = ", ".join(sorted({k for r in ordered for k in r.values}))
-            raise MissingFieldError(
-                f"keep_best={keep_best} ranks by {monitor!r}, which no checkpoint has in "
-                f"its name or metadata (fields: {names or 'none'}); rank by one of those "
-                "fields, or put the metric into the template",
-                (monitor,),
-                tuple(sorted({k for r in ordered for k in r.values})),
-            )
-        candidates.sort(key=lambda r: best_key(r, monitor, resolved), reverse=True)
-        for r in candidates[:keep_best]:
+        for r in _best(ordered, keep_best, monitor, resolved):
             reasons[r.path].append("best")
     reasons[ordered[-1].path].insert(0, "newest")
+    for r in _protected(ordered, protect):
+        reasons[r.path].append("protected")
 
+    keep = tuple(r for r in ordered if reasons[r.path])
+    delete = tuple(r for r in ordered if not reasons[r.path])
+    return RetentionPlan(keep, delete, {path: tuple(why) for path, why in reasons.items() if why})
+
+
+def _best(ordered: list[Checkpoint], keep_best: int, monitor: str, mode: Mode) -> list[Checkpoint]:
+    """The ``keep_best`` best records by ``monitor``, best first."""
+    candidates = [r for r in ordered if can_win(r, monitor)]
+    if not candidates and not any(monitor in r.values for r in ordered):
+        names = sorted({k for r in ordered for k in r.values})
+        raise MissingFieldError(
+            f"keep_best={keep_best} ranks by {monitor!r}, which no checkpoint has in "
+            f"its name or metadata (fields: {', '.join(names) or 'none'}); rank by one of "
+            "those fields, or put the metric into the template",
+            (monitor,),
+            tuple(names),
+        )
+    candidates.sort(key=lambda r: best_key(r, monitor, mode), reverse=True)
+    return candidates[:keep_best]
+
+
+def _protected(
+    ordered: list[Checkpoint], protect: Iterable[str | os.PathLike[str] | Checkpoint]
+) -> list[Checkpoint]:
+    """The records that ``protect`` names, by record, path, URL or name relative to the root."""
     if isinstance(protect, (str, os.PathLike, Checkpoint)):
         protect = (protect,)  # one path given bare, not a sequence of characters
     given: set[str] = set()
     for item in protect:
         given.add(item.path if isinstance(item, Checkpoint) else os.fspath(item))
-    if given:
-        wanted = {_normal(text) for text in given}
-        for r in ordered:
-            if r.name in given or r.path in given or _normal(r.path) in wanted:
-                reasons[r.path].append("protected")
-
-    keep = tuple(r for r in ordered if reasons[r.path])
-    delete = tuple(r for r in ordered if not reasons[r.path])
-    return RetentionPlan(keep, delete, {path: tuple(why) for path, why in reasons.items() if why})
+    if not given:
+        return []
+    wanted = {_comparable_path(text) for text in given}
+    return [
+        r
+        for r in ordered
+        if r.name in given or r.path in given or _comparable_path(r.path) in wanted
+    ]
 
 
 def apply_retention(
@@ -204,21 +237,11 @@ def apply_retention(
             ``plan.keep``. Nothing is deleted then.
         OSError: deleting failed (for instance, permission denied).
     """
-    where = _open(root)
-    required = _layout(template) if template is not None else None
-    kept = {r.path for r in plan.keep}
-    checked: list[tuple[Checkpoint, str]] = []
-    for record in plan.delete:
-        problem = _why_not_deletable(record, where, required, kept)
-        if problem is not None:
-            raise CheckpointError(
-                f"refusing to delete {record.path!r}: {problem}; nothing was deleted"
-            )
-        checked.append((record, where.inner_path(record.name)))
-
+    where = open_root(root)
+    required = layout_for(template) if template is not None else None
     deleted: list[str] = []
     root_real = os.path.realpath(where.inner or ".") if where.local else ""
-    for record, inner in checked:
+    for record, inner in _checked_deletions(plan, where, required):
         if where.local and not _inside(root_real, os.path.dirname(inner) or "."):
             warnings.warn(
                 f"not deleting {record.path!r}: its folder is a symbolic link that leads "
@@ -238,7 +261,30 @@ def apply_retention(
     return deleted
 
 
-def _why_not_deletable(record: Checkpoint, where: Any, required: Any, kept: set[str]) -> str | None:
+def _checked_deletions(
+    plan: RetentionPlan, where: Root, required: Layout | None
+) -> list[tuple[Checkpoint, str]]:
+    """Every record the plan deletes, with its storage path, once all are checked.
+
+    Raises:
+        CheckpointError: a record must not be deleted (see :func:`_why_not_deletable`).
+    """
+    kept = {r.path for r in plan.keep}
+    checked: list[tuple[Checkpoint, str]] = []
+    for record in plan.delete:
+        problem = _why_not_deletable(record, where, required, kept)
+        if problem is not None:
+            raise CheckpointError(
+                f"refusing to delete {record.path!r}: {problem}; nothing was deleted"
+            )
+        checked.append((record, where.inner_path(record.name)))
+    return checked
+
+
+def _why_not_deletable(
+    record: Checkpoint, where: Root, required: Layout | None, kept: set[str]
+) -> str | None:
+    """Why ``record`` must not be deleted from ``where``, or ``None`` where it may be."""
     name = record.name
     if record.path in kept:
         return "the plan also keeps it"
@@ -247,14 +293,14 @@ def _why_not_deletable(record: Checkpoint, where: Any, required: Any, kept: set[
         return f"its name {name!r} is not a name relative to root"
     if is_reserved(name):
         return f"its name {name!r} belongs to ckptname's own files"
-    if _normal(record.path) != _normal(where.path(name)):
+    if _comparable_path(record.path) != _comparable_path(where.path(name)):
         return f"it does not lie under {where.text!r} as {name!r}"
     layouts = [required] if required is not None else []
     if record.template is None and required is None:
         return "it carries no template to check its name against; pass template="
     if record.template is not None:
         try:
-            layouts.append(_layout(record.template))
+            layouts.append(layout_for(record.template))
         except TemplateError as exc:
             return f"its template cannot be used ({exc.reason})"
     for layout in layouts:

@@ -41,34 +41,46 @@ from __future__ import annotations
 
 import heapq
 import os
-import re
 import stat
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from itertools import filterfalse
 from typing import Any, AnyStr
 
-from ._errors import CkptnameWarning, MetadataError, MissingFieldError, TemplateError
+from ._errors import (
+    Advice,
+    CkptnameWarning,
+    MetadataError,
+    MissingFieldError,
+    TemplateError,
+    advised,
+)
 from ._metadata import (
     SIDECAR_SUFFIX,
     STATE_NAME,
-    TMP_PREFIX,
-    decode,
     is_reserved,
+    read_sidecar,
     read_state,
-    sidecar_path,
 )
-from ._rank import Mode, _natural, best_key, can_win, metric_value, progress_key, resolve_mode
-from ._storage import LocalStorage, Storage, storage_for
-from ._template import Template
+from ._rank import (
+    COUNTERS,
+    Mode,
+    _natural,
+    as_counter,
+    best_key,
+    can_win,
+    metric_value,
+    progress_key,
+    resolve_mode,
+)
+from ._roots import Layout, Root, cached_template, layout_for, open_root
+from ._storage import Storage, storage_for, temp_target
+from ._template import Template, same_value
 
 __all__ = ["Checkpoint", "best_per_group", "find_best", "find_latest", "scan"]
 
-# The fields that say how far training had got, in progress order.
-COUNTERS = ("batch", "epoch", "batch_in_epoch")
-_EXAMPLE = "template='ep{epoch:02d}-{val_loss:.2f}.keras'"
+_EXAMPLE_TEMPLATE = "ep{epoch:02d}-{val_loss:.2f}.keras"
 
 
 # --------------------------------------------------------------------------- record
@@ -140,18 +152,6 @@ class Checkpoint:
         return out
 
 
-def _as_counter(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return None
-
-
 def _make(
     path: str,
     name: str,
@@ -167,9 +167,9 @@ def _make(
         path,
         name,
         values,
-        _as_counter(get("epoch")),
-        _as_counter(get("batch")),
-        _as_counter(get("batch_in_epoch")),
+        as_counter(get("epoch")),
+        as_counter(get("batch")),
+        as_counter(get("batch_in_epoch")),
         size=size,
         mtime=mtime,
         template=template,
@@ -177,269 +177,7 @@ def _make(
     )
 
 
-# --------------------------------------------------------------------------- layout
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class _Layout:
-    """A template split for walking: one template per folder level, plus the leaf."""
-
-    template: Template
-    text: str
-    dirs: tuple[Template, ...]
-    leaf: Template
-    # Searches a NUL-joined listing for the first progress counter of every
-    # name that fully matches the leaf (see _fast_search), or None; and the
-    # same pattern for a listing in bytes, where the pattern is ASCII.
-    fast: re.Pattern[str] | None
-    fast_bytes: re.Pattern[bytes] | None
-    has_counter: bool
-
-
-@lru_cache(maxsize=128)
-def _compiled(text: str) -> Template:
-    return Template(text)
-
-
-def _layout(template: Template | str) -> _Layout:
-    """Compile and check a template for scanning (cached).
-
-    Raises:
-        TemplateError: the template does not compile, cannot be read back,
-            or would reach outside ``root``.
-        TypeError: ``template`` is neither a ``Template`` nor a ``str``.
-    """
-    if isinstance(template, str):
-        template = _compiled(template)
-    elif not isinstance(template, Template):
-        raise TypeError(
-            f"template must be a str or a ckptname.Template, got {type(template).__name__}"
-        )
-    return _layout_of(template)
-
-
-@lru_cache(maxsize=128)
-def _layout_of(template: Template) -> _Layout:
-    text = template.text
-    _check_inside_root(template)
-    if not template.reversible:
-        template.parse("")  # raises the TemplateError that says why
-    segments = template.segments
-    leaf = segments[-1]
-    has_counter = any(c in template.fields for c in COUNTERS)
-    fast = _fast_search(leaf) if has_counter else None
-    fast_bytes = None
-    if fast is not None and fast.pattern.isascii():
-        fast_bytes = re.compile(fast.pattern.encode("ascii"), fast.flags & ~re.UNICODE)
-    return _Layout(
-        template=template,
-        text=text,
-        dirs=tuple(segments[:-1]),
-        leaf=leaf,
-        fast=fast,
-        fast_bytes=fast_bytes,
-        has_counter=has_counter,
-    )
-
-
-_DRIVE = re.compile(r"[A-Za-z]:")
-
-
-def _check_inside_root(template: Template) -> None:
-    text = template.text
-    if text.startswith(("/", "\\")) or _DRIVE.match(text):
-        raise TemplateError(
-            "template is an absolute path; a template is relative to root, so pass the "
-            "folder as root and the rest as template",
-            text,
-            0,
-        )
-    if ".ckptname" in text:
-        raise TemplateError(
-            "template contains '.ckptname', which marks ckptname's own files (sidecars, "
-            "state, temporary files); no checkpoint can match it, so rename the checkpoints",
-            text,
-            text.index(".ckptname"),
-        )
-    column = 0
-    for segment in template.segments:
-        part = segment.text
-        if part == "..":
-            raise TemplateError(
-                "template has the path part '..', which leads out of root; pass the "
-                "parent folder as root instead",
-                text,
-                column,
-            )
-        if part in ("", "."):
-            what = "an empty path part" if part == "" else "the path part '.'"
-            raise TemplateError(
-                f"template has {what}, which names no folder of its own; remove it",
-                text,
-                column,
-            )
-        column += len(part) + 1
-
-
-def _fast_search(leaf: Template) -> re.Pattern[str] | None:
-    """A pattern that finds, in ``"\\0" + "\\0".join(names) + "\\0"``, the first
-    progress counter of every name that fully matches ``leaf``.
-
-    One ``findall`` over the joined listing costs a fraction of a
-    ``fullmatch`` per name, because it makes one short string per match
-    instead of a match object. It is used only where it finds exactly what
-    ``leaf.parse`` accepts: the counter is read by ``int`` (a ``d`` type) or
-    by shape (no type, where ``int`` reads the same numbers), no field
-    appears twice, and nothing in the pattern can match NUL (so no match can
-    span two names).
-    """
-    names = leaf.fields
-    regex = leaf.regex
-    if regex.groups != len(names):
-        return None  # a field appears twice; parse compares the copies
-    # The converters are the template's own; where they are not the two
-    # known ones (hex, padding to undo, or a template engine that changed),
-    # the general path parses every name, which is always right.
-    converters = getattr(leaf, "_converters", None)
-    for counter in COUNTERS:
-        if counter in names:
-            index = names.index(counter)
-            convert = None if converters is None else converters[index]
-            if convert is not int and getattr(convert, "__name__", None) != "_infer":
-                return None
-            pattern = _keep_one_group(regex.pattern, index + 1)
-            if pattern is None:
-                return None
-            return re.compile("\x00(?:" + pattern + ")(?=\x00)", regex.flags)
-    return None
-
-
-def _keep_one_group(pattern: str, keep: int) -> str | None:
-    """``pattern`` with every capturing group but number ``keep`` made non-capturing.
-
-    Returns ``None`` where the pattern may match NUL or holds something this
-    small reader of regular expressions does not handle (named groups,
-    backreferences, conditionals): the caller then takes the general path.
-    """
-    out: list[str] = []
-    group = 0
-    i = 0
-    n = len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            size = _escape_size(pattern, i)
-            if size is None:
-                return None
-            out.append(pattern[i : i + size])
-            i += size
-        elif c == "[":
-            end = _class_end(pattern, i)
-            if end is None:
-                return None
-            out.append(pattern[i:end])
-            i = end
-        elif c == "(":
-            if pattern.startswith("(?", i):
-                kind = pattern[i + 2 : i + 3]
-                if kind in ("P", "(", "") or (kind == "<" and pattern[i + 3 : i + 4] not in "=!"):
-                    return None  # named group, conditional: not worth handling
-                out.append("(?")
-                i += 2
-            else:
-                group += 1
-                out.append("(" if group == keep else "(?:")
-                i += 1
-        elif c in ".\x00":
-            return None
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
-
-
-def _escape_size(pattern: str, i: int) -> int | None:
-    """Length of the escape at ``pattern[i]``, or ``None`` if it may match NUL."""
-    kind = pattern[i + 1 : i + 2]
-    if kind in _HEX_ESCAPES:
-        digits = pattern[i + 2 : i + 2 + _HEX_ESCAPES[kind]]
-        try:
-            if int(digits, 16) == 0:
-                return None
-        except ValueError:
-            return None
-        return 2 + len(digits)
-    if kind == "" or kind.isdigit() or kind in "DSWN":
-        return None  # octal/NUL, backreference, classes that include NUL
-    return 2
-
-
-def _class_end(pattern: str, start: int) -> int | None:
-    """End of the character class at ``start``, or ``None`` if it may match NUL."""
-    i = start + 1
-    negated = pattern.startswith("^", i)
-    if negated:
-        i += 1
-    if pattern.startswith("]", i):
-        i += 1
-    excludes_nul = False
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "]":
-            # A negated class matches NUL unless it lists it; a positive one
-            # has already been refused if it lists it.
-            return i + 1 if (excludes_nul or not negated) else None
-        if c == "\\":
-            kind = pattern[i + 1 : i + 2]
-            if kind == "x" and pattern[i + 2 : i + 4] == "00":
-                if not negated:
-                    return None
-                excludes_nul = True
-                i += 4
-                continue
-            size = _escape_size(pattern, i)
-            if size is None:
-                return None
-            i += size
-            continue
-        if c == "\x00":
-            return None
-        i += 1
-    return None
-
-
-# --------------------------------------------------------------------------- roots
-
-
-@dataclass(frozen=True, slots=True)
-class _Root:
-    text: str
-    storage: Storage
-    inner: str
-    local: bool
-
-    def path(self, name: str) -> str:
-        """The user-facing path or URL of a name relative to the root."""
-        if not self.local or "://" in self.text:
-            base = self.text if self.text.endswith("/") else self.text + "/"
-            return base + name
-        return os.path.join(self.text, name) if self.text else name
-
-    def inner_path(self, name: str) -> str:
-        if self.local:
-            return os.path.join(self.inner, name) if self.inner else name
-        return self.storage.join(self.inner, name)
-
-
-def _open(root: str | os.PathLike[str]) -> _Root:
-    text = os.fspath(root)
-    if not isinstance(text, str):
-        raise TypeError(f"root must be a path or a URL string, got {type(root).__name__}")
-    storage, inner = storage_for(text)
-    return _Root(text, storage, inner, isinstance(storage, LocalStorage))
+# --------------------------------------------------------------------------- folders
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,17 +196,13 @@ def _merge(outer: dict[str, Any], inner: dict[str, Any]) -> dict[str, Any] | Non
         return inner
     merged = dict(outer)
     for key, value in inner.items():
-        if key in merged and not _same(merged[key], value):
+        if key in merged and not same_value(merged[key], value):
             return None
         merged[key] = value
     return merged
 
 
-def _same(a: Any, b: Any) -> bool:
-    return bool(a == b) or (a != a and b != b)
-
-
-def _folders(root: _Root, layout: _Layout) -> list[_Folder]:
+def _folders(root: Root, layout: Layout) -> list[_Folder]:
     """The leaf folders: one listing per folder level, only as deep as the template."""
     folders = [_Folder(root.inner, "", {}, False)]
     storage = root.storage
@@ -480,7 +214,7 @@ def _folders(root: _Root, layout: _Layout) -> list[_Folder]:
             part = segment.render({})
             for f in folders:
                 found.append(
-                    _Folder(_join(root, f.inner, part), f.prefix + part + "/", f.values, f.managed)
+                    _Folder(root.join(f.inner, part), f.prefix + part + "/", f.values, f.managed)
                 )
             folders = found
             continue
@@ -501,7 +235,7 @@ def _folders(root: _Root, layout: _Layout) -> list[_Folder]:
                     continue
                 found.append(
                     _Folder(
-                        _join(root, f.inner, entry.name),
+                        root.join(f.inner, entry.name),
                         f.prefix + entry.name + "/",
                         merged,
                         managed,
@@ -509,12 +243,6 @@ def _folders(root: _Root, layout: _Layout) -> list[_Folder]:
                 )
         folders = found
     return folders
-
-
-def _join(root: _Root, folder: str, name: str) -> str:
-    if root.local:
-        return os.path.join(folder, name) if folder else name
-    return root.storage.join(folder, name)
 
 
 def _listdir_names(path: str) -> list[str]:
@@ -541,13 +269,8 @@ class _SidecarProblems:
         self.messages: list[str] = []
 
     def read(self, storage: Storage, inner_path: str) -> dict[str, Any] | None:
-        side = sidecar_path(inner_path)
         try:
-            raw = storage.read_bytes(side)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
-        try:
-            return decode(raw, f"sidecar {storage.url(side)!r}")
+            return read_sidecar(storage, inner_path)
         except MetadataError as exc:
             self.messages.append(str(exc))
             return None
@@ -565,7 +288,7 @@ class _SidecarProblems:
         )
 
 
-def _with_metadata(root: _Root, record: Checkpoint, problems: _SidecarProblems) -> Checkpoint:
+def _with_metadata(root: Root, record: Checkpoint, problems: _SidecarProblems) -> Checkpoint:
     if record.metadata is not None:
         return record
     meta = problems.read(root.storage, root.inner_path(record.name))
@@ -576,8 +299,8 @@ def _with_metadata(root: _Root, record: Checkpoint, problems: _SidecarProblems) 
 
 
 def _local_records(
-    root: _Root,
-    layout: _Layout,
+    root: Root,
+    layout: Layout,
     folder: _Folder,
     *,
     check: bool,
@@ -628,7 +351,7 @@ def _local_records(
     return out
 
 
-def _remote_records(root: _Root, layout: _Layout, folder: _Folder) -> list[Checkpoint]:
+def _remote_records(root: Root, layout: Layout, folder: _Folder) -> list[Checkpoint]:
     """Every complete, non-empty object in a remote leaf folder that reads back."""
     entries = root.storage.listdir(folder.inner)
     names = {e.name for e in entries}
@@ -656,7 +379,7 @@ def _remote_records(root: _Root, layout: _Layout, folder: _Folder) -> list[Check
     return out
 
 
-def _all_records(root: _Root, layout: _Layout, *, check: bool) -> list[Checkpoint]:
+def _all_records(root: Root, layout: Layout, *, check: bool) -> list[Checkpoint]:
     records: list[Checkpoint] = []
     for folder in _folders(root, layout):
         if root.local:
@@ -666,7 +389,7 @@ def _all_records(root: _Root, layout: _Layout, *, check: bool) -> list[Checkpoin
     return records
 
 
-def _ordered(root: _Root, layout: _Layout, records: list[Checkpoint]) -> list[Checkpoint]:
+def _ordered(root: Root, layout: Layout, records: list[Checkpoint]) -> list[Checkpoint]:
     """Records in progress order, reading what the order needs where names lack counters."""
     if not layout.has_counter and records:
         problems = _SidecarProblems()
@@ -678,7 +401,7 @@ def _ordered(root: _Root, layout: _Layout, records: list[Checkpoint]) -> list[Ch
     return records
 
 
-def _with_mtime(root: _Root, record: Checkpoint) -> Checkpoint:
+def _with_mtime(root: Root, record: Checkpoint) -> Checkpoint:
     if record.mtime is not None:
         return record
     try:
@@ -691,7 +414,7 @@ def _with_mtime(root: _Root, record: Checkpoint) -> Checkpoint:
 # --------------------------------------------------------------------------- state
 
 
-def _state_template(root: _Root, call: str) -> tuple[Template | None, dict[str, Any] | None]:
+def _state_template(root: Root, call: str) -> tuple[Template | None, dict[str, Any] | None]:
     """The template named by the root's state file, and the state itself.
 
     Only the template is compiled here, not the layout for walking folders:
@@ -710,10 +433,7 @@ def _state_template(root: _Root, call: str) -> tuple[Template | None, dict[str, 
     except MetadataError as exc:
         recovered = _template_from_sidecars(root)
         if recovered is None:
-            raise TemplateError(
-                f"{exc}, and no template was given; pass the template the checkpoints "
-                f"were saved with, e.g. {call}({root.text!r}, {_EXAMPLE})"
-            ) from None
+            raise _no_template(f"{exc}, and no template was given", root, call) from None
         warnings.warn(
             f"{exc}; finding checkpoints by listing the folder, with the template "
             f"{recovered.text!r} that their sidecars record",
@@ -724,13 +444,14 @@ def _state_template(root: _Root, call: str) -> tuple[Template | None, dict[str, 
     if state is None:
         if root.storage.stat(root.inner or ".") is None:
             return None, None
-        raise TemplateError(
+        raise _no_template(
             f"no template given, and {root.text!r} has no state file ({STATE_NAME}) to "
-            f"read one from; pass the template the checkpoints were saved with, e.g. "
-            f"{call}({root.text!r}, {_EXAMPLE})"
+            "read one from",
+            root,
+            call,
         )
     try:
-        template = _compiled(state["template"])
+        template = cached_template(state["template"])
         if not template.reversible:
             template.parse("")  # raises the TemplateError that says why
     except TemplateError as exc:
@@ -738,7 +459,7 @@ def _state_template(root: _Root, call: str) -> tuple[Template | None, dict[str, 
     return template, state
 
 
-def _template_from_sidecars(root: _Root) -> Template | None:
+def _template_from_sidecars(root: Root) -> Template | None:
     """The template the sidecars in ``root`` record, where they agree on one.
 
     Used only where the state file cannot be read: a truncated state file
@@ -756,7 +477,7 @@ def _template_from_sidecars(root: _Root) -> Template | None:
             for e in entries
             if not e.is_dir
             and e.name.endswith(SIDECAR_SUFFIX)
-            and not e.name.startswith(TMP_PREFIX)
+            and temp_target(e.name) is None
         ),
         key=_natural,
         reverse=True,
@@ -769,37 +490,54 @@ def _template_from_sidecars(root: _Root) -> Template | None:
         if not isinstance(text, str):
             continue
         try:
-            if _compiled(text).parse(side[: -len(SIDECAR_SUFFIX)]) is not None:
+            if cached_template(text).parse(side[: -len(SIDECAR_SUFFIX)]) is not None:
                 found.add(text)
         except TemplateError:
             continue
-    return _compiled(found.pop()) if len(found) == 1 else None
+    return cached_template(found.pop()) if len(found) == 1 else None
 
 
-def _unusable_state_template(root: _Root, call: str, exc: TemplateError) -> TemplateError:
-    return TemplateError(
+def _unusable_state_template(root: Root, call: str, exc: TemplateError) -> TemplateError:
+    return _no_template(
         f"state file {root.path(STATE_NAME)!r} holds a template that cannot be used "
-        f"({exc.reason}), and no template was given; pass the template the "
-        f"checkpoints were saved with, e.g. {call}({root.text!r}, {_EXAMPLE})"
+        f"({exc.reason}), and no template was given",
+        root,
+        call,
     )
 
 
-def _state_layout(root: _Root, call: str) -> tuple[_Layout | None, dict[str, Any] | None]:
-    """Like :func:`_state_template`, with the layout for walking folders."""
-    template, state = _state_template(root, call)
-    if template is None:
-        return None, None
-    return _state_walk_layout(root, call, template), state
+def _no_template(problem: str, root: Root, call: str) -> TemplateError:
+    """An error for a call without a template that needs one, saying how to pass it."""
+    advice = Advice(
+        "pass the template the checkpoints were saved with, e.g. "
+        f"{call}({root.text!r}, template={_EXAMPLE_TEMPLATE!r})",
+        "pass --template with the template the checkpoints were saved with, e.g. "
+        f"--template {_EXAMPLE_TEMPLATE!r}",
+    )
+    return advised(TemplateError(f"{problem}; {advice.api}"), advice)
 
 
-def _state_walk_layout(root: _Root, call: str, template: Template) -> _Layout:
+def _layout_to_walk(root: Root, template: Template | str | None, call: str) -> Layout | None:
+    """The layout of ``template``, or where it is ``None`` of the state file's template.
+
+    Returns ``None`` where no template was given and ``root`` does not exist.
+    """
+    if template is not None:
+        return layout_for(template)
+    named, _ = _state_template(root, call)
+    if named is None:
+        return None
+    return _state_walk_layout(root, call, named)
+
+
+def _state_walk_layout(root: Root, call: str, template: Template) -> Layout:
     try:
-        return _layout(template)
+        return layout_for(template)
     except TemplateError as exc:
         raise _unusable_state_template(root, call, exc) from None
 
 
-def _from_state(root: _Root, template: Template, state: dict[str, Any]) -> Checkpoint | None:
+def _from_state(root: Root, template: Template, state: dict[str, Any]) -> Checkpoint | None:
     """The checkpoint the state file names as latest, if it is still there.
 
     One ``stat`` (one ``info`` request on remote roots), no listing. A state
@@ -836,7 +574,7 @@ def _from_state(root: _Root, template: Template, state: dict[str, Any]) -> Check
 # --------------------------------------------------------------------------- latest
 
 
-def _descending_local(root: _Root, layout: _Layout, folder: _Folder) -> Iterator[Checkpoint]:
+def _descending_local(root: Root, layout: Layout, folder: _Folder) -> Iterator[Checkpoint]:
     """Unchecked records of one local folder, newest first, computed lazily.
 
     The fast path lists the folder once, finds the first progress counter of
@@ -880,8 +618,8 @@ def _descending_local(root: _Root, layout: _Layout, folder: _Folder) -> Iterator
 
 
 def _descending_fast(
-    root: _Root,
-    layout: _Layout,
+    root: Root,
+    layout: Layout,
     folder: _Folder,
     joined: AnyStr,
     texts: list[AnyStr],
@@ -921,7 +659,7 @@ def _descending_fast(
 
 
 def _names_with_counter(
-    root: _Root, layout: _Layout, folder: _Folder, joined: AnyStr, text: AnyStr, value: int
+    root: Root, layout: Layout, folder: _Folder, joined: AnyStr, text: AnyStr, value: int
 ) -> tuple[list[str], list[Checkpoint]]:
     """The names in ``joined`` whose first progress counter is ``value`` (written
     ``text``): the names that match, and records of those whose parts agree."""
@@ -940,7 +678,7 @@ def _names_with_counter(
         # The counter as the record will hold it: where that differs from
         # int(text) ('+5' in a field without a type), the counts disagree and
         # the caller falls back to parsing every name.
-        if values is None or _as_counter(values.get(counter)) != value:
+        if values is None or as_counter(values.get(counter)) != value:
             continue
         matched.append(name)
         if is_reserved(name):
@@ -954,7 +692,7 @@ def _names_with_counter(
 
 
 def _descending_general(
-    root: _Root, layout: _Layout, folder: _Folder, names: list[str]
+    root: Root, layout: Layout, folder: _Folder, names: list[str]
 ) -> Iterator[Checkpoint]:
     records = _local_records(root, layout, folder, check=not layout.has_counter, names=names)
     if not records:
@@ -963,7 +701,7 @@ def _descending_general(
     yield from reversed(records)
 
 
-def _checked_local(root: _Root, record: Checkpoint) -> Checkpoint | None:
+def _checked_local(root: Root, record: Checkpoint) -> Checkpoint | None:
     """The record with its size and time, if it is a non-empty regular file."""
     try:
         st = os.stat(root.inner_path(record.name))
@@ -974,7 +712,7 @@ def _checked_local(root: _Root, record: Checkpoint) -> Checkpoint | None:
     return replace(record, size=st.st_size, mtime=st.st_mtime)
 
 
-def _latest_by_listing(root: _Root, layout: _Layout) -> Checkpoint | None:
+def _latest_by_listing(root: Root, layout: Layout) -> Checkpoint | None:
     folders = _folders(root, layout)
     if not root.local:
         records = []
@@ -1032,7 +770,7 @@ def find_latest(
             ``root``; or no template was given and there is no usable state
             file.
     """
-    where = _open(root)
+    where = open_root(root)
     if template is None:
         named, state = _state_template(where, "find_latest")
         if named is None:
@@ -1043,7 +781,7 @@ def find_latest(
                 return hit
         layout = _state_walk_layout(where, "find_latest", named)
     else:
-        layout = _layout(template)
+        layout = layout_for(template)
     return _latest_by_listing(where, layout)
 
 
@@ -1071,13 +809,10 @@ def scan(root: str | os.PathLike[str], template: Template | str | None = None) -
             ``root``; or no template was given and there is no usable state
             file.
     """
-    where = _open(root)
-    if template is None:
-        layout, _ = _state_layout(where, "scan")
-        if layout is None:
-            return []
-    else:
-        layout = _layout(template)
+    where = open_root(root)
+    layout = _layout_to_walk(where, template, "scan")
+    if layout is None:
+        return []
     return _ordered(where, layout, _all_records(where, layout, check=True))
 
 
@@ -1164,28 +899,16 @@ def find_best(
         TemplateError: as for :func:`find_latest`.
     """
     resolved = resolve_mode(monitor, mode)
-    where = _open(root)
-    if template is None:
-        layout, _ = _state_layout(where, "find_best")
-        if layout is None:
-            return None
-    else:
-        layout = _layout(template)
+    where = open_root(root)
+    layout = _layout_to_walk(where, template, "find_best")
+    if layout is None:
+        return None
     records = _all_records(where, layout, check=not where.local)
     if not records:
         return None
     problems = _SidecarProblems()
     if monitor not in layout.template.fields:
-        records = [_with_metadata(where, r, problems) for r in records]
-        if not any(metric_value(r, monitor)[0] is not None for r in records):
-            raise MissingFieldError(
-                f"monitor {monitor!r} is not a field of template {layout.text!r} and no "
-                f"checkpoint's sidecar records it; rank by one of the template's fields "
-                f"({', '.join(layout.template.fields) or 'none'}) or by a metric the "
-                "sidecars hold",
-                (monitor,),
-                layout.template.fields,
-            )
+        records = _with_sidecar_metric(where, layout, records, monitor, problems)
     if not layout.has_counter:
         records = _ordered(where, layout, records)
 
@@ -1197,6 +920,31 @@ def find_best(
     )
     problems.warn()
     return best
+
+
+def _with_sidecar_metric(
+    root: Root,
+    layout: Layout,
+    records: list[Checkpoint],
+    monitor: str,
+    problems: _SidecarProblems,
+) -> list[Checkpoint]:
+    """Records with their sidecars, for a monitor that is not in the names.
+
+    Raises:
+        MissingFieldError: no sidecar holds ``monitor`` either.
+    """
+    records = [_with_metadata(root, r, problems) for r in records]
+    if not any(metric_value(r, monitor)[0] is not None for r in records):
+        fields = layout.template.fields
+        raise MissingFieldError(
+            f"monitor {monitor!r} is not a field of template {layout.text!r} and no "
+            f"checkpoint's sidecar records it; rank by one of the template's fields "
+            f"({', '.join(fields) or 'none'}) or by a metric the sidecars hold",
+            (monitor,),
+            fields,
+        )
+    return records
 
 
 def best_per_group(
@@ -1237,27 +985,7 @@ def best_per_group(
         TemplateError: ``by`` is ``None`` and a record has no template.
     """
     resolved = resolve_mode(monitor, mode)
-    fields: tuple[str, ...] | None
-    if isinstance(by, str):
-        fields = (by,)
-    elif by is None:
-        fields = None
-    else:
-        fields = tuple(by)
-    groups: dict[tuple[Any, ...], list[Checkpoint]] = {}
-    for record in records:
-        keys = fields if fields is not None else _folder_fields(record)
-        try:
-            group = tuple(record.values[k] for k in keys)
-        except KeyError as exc:
-            raise MissingFieldError(
-                f"checkpoint {record.name!r} has no value for {exc.args[0]!r} to group by "
-                f"(its values: {', '.join(record.values) or 'none'}); group by fields of "
-                "its template",
-                (str(exc.args[0]),),
-                tuple(record.values),
-            ) from None
-        groups.setdefault(group, []).append(record)
+    groups = _grouped(records, by)
     problems = _SidecarProblems()
 
     def with_metadata(record: Checkpoint) -> Checkpoint:
@@ -1279,13 +1007,41 @@ def best_per_group(
     return out
 
 
+def _grouped(
+    records: Iterable[Checkpoint], by: Sequence[str] | str | None
+) -> dict[tuple[Any, ...], list[Checkpoint]]:
+    """Records by the values of their ``by`` fields (see :func:`best_per_group`)."""
+    fields: tuple[str, ...] | None
+    if isinstance(by, str):
+        fields = (by,)
+    elif by is None:
+        fields = None
+    else:
+        fields = tuple(by)
+    groups: dict[tuple[Any, ...], list[Checkpoint]] = {}
+    for record in records:
+        keys = fields if fields is not None else _folder_fields(record)
+        try:
+            group = tuple(record.values[k] for k in keys)
+        except KeyError as exc:
+            raise MissingFieldError(
+                f"checkpoint {record.name!r} has no value for {exc.args[0]!r} to group by "
+                f"(its values: {', '.join(record.values) or 'none'}); group by fields of "
+                "its template",
+                (str(exc.args[0]),),
+                tuple(record.values),
+            ) from None
+        groups.setdefault(group, []).append(record)
+    return groups
+
+
 def _folder_fields(record: Checkpoint) -> tuple[str, ...]:
     if record.template is None:
         raise TemplateError(
             f"checkpoint {record.name!r} has no template to tell its folder fields; "
             "pass by=, e.g. by=('lr',)"
         )
-    layout = _layout(record.template)
+    layout = layout_for(record.template)
     return tuple(dict.fromkeys(f for segment in layout.dirs for f in segment.fields))
 
 

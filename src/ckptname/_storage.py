@@ -1,19 +1,104 @@
-"""Where checkpoints live: the local file system, or any fsspec file system.
+"""Every file operation ckptname performs, on the local disk or through fsspec.
+
+This module is the one place that lists, reads, writes, renames, removes and
+flushes files, and the one place that names temporary files. Everything above
+it (formats, locks, scanning, retention, the callback) asks a :class:`Storage`.
 
 Local paths use ``os`` directly (``os.scandir`` lists a folder with sizes in
 one system call per entry batch). URLs (``s3://bucket/run``, ``memory://x``,
 ``file://...``) go through fsspec, imported only when a URL is used. Listing
 is always one ``ls`` per folder: never a glob, never a walk of the whole tree.
+
+A file is written so that it appears under its name complete or not at all:
+
+=============================  ===============================================
+storage                        :meth:`Storage.write_bytes`
+=============================  ===============================================
+local (:class:`LocalStorage`)  write ``.ckptname-tmp-<id>-<name>`` next to the
+                               file, flush it to disk if asked, then
+                               ``os.replace`` it onto the name; the temporary
+                               file is removed if any step fails
+object store                   one PUT (``pipe_file``), which the store makes
+(:class:`FsspecStorage`)       visible whole or not at all
+=============================  ===============================================
+
+Temporary names come from :func:`temp_name` alone, and :func:`temp_target`
+reads them back: ``.ckptname-tmp-1a2b3c4d5e6f-ep03.keras`` is a write of
+``ep03.keras`` in progress, or left by a run that died (12 random hex digits,
+then the final name). They carry ``.ckptname``, so no template ever matches
+one and scanning skips them.
+
+Local writes call ``open``, ``os.replace`` and ``os.unlink`` when they run
+(never a reference taken at import), so that a test can make them fail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat as _stat
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Entry", "FsspecStorage", "LocalStorage", "Storage", "storage_for"]
+__all__ = [
+    "TMP_PREFIX",
+    "Entry",
+    "FsspecStorage",
+    "LocalStorage",
+    "Storage",
+    "storage_for",
+    "temp_name",
+    "temp_target",
+]
+
+TMP_PREFIX = ".ckptname-tmp-"
+_ID_LENGTH = 12  # hex digits: 48 random bits, so two writers never pick one name
+
+
+def temp_name(name: str) -> str:
+    """A fresh temporary name for a write of the file ``name``.
+
+    Args:
+        name: the final base name (no folder), e.g. ``"ep03.keras"``.
+
+    Returns:
+        ``".ckptname-tmp-<12 hex digits>-<name>"``, a new id at every call.
+
+    Raises:
+        ValueError: ``name`` is empty or holds a ``/``.
+    """
+    if not name or "/" in name or os.sep in name:
+        raise ValueError(f"a temporary name is made from a base name, got {name!r}")
+    return f"{TMP_PREFIX}{os.urandom(_ID_LENGTH // 2).hex()}-{name}"
+
+
+def temp_target(name: str) -> str | None:
+    """The final base name a temporary name (see :func:`temp_name`) stands for.
+
+    ==========================================  ==============
+    name                                        result
+    ==========================================  ==============
+    ``.ckptname-tmp-1a2b3c4d5e6f-b3.keras``     ``"b3.keras"``
+    ``.ckptname-tmp-x7_q2-b3.keras`` (old id)   ``"b3.keras"``
+    ``b3.keras``, ``.ckptname-tmp-b3``          ``None``
+    ==========================================  ==============
+
+    Ids are not checked beyond holding no ``-``: a temporary file left by an
+    older version (``tempfile`` ids of letters, digits and ``_``) still names
+    its target.
+
+    Args:
+        name: a base name, as listed in a folder.
+
+    Returns:
+        The final name, or ``None`` where ``name`` is not a temporary name.
+    """
+    if not name.startswith(TMP_PREFIX) or "/" in name or os.sep in name:
+        return None
+    token, dash, final = name[len(TMP_PREFIX) :].partition("-")
+    if not token or not dash or not final:
+        return None
+    return final
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,37 +112,74 @@ class Entry:
 
 
 class Storage:
-    """The few file operations ckptname needs, on one kind of file system."""
+    """The file operations ckptname needs, on one kind of file system."""
 
     remote = False
 
     def join(self, *parts: str) -> str:
+        """The parts joined into one path."""
         raise NotImplementedError
 
     def listdir(self, path: str) -> list[Entry]:
+        """The entries of a folder (a symbolic link to nothing is listed as a file)."""
         raise NotImplementedError
 
     def exists(self, path: str) -> bool:
+        """Whether ``path`` exists (a symbolic link to nothing does not)."""
+        raise NotImplementedError
+
+    def lexists(self, path: str) -> bool:
+        """Whether ``path`` exists, a symbolic link to nothing included."""
         raise NotImplementedError
 
     def stat(self, path: str) -> Entry | None:
         """The entry for one path (its name is the last part), or ``None`` if absent."""
         raise NotImplementedError
 
-    def size(self, path: str) -> int | None:
-        raise NotImplementedError
-
     def read_bytes(self, path: str) -> bytes:
         raise NotImplementedError
 
-    def write_bytes(self, path: str, data: bytes) -> None:
-        """Write a file so that it appears complete or not at all."""
+    def temp_path(self, path: str) -> str:
+        """A fresh temporary path next to ``path``, named by :func:`temp_name`."""
+        raise NotImplementedError
+
+    def write_temp(self, path: str, data: bytes) -> str:
+        """Write ``data`` to a fresh :meth:`temp_path` of ``path``; return that path.
+
+        On failure the partial temporary file is removed and the error raised.
+        """
+        raise NotImplementedError
+
+    def write_bytes(self, path: str, data: bytes, *, fsync: bool = False) -> None:
+        """Write a file so that it appears complete under its name or not at all.
+
+        Args:
+            path: the file to write (replaced if it exists).
+            data: its content.
+            fsync: flush the content to disk before the rename (local files),
+                so that a power loss leaves the old file or the new one, never
+                an empty one.
+        """
         raise NotImplementedError
 
     def put_file(self, local_path: str, path: str) -> None:
+        """Move or upload the local file ``local_path`` to ``path``."""
+        raise NotImplementedError
+
+    def replace(self, src: str, dst: str) -> None:
+        """Rename ``src`` to ``dst``, replacing ``dst`` if it exists."""
         raise NotImplementedError
 
     def remove(self, path: str) -> None:
+        """Remove one file."""
+        raise NotImplementedError
+
+    def makedirs(self, path: str) -> None:
+        """Create a folder and its parents, if missing."""
+        raise NotImplementedError
+
+    def fsync(self, path: str) -> None:
+        """Flush a file (or, on POSIX, a folder's entries) to disk."""
         raise NotImplementedError
 
     def url(self, path: str) -> str:
@@ -66,6 +188,8 @@ class Storage:
 
 
 class LocalStorage(Storage):
+    """Files on the local disk, through ``os``."""
+
     def join(self, *parts: str) -> str:
         return os.path.join(*parts)
 
@@ -83,6 +207,9 @@ class LocalStorage(Storage):
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
+    def lexists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
     def stat(self, path: str) -> Entry | None:
         try:
             st = os.stat(path)
@@ -91,29 +218,62 @@ class LocalStorage(Storage):
         is_dir = _stat.S_ISDIR(st.st_mode)
         return Entry(os.path.basename(path), is_dir, None if is_dir else st.st_size, st.st_mtime)
 
-    def size(self, path: str) -> int | None:
-        try:
-            return os.stat(path).st_size
-        except OSError:
-            return None
-
     def read_bytes(self, path: str) -> bytes:
         with open(path, "rb") as fh:
             return fh.read()
 
-    def write_bytes(self, path: str, data: bytes) -> None:
-        from ._metadata import write_bytes_atomic
+    def temp_path(self, path: str) -> str:
+        folder, base = os.path.split(path)
+        return os.path.join(folder, temp_name(base))
 
-        write_bytes_atomic(path, data)
+    def write_temp(self, path: str, data: bytes) -> str:
+        # Not flushed here: callers that need the bytes on disk ask for it
+        # (write_bytes(fsync=True), or fsync before their rename).
+        tmp = self.temp_path(path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return tmp
+
+    def write_bytes(self, path: str, data: bytes, *, fsync: bool = False) -> None:
+        tmp = self.write_temp(path, data)
+        try:
+            if fsync:
+                self.fsync(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def put_file(self, local_path: str, path: str) -> None:
         os.replace(local_path, path)
 
+    def replace(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
     def remove(self, path: str) -> None:
         os.unlink(path)
 
+    def makedirs(self, path: str) -> None:
+        if path:
+            os.makedirs(path, exist_ok=True)
+
+    def fsync(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
 
 class FsspecStorage(Storage):
+    """Files on any fsspec file system (object stores, ``memory://``...)."""
+
     remote = True
 
     def __init__(self, fs: Any, protocol: str) -> None:
@@ -149,6 +309,10 @@ class FsspecStorage(Storage):
     def exists(self, path: str) -> bool:
         return bool(self.fs.exists(path))
 
+    def lexists(self, path: str) -> bool:
+        # Object stores have no symbolic links.
+        return self.exists(path)
+
     def stat(self, path: str) -> Entry | None:
         self.fs.invalidate_cache(path)
         try:
@@ -159,25 +323,41 @@ class FsspecStorage(Storage):
         size = None if is_dir else info.get("size")
         return Entry(path.rstrip("/").rsplit("/", 1)[-1], is_dir, size, None)
 
-    def size(self, path: str) -> int | None:
-        try:
-            return int(self.fs.size(path))
-        except (FileNotFoundError, OSError):
-            return None
-
     def read_bytes(self, path: str) -> bytes:
         data: bytes = self.fs.cat_file(path)
         return data
 
-    def write_bytes(self, path: str, data: bytes) -> None:
-        # Object stores make a single PUT visible whole or not at all.
+    def temp_path(self, path: str) -> str:
+        folder, slash, base = path.rpartition("/")
+        return folder + slash + temp_name(base)
+
+    def write_temp(self, path: str, data: bytes) -> str:
+        raise NotImplementedError(
+            "temporary files are for local folders; on an object store write_bytes "
+            "is one PUT, complete or absent"
+        )
+
+    def write_bytes(self, path: str, data: bytes, *, fsync: bool = False) -> None:
+        # Object stores make a single PUT visible whole or not at all, and
+        # durable once it returns: there is nothing to flush.
         self.fs.pipe_file(path, data)
 
     def put_file(self, local_path: str, path: str) -> None:
         self.fs.put_file(local_path, path)
 
+    def replace(self, src: str, dst: str) -> None:
+        # A copy then a delete on object stores: not atomic, unlike os.replace.
+        self.fs.mv(src, dst)
+
     def remove(self, path: str) -> None:
         self.fs.rm_file(path)
+
+    def makedirs(self, path: str) -> None:
+        # Object stores have no folders to create: a key's prefix is its folder.
+        pass
+
+    def fsync(self, path: str) -> None:
+        pass  # a completed PUT is already durable
 
     def url(self, path: str) -> str:
         if self.protocol in ("file", "local"):

@@ -18,14 +18,14 @@ from __future__ import annotations
 import contextlib
 import re
 import string
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._errors import MissingFieldError, RenderError, TemplateError
 
-__all__ = ["Template"]
+__all__ = ["FieldView", "Template"]
 
 # Characters a rendered value may contain: anything but a path separator,
 # a Windows separator or NUL (those are refused at render time).
@@ -70,6 +70,9 @@ _PREFIX = {"x": "0x", "X": "0X", "o": "0o", "b": "0b"}
 _CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")
 _FLOAT_SHAPE = re.compile(r"-?(?:[0-9]+\.[0-9]+(?:e[-+][0-9]+)?|[0-9]e[-+][0-9]+|inf|nan)")
 _SIGN_PREFIX = re.compile(r"[-+ ]?(?:0[xXob])?")
+# The pattern of a non-negative number's sign, by the spec's sign option; a
+# negative number always starts with '-'.
+_NONNEG_SIGN = {"-": "", "+": r"\+", " ": " "}
 
 
 class _Reject(ValueError):
@@ -220,53 +223,51 @@ def _tokenize_angle(text: str) -> list[_Token]:
 
     while i < n:
         c = text[i]
-        if c in "<>" and text.startswith(c * 2, i):
-            if not lit:
-                lit_start = i
-            lit.append(c)
-            i += 2
-            continue
-        if c == ">":
+        if c == ">" and not text.startswith(">>", i):
             raise TemplateError("single '>' is not allowed; write '>>' for a literal '>'", text, i)
-        if c != "<":
-            if not lit:
-                lit_start = i
-            lit.append(c)
-            i += 1
+        if c == "<" and not text.startswith("<<", i):
+            flush(i)
+            tok = _angle_field(text, i)
+            tokens.append(tok)
+            i = tok.end
             continue
-        flush(i)
-        start = i
-        j = i + 1
-        while j < n and text[j] not in ":>!<":
-            j += 1
-        if j == n or text[j] == "<":
-            raise TemplateError(
-                "field is never closed; add '>' or write '<<' for a literal '<'", text, start
-            )
-        name = text[i + 1 : j]
-        if text[j] == "!":
-            raise TemplateError(
-                f"conversion '{text[j : j + 2]}' in field '{name}' is not supported; "
-                "the format spec alone decides how a value is written",
-                text,
-                j,
-            )
-        if text[j] == ">":
-            tokens.append(_Token("", name, "", start, j + 1, j))
-            i = j + 1
+        if not lit:
             lit_start = i
-            continue
-        spec_start = j + 1
-        spec_end = _angle_spec_end(text, spec_start)
-        if spec_end is None:
-            raise TemplateError(
-                "field is never closed; add '>' or write '<<' for a literal '<'", text, start
-            )
-        tokens.append(_Token("", name, text[spec_start:spec_end], start, spec_end + 1, spec_start))
-        i = spec_end + 1
-        lit_start = i
+        lit.append(c)
+        i += 2 if c in "<>" else 1
     flush(n)
     return tokens
+
+
+def _angle_field(text: str, start: int) -> _Token:
+    """The field that opens with the ``<`` at ``start``."""
+    n = len(text)
+    j = start + 1
+    while j < n and text[j] not in ":>!<":
+        j += 1
+    if j == n or text[j] == "<":
+        raise _unclosed_angle(text, start)
+    name = text[start + 1 : j]
+    if text[j] == "!":
+        raise TemplateError(
+            f"conversion '{text[j : j + 2]}' in field '{name}' is not supported; "
+            "the format spec alone decides how a value is written",
+            text,
+            j,
+        )
+    if text[j] == ">":
+        return _Token("", name, "", start, j + 1, j)
+    spec_start = j + 1
+    spec_end = _angle_spec_end(text, spec_start)
+    if spec_end is None:
+        raise _unclosed_angle(text, start)
+    return _Token("", name, text[spec_start:spec_end], start, spec_end + 1, spec_start)
+
+
+def _unclosed_angle(text: str, start: int) -> TemplateError:
+    return TemplateError(
+        "field is never closed; add '>' or write '<<' for a literal '<'", text, start
+    )
 
 
 def _angle_spec_end(text: str, spec_start: int) -> int | None:
@@ -439,12 +440,6 @@ def _alts(parts: list[str], lazy: bool) -> str:
     return "(?:" + "|".join(reversed(parts) if lazy else parts) + ")"
 
 
-def _sign_alternatives(s: _Spec) -> tuple[list[str], str]:
-    """Regex alternatives for the sign of a non-negative number, and for a negative one."""
-    nonneg = {"-": "", "+": r"\+", " ": " "}[s.sign]
-    return [nonneg], "-"
-
-
 def _canonical_digits(typ: str, grouping: str, lazy: bool, nonzero: bool = False) -> str:
     digit, first = _DIGITS[typ]
     q = _q(lazy)
@@ -463,13 +458,13 @@ def _int_pattern(s: _Spec, lazy: bool) -> tuple[str, bool]:
     """Pattern of an integer field, and whether it is exact (no padding to undo)."""
     typ = s.type or "d"
     prefix = re.escape(_PREFIX.get(typ, "")) if s.alt else ""
-    nonneg_signs, neg = _sign_alternatives(s)
+    nonneg = _NONNEG_SIGN[s.sign]
     zero_pad = s.width > 0 and s.fill == "0" and (s.align == "=" or (s.align is None and s.zero))
     if s.width == 0 or (zero_pad and not s.grouping):
         alts = []
         digit, first = _DIGITS[typ]
         q = _q(lazy)
-        for sign, negative in [(x, False) for x in nonneg_signs] + [(neg, True)]:
+        for sign, negative in ((nonneg, False), ("-", True)):
             sign_len = len(sign.replace("\\", ""))
             k = s.width - sign_len - len(prefix.replace("\\", "")) if s.width else 0
             if k <= 1:
@@ -485,8 +480,10 @@ def _int_pattern(s: _Spec, lazy: bool) -> tuple[str, bool]:
             alts.append(sign + prefix + digits)
         return _alts(alts, lazy), True
     body = _alts(
-        [sign + prefix + _canonical_digits(typ, s.grouping, lazy) for sign in nonneg_signs]
-        + [neg + prefix + _canonical_digits(typ, s.grouping, lazy, nonzero=True)],
+        [
+            nonneg + prefix + _canonical_digits(typ, s.grouping, lazy),
+            "-" + prefix + _canonical_digits(typ, s.grouping, lazy, nonzero=True),
+        ],
         lazy,
     )
     unsigned = _canonical_digits(typ, s.grouping, lazy)
@@ -516,7 +513,7 @@ def _float_pattern(s: _Spec, lazy: bool) -> str:
     q = _q(lazy)
     upper = typ in "FEG"
     specials = ["INF", "NAN"] if upper else ["inf", "nan"]
-    nonneg_signs, neg = _sign_alternatives(s)
+    nonneg = _NONNEG_SIGN[s.sign]
     if typ in "fF%":
         precision = 6 if s.precision is None else s.precision
         intpart = _canonical_digits("d", s.grouping, lazy)
@@ -532,8 +529,10 @@ def _float_pattern(s: _Spec, lazy: bool) -> str:
         number = f"[0-9][0-9,_]*{q}(?:\\.[0-9]*{q})?(?:{e}[-+][0-9]+{q})?"
     pct = "%" if typ == "%" else ""
     body = _alts(
-        [sign + _alts([number, *specials], lazy) + pct for sign in nonneg_signs]
-        + [neg + _alts([number, specials[0]], lazy) + pct],
+        [
+            nonneg + _alts([number, *specials], lazy) + pct,
+            "-" + _alts([number, specials[0]], lazy) + pct,
+        ],
         lazy,
     )
     unsigned = _alts([number, *specials], lazy) + pct
@@ -552,16 +551,47 @@ def _str_pattern(s: _Spec, lazy: bool, chars: str = _FREE) -> str:
 def _compile_field(text: str, tok: _Token) -> _Field:
     name = tok.name
     assert name is not None
+    _check_field_name(text, name, tok.start)
+    spec = tok.spec
+    s = _compile_spec(text, name, spec, tok.spec_start)
+    kinds = _kinds(text, name, spec, s.type, tok.spec_start)
+    _refuse_confusable_fill(text, name, s, tok.spec_start)
+    typ = s.type
+    if typ and typ in _INT_TYPES:
+        reading = _int_reading(spec, s)
+    elif typ and typ in _FLOAT_TYPES:
+        reading = _float_reading(spec, s)
+    elif typ == "s":
+        reading = _str_reading(spec, s)
+    else:
+        reading = _shape_reading(spec, s, kinds)
+    tail, prefix_free = _tail_chars(s, kinds)
+    return _Field(
+        name,
+        spec,
+        s,
+        kinds,
+        reading.greedy,
+        reading.lazy,
+        reading.convert,
+        reading.exact,
+        typ == "",
+        tail,
+        prefix_free,
+    )
+
+
+def _check_field_name(text: str, name: str, start: int) -> None:
     if name == "":
         raise TemplateError(
-            "empty field name; name the value to fill in, e.g. {epoch}", text, tok.start
+            "empty field name; name the value to fill in, e.g. {epoch}", text, start
         )
     if name.isdigit():
         raise TemplateError(
             f"positional field '{name}' is not supported; name the value to fill in, "
             "e.g. {epoch}",
             text,
-            tok.start,
+            start,
         )
     for ch in "[]":
         if ch in name:
@@ -569,68 +599,75 @@ def _compile_field(text: str, tok: _Token) -> _Field:
                 f"field name '{name}' contains '{ch}'; indexing is not supported, "
                 "name the key directly",
                 text,
-                tok.start + 1 + name.index(ch),
+                start + 1 + name.index(ch),
             )
-    s = _compile_spec(text, name, tok.spec, tok.spec_start)
-    kinds = _kinds(text, name, tok.spec, s.type, tok.spec_start)
-    _refuse_confusable_fill(text, name, s, tok.spec_start)
-    spec = tok.spec
-    typ = s.type
 
+
+class _Reading(NamedTuple):
+    """How a field's text is matched (greedy and lazy patterns) and converted."""
+
+    greedy: str
+    lazy: str
     convert: Callable[[str], Any]
-    typeless_str = False
-    if typ and typ in _INT_TYPES:
-        greedy, exact = _int_pattern(s, False)
-        lazy = _int_pattern(s, True)[0]
-        base = _BASES[typ]
-        if exact:
-            plain: Callable[[str], int] = int if base == 10 else partial(int, base=base)
-            convert = _strip_commas(plain) if s.grouping == "," else plain
-        else:
-            convert = _checked(spec, s, partial(_int_from, base=base))
-    elif typ and typ in _FLOAT_TYPES:
-        greedy, lazy = _float_pattern(s, False), _float_pattern(s, True)
-        exact = typ in "fF" and not s.width and not s.z and not s.grouping
-        if typ == "%":
-            convert = _checked(spec, s, _float_from_percent)
-        elif exact:
-            convert = partial(_short_float, spec=spec)
-        else:
-            convert = _checked(spec, s, _float_from)
-    elif typ == "s":
-        greedy, lazy = _str_pattern(s, False), _str_pattern(s, True)
-        exact = not s.width
-        convert = str if exact else _checked(spec, s, str)
+    exact: bool  # see _Field.exact
+
+
+def _int_reading(spec: str, s: _Spec) -> _Reading:
+    greedy, exact = _int_pattern(s, False)
+    lazy = _int_pattern(s, True)[0]
+    base = _BASES[s.type]
+    convert: Callable[[str], Any]
+    if exact:
+        plain: Callable[[str], int] = int if base == 10 else partial(int, base=base)
+        convert = _strip_commas(plain) if s.grouping == "," else plain
     else:
-        int_s = _Spec(s.fill, s.align, s.sign, s.z, s.alt, s.zero, s.width, s.grouping, None, "d")
-        float_s = _Spec(
-            s.fill, s.align, s.sign, s.z, s.alt, s.zero, s.width, s.grouping, s.precision, "g"
-        )
+        convert = _checked(spec, s, partial(_int_from, base=base))
+    return _Reading(greedy, lazy, convert, exact)
 
-        def typeless(lazy: bool) -> str:
-            parts = []
-            if spec == "":
-                # str(float): the shape of a repr; "1.50" is refused by the converter.
-                q = _q(lazy)
-                parts.append(
-                    f"-?(?:[0-9]+{q}\\.[0-9]+{q}(?:e[-+][0-9]+{q})?|[0-9]e[-+][0-9]+{q}|inf)|nan"
-                )
-            elif "float" in kinds:
-                parts.append(_float_pattern(float_s, lazy))
-            if "int" in kinds:
-                parts.append(_int_pattern(int_s, lazy)[0])
-            if "str" in kinds:
-                parts.append(_padded(_str_pattern(s, lazy, _WORD), s, lazy))
-            return _alts(parts, lazy)
 
-        greedy, lazy = typeless(False), typeless(True)
-        exact = spec == ""
-        typeless_str = True
-        convert = _infer if exact else _checked(spec, s, _infer_all)
-    tail, prefix_free = _tail_chars(s, kinds)
-    return _Field(
-        name, spec, s, kinds, greedy, lazy, convert, exact, typeless_str, tail, prefix_free
-    )
+def _float_reading(spec: str, s: _Spec) -> _Reading:
+    typ = s.type
+    exact = typ in "fF" and not s.width and not s.z and not s.grouping
+    convert: Callable[[str], Any]
+    if typ == "%":
+        convert = _checked(spec, s, _float_from_percent)
+    elif exact:
+        convert = partial(_short_float, spec=spec)
+    else:
+        convert = _checked(spec, s, _float_from)
+    return _Reading(_float_pattern(s, False), _float_pattern(s, True), convert, exact)
+
+
+def _str_reading(spec: str, s: _Spec) -> _Reading:
+    exact = not s.width
+    convert = str if exact else _checked(spec, s, str)
+    return _Reading(_str_pattern(s, False), _str_pattern(s, True), convert, exact)
+
+
+def _shape_reading(spec: str, s: _Spec, kinds: frozenset[str]) -> _Reading:
+    """A field without a format type: any value its spec can write, told apart by shape."""
+    int_s = replace(s, precision=None, type="d")
+    float_s = replace(s, type="g")
+
+    def pattern(lazy: bool) -> str:
+        parts = []
+        if spec == "":
+            # str(float): the shape of a repr; "1.50" is refused by the converter.
+            q = _q(lazy)
+            parts.append(
+                f"-?(?:[0-9]+{q}\\.[0-9]+{q}(?:e[-+][0-9]+{q})?|[0-9]e[-+][0-9]+{q}|inf)|nan"
+            )
+        elif "float" in kinds:
+            parts.append(_float_pattern(float_s, lazy))
+        if "int" in kinds:
+            parts.append(_int_pattern(int_s, lazy)[0])
+        if "str" in kinds:
+            parts.append(_padded(_str_pattern(s, lazy, _WORD), s, lazy))
+        return _alts(parts, lazy)
+
+    exact = spec == ""
+    convert = _infer if exact else _checked(spec, s, _infer_all)
+    return _Reading(pattern(False), pattern(True), convert, exact)
 
 
 def _tail_chars(s: _Spec, kinds: frozenset[str]) -> tuple[frozenset[str] | None, bool]:
@@ -800,7 +837,7 @@ def _checked(spec: str, s: _Spec, candidates: Callable[[str], Any]) -> Callable[
 # --------------------------------------------------------------------------- values
 
 
-def _normalize(value: Any) -> Any:
+def _plain_value(value: Any) -> Any:
     """Turn NumPy scalars, 0-d arrays and eager tensors into Python values.
 
     Keras converts its logs with ``float()`` before formatting a filepath; doing
@@ -828,16 +865,102 @@ class _BadValue(Exception):
 _PLAIN = frozenset({int, float, str, bool})
 
 
-def _normalize_for(f: _Field, value: Any) -> Any:
+def _plain_value_for(f: _Field, value: Any) -> Any:
     if value is None:
         raise RenderError(f"value None for field '{f.name}'; pass a number or a string")
     try:
-        return _normalize(value)
+        return _plain_value(value)
     except _BadValue as exc:
         raise RenderError(f"value for field '{f.name}' {exc}") from None
 
 
 # --------------------------------------------------------------------------- template
+
+
+def _compile_fields(
+    text: str, style: str, tokens: list[_Token]
+) -> tuple[list[str], list[_Field], str | None]:
+    """The literals and fields of a template, and why it is not reversible (or ``None``).
+
+    There is one more literal than fields: literal ``i`` comes before field ``i``.
+    """
+    literals: list[str] = []
+    fields: list[_Field] = []
+    pending = ""
+    why: str | None = None
+    for tok in tokens:
+        if tok.name is None:
+            pending += tok.literal
+            continue
+        f = _compile_field(text, tok)
+        if fields and pending == "" and why is None:
+            why = _touching(style, fields[-1], f)
+        literals.append(pending)
+        pending = ""
+        fields.append(f)
+    literals.append(pending)
+    return literals, fields, why
+
+
+def _touching(style: str, first: _Field, second: _Field) -> str:
+    why = f"fields '{first.name}' and '{second.name}' touch, so one can run into the other"
+    if first.parsed.width:
+        why += " (widths are minimums: a padded field still takes longer values)"
+    return why + (
+        f"; put a separator between '{first.name}' and '{second.name}', "
+        f"e.g. {_field_source(style, first)}-{_field_source(style, second)}"
+    )
+
+
+def _check_part_lengths(text: str, literals: list[str]) -> None:
+    for literal in literals:
+        for segment in literal.split("/"):
+            if len(segment.encode()) > _MAX_PART_BYTES:
+                raise TemplateError(
+                    f"path part of {len(segment.encode())} bytes; most file systems "
+                    f"allow {_MAX_PART_BYTES}",
+                    text,
+                    text.find(segment[:20]),
+                )
+
+
+def _field_parts(literals: list[str]) -> tuple[int, ...]:
+    """The ``/``-separated parts of a rendered name that hold a field, by index."""
+    parts = set()
+    part = 0
+    for literal in literals[:-1]:
+        part += literal.count("/")
+        parts.add(part)
+    return tuple(sorted(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class FieldView:
+    """One field occurrence of a template, as written; see :attr:`Template.field_views`.
+
+    Attributes:
+        name: the field name, e.g. ``"val_loss"``.
+        spec: the format spec as written: ``"02d"``, ``".2f"``, ``""``.
+        type: the spec's type letter, ``""`` where it has none.
+        kind: what ``parse`` reads the field's text as: ``"int"``,
+            ``"float"``, ``"str"``, or ``"shape"`` for a field without a type,
+            read as an int, a float or a string by the shape of its text.
+    """
+
+    name: str
+    spec: str
+    type: str
+    kind: str
+
+
+def _kind(typ: str) -> str:
+    if typ == "":
+        return "shape"
+    if typ in _INT_TYPES:
+        return "int"
+    if typ in _FLOAT_TYPES:
+        return "float"
+    return "str"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -863,6 +986,11 @@ class Template:
             ``parse`` raises a ``TemplateError`` that says why.
         regex: the compiled, anchored pattern that ``parse`` matches names with,
             one group per field occurrence.
+
+    Tools that describe or search with a template (the command line, the
+    scanner) read it through :attr:`field_views`, :attr:`literals`,
+    :attr:`why_not_reversible` and :meth:`counter_search`, never through its
+    private attributes.
     """
 
     text: str
@@ -879,7 +1007,6 @@ class Template:
     _names: tuple[str, ...] = field(init=False, repr=False)
     _duplicates: bool = field(init=False, repr=False)
     _inexact: tuple[int, ...] = field(init=False, repr=False)
-    _typeless: tuple[int, ...] = field(init=False, repr=False)
     _field_parts: tuple[int, ...] = field(init=False, repr=False)
     _joiner: Callable[..., str] = field(init=False, repr=False)
     _proven_unique: bool = field(init=False, repr=False)
@@ -889,58 +1016,17 @@ class Template:
         if not isinstance(text, str):
             raise TypeError(f"template must be a str, got {type(text).__name__}")
         style, tokens = _tokenize(text, _style)
-        literals: list[str] = []
-        fields: list[_Field] = []
-        pending = ""
-        why: str | None = None
-        prev_field: _Field | None = None
-        for tok in tokens:
-            if tok.name is None:
-                pending += tok.literal
-                continue
-            f = _compile_field(text, tok)
-            if prev_field is not None and pending == "" and why is None:
-                why = (
-                    f"fields '{prev_field.name}' and '{f.name}' touch, so one can run "
-                    "into the other"
-                )
-                if prev_field.parsed.width:
-                    why += " (widths are minimums: a padded field still takes longer values)"
-                why += (
-                    f"; put a separator between '{prev_field.name}' and '{f.name}', "
-                    f"e.g. {_field_source(style, prev_field)}-{_field_source(style, f)}"
-                )
-            literals.append(pending)
-            pending = ""
-            fields.append(f)
-            prev_field = f
-        literals.append(pending)
-        for literal in literals:
-            for segment in literal.split("/"):
-                if len(segment.encode()) > _MAX_PART_BYTES:
-                    raise TemplateError(
-                        f"path part of {len(segment.encode())} bytes; most file systems "
-                        f"allow {_MAX_PART_BYTES}",
-                        text,
-                        text.find(segment[:20]),
-                    )
-        greedy = _join_pattern(literals, [f.greedy for f in fields])
-        lazy = _join_pattern(literals, [f.lazy for f in fields])
+        literals, fields, why = _compile_fields(text, style, tokens)
+        _check_part_lengths(text, literals)
         names = tuple(f.name for f in fields)
-        # Which '/'-separated part of a rendered name each field lands in.
-        field_parts = []
-        part = 0
-        for i in range(len(fields)):
-            part += literals[i].count("/")
-            field_parts.append(part)
         sets = object.__setattr__
         sets(self, "text", text)
         sets(self, "style", style)
         sets(self, "fields", tuple(dict.fromkeys(names)))
         sets(self, "reversible", why is None)
         sets(self, "_why", why)
-        sets(self, "regex", re.compile(greedy, re.S))
-        sets(self, "_lazy", re.compile(lazy, re.S))
+        sets(self, "regex", re.compile(_join_pattern(literals, [f.greedy for f in fields]), re.S))
+        sets(self, "_lazy", re.compile(_join_pattern(literals, [f.lazy for f in fields]), re.S))
         sets(self, "_literals", tuple(literals))
         sets(self, "_fields", tuple(fields))
         sets(self, "_converters", tuple(f.convert for f in fields))
@@ -948,8 +1034,7 @@ class Template:
         sets(self, "_names", names)
         sets(self, "_duplicates", len(set(names)) != len(names))
         sets(self, "_inexact", tuple(i for i, f in enumerate(fields) if not f.exact))
-        sets(self, "_typeless", tuple(i for i, f in enumerate(fields) if f.typeless_str))
-        sets(self, "_field_parts", tuple(sorted(set(field_parts))))
+        sets(self, "_field_parts", _field_parts(literals))
         sets(
             self,
             "_joiner",
@@ -957,6 +1042,39 @@ class Template:
         )
         sets(self, "_proven_unique", why is None and _splits_one_way(literals, fields))
         sets(self, "_risky_parts", any(_risky_parts(literals)))
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def field_views(self) -> tuple[FieldView, ...]:
+        """Every field occurrence, in order, as written in the template.
+
+        A field that appears twice appears twice here; ``fields`` lists names
+        once. ``Template("ep{epoch:02d}-{val_loss:.2f}").field_views`` is
+        ``(FieldView("epoch", "02d", "d", "int"), FieldView("val_loss", ".2f", "f", "float"))``.
+        """
+        return tuple(
+            FieldView(f.name, f.spec, f.parsed.type, _kind(f.parsed.type)) for f in self._fields
+        )
+
+    @property
+    def literals(self) -> tuple[str, ...]:
+        """The literal text around the fields: before the first, between each two, after the last.
+
+        There is one more literal than there are field occurrences, some may be
+        empty, and doubled delimiters are undone: ``Template("a{{{x}}}.h5").literals``
+        is ``("a{", "}.h5")``.
+        """
+        return self._literals
+
+    @property
+    def why_not_reversible(self) -> str | None:
+        """Why names of this template cannot be read back, or ``None`` where they can.
+
+        The same sentence ``parse`` raises in its ``TemplateError``, e.g.
+        "fields 'epoch' and 'batch' touch, so one can run into the other; ...".
+        """
+        return self._why
 
     # ------------------------------------------------------------------ dunder
 
@@ -1016,7 +1134,7 @@ class Template:
         pieces = []
         for f, value in zip(self._fields, raw):
             if type(value) not in _PLAIN:
-                value = _normalize_for(f, value)
+                value = _plain_value_for(f, value)
             try:
                 piece = format(value, f.spec)
             except (ValueError, TypeError, OverflowError) as exc:
@@ -1115,7 +1233,7 @@ class Template:
         # The piece is the canonical text of `back`; for floats that is all that
         # "the same value to the spec's precision" asks; other values must come
         # back themselves (`{x:0<3d}` writes 5 and 500 alike).
-        if not isinstance(back, float) and back != _normalize(value):
+        if not isinstance(back, float) and back != _plain_value(value):
             raise RenderError(
                 f"value {value!r} for field '{f.name}' is written {piece!r}, which reads "
                 f"back as {back!r}; keep the fill character out of the values"
@@ -1170,7 +1288,7 @@ class Template:
         if self._duplicates:
             out: dict[str, Any] = {}
             for key, value in zip(self._names, values):
-                if key in out and not _same(out[key], value):
+                if key in out and not same_value(out[key], value):
                     return None
                 out[key] = value
             return out
@@ -1189,6 +1307,48 @@ class Template:
         return tuple(
             Template(part, _style=self.style) for part in _split_parts(self.text, self.style)
         )
+
+    # ------------------------------------------------------------------ listings
+
+    def counter_search(self, counters: Sequence[str]) -> re.Pattern[str] | None:
+        """A pattern that finds a progress counter in every name of a whole folder listing.
+
+        Searched over ``"\\0" + "\\0".join(names) + "\\0"``, the pattern's
+        ``findall`` gives, for every name that fully matches the template, the
+        text of the first of ``counters`` that the template has. One
+        ``findall`` over the joined listing costs a fraction of a ``parse``
+        per name, because it makes one short string per match instead of a
+        match object and a dict.
+
+        The search finds exactly the names ``parse`` accepts only where the
+        counter is read by ``int`` (a ``d`` type without padding to undo, or
+        no type, where ``int`` reads the same numbers), no field appears
+        twice (``parse`` compares the copies), and nothing in the pattern can
+        match NUL (so no match spans two names). Elsewhere there is no such
+        pattern, and the caller parses every name.
+
+        Args:
+            counters: field names in the order to look for them, e.g.
+                ``("batch", "epoch", "batch_in_epoch")``.
+
+        Returns:
+            The compiled pattern with one group (the counter's text), or
+            ``None``.
+        """
+        if self._duplicates:
+            return None
+        for counter in counters:
+            if counter not in self._names:
+                continue
+            index = self._names.index(counter)
+            convert = self._fields[index].convert
+            if convert is not int and convert is not _infer:
+                return None
+            pattern = _keep_one_group(self.regex.pattern, index + 1)
+            if pattern is None:
+                return None
+            return re.compile("\x00(?:" + pattern + ")(?=\x00)", self.regex.flags)
+        return None
 
 
 def _make_parser(
@@ -1296,7 +1456,8 @@ def _has_long_part(name: str) -> bool:
     return any(len(part.encode()) > _MAX_PART_BYTES for part in name.split("/"))
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two values read from names are the same value (NaN is the same as NaN)."""
     if a == b:
         return True
     return isinstance(a, float) and isinstance(b, float) and a != a and b != b
@@ -1324,3 +1485,103 @@ def _split_parts(text: str, style: str) -> list[str]:
             current = piece
     parts.append(current)
     return parts
+
+
+# --------------------------------------------------------------------------- listings
+
+
+def _keep_one_group(pattern: str, keep: int) -> str | None:
+    """``pattern`` with every capturing group but number ``keep`` made non-capturing.
+
+    Returns ``None`` where the pattern may match NUL or holds something this
+    small reader of regular expressions does not handle (named groups,
+    backreferences, conditionals): the caller then takes the general path.
+    """
+    out: list[str] = []
+    group = 0
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            size = _escape_size(pattern, i)
+            if size is None:
+                return None
+            out.append(pattern[i : i + size])
+            i += size
+        elif c == "[":
+            end = _class_end(pattern, i)
+            if end is None:
+                return None
+            out.append(pattern[i:end])
+            i = end
+        elif c == "(":
+            if pattern.startswith("(?", i):
+                kind = pattern[i + 2 : i + 3]
+                if kind in ("P", "(", "") or (kind == "<" and pattern[i + 3 : i + 4] not in "=!"):
+                    return None  # named group, conditional: not worth handling
+                out.append("(?")
+                i += 2
+            else:
+                group += 1
+                out.append("(" if group == keep else "(?:")
+                i += 1
+        elif c in ".\x00":
+            return None
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+
+
+def _escape_size(pattern: str, i: int) -> int | None:
+    """Length of the escape at ``pattern[i]``, or ``None`` if it may match NUL."""
+    kind = pattern[i + 1 : i + 2]
+    if kind in _HEX_ESCAPES:
+        digits = pattern[i + 2 : i + 2 + _HEX_ESCAPES[kind]]
+        try:
+            if int(digits, 16) == 0:
+                return None
+        except ValueError:
+            return None
+        return 2 + len(digits)
+    if kind == "" or kind.isdigit() or kind in "DSWN":
+        return None  # octal/NUL, backreference, classes that include NUL
+    return 2
+
+
+def _class_end(pattern: str, start: int) -> int | None:
+    """End of the character class at ``start``, or ``None`` if it may match NUL."""
+    i = start + 1
+    negated = pattern.startswith("^", i)
+    if negated:
+        i += 1
+    if pattern.startswith("]", i):
+        i += 1
+    excludes_nul = False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "]":
+            # A negated class matches NUL unless it lists it; a positive one
+            # has already been refused if it lists it.
+            return i + 1 if (excludes_nul or not negated) else None
+        if c == "\\":
+            kind = pattern[i + 1 : i + 2]
+            if kind == "x" and pattern[i + 2 : i + 4] == "00":
+                if not negated:
+                    return None
+                excludes_nul = True
+                i += 4
+                continue
+            size = _escape_size(pattern, i)
+            if size is None:
+                return None
+            i += size
+            continue
+        if c == "\x00":
+            return None
+        i += 1
+    return None

@@ -1,7 +1,11 @@
 """The ``ckptname`` command: look at checkpoint folders and templates from a shell.
 
-Exit codes: 0 success, 1 nothing found, 2 bad usage or a bad template. A user
-error prints one line (or a template with a caret) on stderr, never a traceback.
+Exit codes: 0 success; 1 nothing found, or a file system or network error
+(``OSError``); 2 bad usage: a bad template, bad arguments or values, or an
+optional package the command needs that is not installed. An error prints one
+line (or a template with a caret) on stderr, never a traceback; where the
+library's message says how to fix a call (``pass mode='min'``), the command
+line says it with its flags (``pass --mode min``).
 """
 
 from __future__ import annotations
@@ -11,24 +15,29 @@ import functools
 import json
 import math
 import os
-import re
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from . import __version__
 from ._errors import CkptnameError, TemplateError
 from ._metadata import read_metadata
+from ._rank import COUNTERS
 from ._retention import apply_retention, plan_retention
 from ._scan import Checkpoint, find_best, find_latest, scan
 from ._template import Template
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    _Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
+EXIT_IO_ERROR = 1
 EXIT_USAGE = 2
 
-_COUNTERS = ("epoch", "batch", "batch_in_epoch")
 _WINDOWS_INVALID = set(':*?"|\\')
 
 
@@ -99,7 +108,7 @@ def check_notes(t: Template) -> list[str]:
             "the template leaves its folder ('/' at the start or a '..' part): scanning "
             "needs a template relative to the checkpoint folder"
         )
-    if not any(c in t.fields for c in _COUNTERS):
+    if not any(c in t.fields for c in COUNTERS):
         notes.append(
             "no epoch, batch or batch_in_epoch field: the latest checkpoint is found from "
             "the metadata sidecars, then from modification times; add {epoch} or {batch}"
@@ -109,24 +118,23 @@ def check_notes(t: Template) -> list[str]:
             "{batch} is the global batch count here (Keras's ModelCheckpoint writes the "
             "index inside the epoch there; that is {batch_in_epoch})"
         )
-    for f in t._fields:
-        spec = f.parsed
+    for f in t.field_views:
         if f.name.startswith("val_"):
             notes.append(
                 f"'{f.name}' is a validation metric: it exists only at epoch end, so save "
                 "with save_freq='epoch'"
             )
-        if spec.type in ("f", "F", "e", "E", "%") or (spec.type in ("g", "G")):
+        if f.kind == "float":
             notes.append(
                 f"'{f.name}' is rounded in the name, so close values share a name; "
                 "find_best breaks such ties with the exact value in the metadata sidecar"
             )
-        if spec.type == "" and f.spec == "" and f.name not in _COUNTERS:
+        if f.spec == "" and f.name not in COUNTERS:
             notes.append(
                 f"'{f.name}' has no format type: it is read back by its shape, and a "
                 f"string there cannot hold a dot; give it a type, e.g. {{{f.name}:s}}"
             )
-    literal = "".join(t._literals)
+    literal = "".join(t.literals)
     bad = sorted(_WINDOWS_INVALID & set(literal))
     if bad:
         notes.append(f"{', '.join(repr(c) for c in bad)} cannot appear in Windows file names")
@@ -143,25 +151,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"style:      {t.style}")
     kinds: list[str] = []
     seen: set[str] = set()
-    for f in t._fields:
+    for f in t.field_views:
         if f.name in seen:
             continue
         seen.add(f.name)
-        typ = f.parsed.type
-        kind = (
-            "int"
-            if typ in "dxXob" and typ
-            else "float"
-            if typ in "fFeEgG%" and typ
-            else "str"
-            if typ == "s"
-            else "read by shape"
-        )
+        kind = "read by shape" if f.kind == "shape" else f.kind
         kinds.append(f"{f.name} ({kind}{', ' + f.spec if f.spec else ''})")
     print(f"fields:     {', '.join(kinds) if kinds else '(none)'}")
-    if not t.reversible:
-        assert t._why is not None
-        print(f"reversible: no: {t._why}")
+    why_not = t.why_not_reversible
+    if why_not is not None:
+        print(f"reversible: no: {why_not}")
         return EXIT_USAGE
     print("reversible: yes")
     notes = check_notes(t)
@@ -223,7 +222,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     metrics: list[str] = []
     for record in records:
         for key in record.values:
-            if key not in ("epoch", "batch", "batch_in_epoch") and key not in metrics:
+            if key not in COUNTERS and key not in metrics:
                 metrics.append(key)
     header = ["name", "epoch", "batch", *metrics, "size", "age"]
     now = time.time()
@@ -366,45 +365,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ckptname {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_folder_commands(sub)
+    _add_template_commands(sub)
+    return parser
 
-    template_help = "template relative to ROOT (default: the one in ROOT's state file)"
-    p = sub.add_parser("ls", help="list checkpoints in progress order")
-    p.add_argument("root", help="a folder or a URL (s3://bucket/run)")
-    p.add_argument("--template", "-t", help=template_help)
-    p.add_argument("--json", action="store_true", help="one JSON record per checkpoint")
-    p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("latest", help="the newest complete checkpoint")
-    p.add_argument("root")
-    p.add_argument("--template", "-t", help=template_help)
-    p.add_argument("--json", action="store_true", help="print the record, not the path")
-    p.set_defaults(func=cmd_latest)
+def _add_folder_commands(sub: _Subparsers) -> None:
+    """The commands that read (and prune) a folder of checkpoints."""
+    p = _folder_command(sub, "ls", "list checkpoints in progress order", cmd_ls)
+    _template_option(p, json_help="one JSON record per checkpoint")
 
-    p = sub.add_parser("best", help="the best checkpoint by a metric")
-    p.add_argument("root")
+    p = _folder_command(sub, "latest", "the newest complete checkpoint", cmd_latest)
+    _template_option(p, json_help="print the record, not the path")
+
+    p = _folder_command(sub, "best", "the best checkpoint by a metric", cmd_best)
     p.add_argument("--monitor", "-m", required=True, help="e.g. val_loss")
-    p.add_argument("--mode", choices=("min", "max", "auto"), default="auto")
-    p.add_argument("--template", "-t", help=template_help)
-    p.add_argument("--json", action="store_true", help="print the record, not the path")
-    p.set_defaults(func=cmd_best)
+    _mode_option(p)
+    _template_option(p, json_help="print the record, not the path")
 
-    p = sub.add_parser("prune", help="show (and with --yes apply) a retention plan")
-    p.add_argument("root")
+    p = _folder_command(sub, "prune", "show (and with --yes apply) a retention plan", cmd_prune)
     p.add_argument("--keep-last", type=int, metavar="N")
     p.add_argument("--keep-best", type=int, metavar="K")
     p.add_argument("--monitor", "-m")
-    p.add_argument("--mode", choices=("min", "max", "auto"), default="auto")
-    p.add_argument("--template", "-t", help=template_help)
+    _mode_option(p)
+    _template_option(p)
     p.add_argument("--yes", action="store_true", help="delete; without it, only show the plan")
-    p.set_defaults(func=cmd_prune)
 
-    p = sub.add_parser("plot", help="a metric against the global batch, one line per run")
-    p.add_argument("root")
+    p = _folder_command(
+        sub, "plot", "a metric against the global batch, one line per run", cmd_plot
+    )
     p.add_argument("--metric", "-m", required=True)
-    p.add_argument("--template", "-t", help=template_help)
+    _template_option(p)
     p.add_argument("-o", "--output", help="PNG file (default: ckptname-METRIC.png)")
-    p.set_defaults(func=cmd_plot)
 
+
+def _add_template_commands(sub: _Subparsers) -> None:
+    """The commands that work on a template alone."""
     p = sub.add_parser("render", help="fill a template: ckptname render T epoch=3 val_loss=0.5")
     p.add_argument("template")
     p.add_argument("values", nargs="*", metavar="key=value")
@@ -418,17 +414,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="is a template valid and reversible; what will go wrong")
     p.add_argument("template")
     p.set_defaults(func=cmd_check)
-    return parser
 
 
-def _in_cli_words(message: str) -> str:
-    """The library's advice, spelled as command-line flags."""
-    for api, flag in (
-        ("pass mode='min' or mode='max'", "pass --mode min or --mode max"),
-        ("pass the template", "pass --template with the template"),
-    ):
-        message = message.replace(api, flag)
-    return re.sub(r"e\.g\. \w+\([^()]*template=('[^']*')\)", r"e.g. --template \1", message)
+def _folder_command(
+    sub: _Subparsers, name: str, help: str, func: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help)
+    p.add_argument("root", help="a folder or a URL (s3://bucket/run)")
+    p.set_defaults(func=func)
+    return p
+
+
+def _template_option(p: argparse.ArgumentParser, *, json_help: str | None = None) -> None:
+    p.add_argument(
+        "--template",
+        "-t",
+        help="template relative to ROOT (default: the one in ROOT's state file)",
+    )
+    if json_help is not None:
+        p.add_argument("--json", action="store_true", help=json_help)
+
+
+def _mode_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=("min", "max", "auto"), default="auto")
+
+
+def _in_cli_words(exc: BaseException) -> str:
+    """The error's message, with its way out spelled as command-line flags."""
+    message = str(exc)
+    advice = getattr(exc, "advice", None)
+    if advice is not None:
+        message = message.replace(advice.api, advice.cli)
+    return message
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -441,8 +458,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except (_UsageError, CkptnameError, ValueError, LookupError, OSError, ImportError) as exc:
-        print(f"ckptname {args.command}: {_in_cli_words(str(exc))}", file=sys.stderr)
+    except OSError as exc:  # before CkptnameError: a failed save is both
+        print(f"ckptname {args.command}: {_in_cli_words(exc)}", file=sys.stderr)
+        return EXIT_IO_ERROR
+    except (_UsageError, CkptnameError, ValueError, LookupError, ImportError) as exc:
+        print(f"ckptname {args.command}: {_in_cli_words(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,368 @@
+"""Keras-specific helpers of the callback: counters, metric state, saving, the chief.
+
+This module is reserved for what needs Keras (or a backend) to answer: the
+optimizer's batch counter, the running sums behind the logged metric means,
+the direction Keras knows for a compiled metric, which process writes, and
+writing the model. Everything above it asks through these functions; the
+counting, best tracking and save transaction below it never import Keras.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+
+from ._errors import CkptnameWarning
+
+__all__ = [
+    "batch_counter",
+    "direction_from_model",
+    "is_chief",
+    "jsonable",
+    "metric_state",
+    "public_iterations",
+    "pythonify",
+    "restore_metric_state",
+    "save_model",
+]
+
+
+def save_model(model: Any, target: str, *, weights_only: bool) -> None:
+    """Write ``model`` (or its weights) to ``target`` as Keras would, a little faster."""
+    with saving_cache():
+        if weights_only:
+            model.save_weights(target, overwrite=True)
+        else:
+            model.save(target, overwrite=True)
+
+
+def to_numpy(value: Any) -> Any:
+    """A tensor, variable or scalar of any backend as a NumPy array.
+
+    PyTorch tensors are detached and moved to the CPU first; TensorFlow and
+    JAX values are read with ``.numpy()`` where they have it (converting the
+    value itself makes NumPy 2 warn about TensorFlow's ``__array__``).
+    """
+    if isinstance(value, (np.ndarray, np.generic)):
+        return np.asarray(value)
+    if keras.backend.backend() == "torch":
+        tensor = getattr(value, "value", value)  # a Keras variable holds a torch tensor
+        detach = getattr(tensor, "detach", None)
+        if detach is not None:
+            return detach().cpu().numpy()
+    read = getattr(value, "numpy", None)
+    if callable(read):
+        return np.asarray(read())
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def _is_tensor_like(value: Any) -> bool:
+    return isinstance(value, np.ndarray) or hasattr(value, "numpy") or hasattr(value, "detach")
+
+
+def jsonable(key: Any, value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    elif _is_tensor_like(value):
+        array = to_numpy(value)
+        value = array.item() if array.ndim == 0 else array.tolist()
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"extras value for {key!r} is a {type(value).__name__}, which cannot be stored as "
+            "JSON; pass numbers, strings, booleans, None, or lists and dicts of them"
+        ) from None
+    return value
+
+
+def pythonify(logs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Logs as plain Python numbers (a hand-written loop may pass tensors)."""
+    if not logs:
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in logs.items():
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            out[key] = value
+            continue
+        try:
+            arr = to_numpy(value) if _is_tensor_like(value) else np.asarray(value)
+        except Exception:  # keep a value that does not convert as it is
+            out[key] = value
+            continue
+        out[key] = arr.item() if arr.ndim == 0 and arr.dtype.kind in "iuf" else value
+    return out
+
+
+def batch_counter(model: Any) -> int | None:
+    """How many batches the model's optimizer has applied, or ``None`` without one.
+
+    With gradient accumulation ``optimizer.iterations`` counts updates, not
+    batches; the raw counter underneath counts batches. A loss-scale wrapper
+    delegates to its inner optimizer.
+    """
+    opt = getattr(model, "optimizer", None)
+    if opt is None:
+        return None
+    while hasattr(opt, "inner_optimizer"):
+        opt = opt.inner_optimizer
+    var = getattr(opt, "_iterations", None)
+    if var is None:
+        var = getattr(opt, "iterations", None)
+    if var is None:
+        return None
+    return _int_of(var)
+
+
+def _int_of(variable: Any) -> int | None:
+    """The value of a scalar counter variable (read directly: half the cost of a conversion)."""
+    try:
+        return int(to_numpy(variable))
+    except (TypeError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def saving_cache() -> Iterator[None]:
+    """Let Keras reuse the attribute skip-sets it computes on every save.
+
+    Keras 3 (3.15) caches the sets of attributes its saver skips under
+    ``saving_attr_skipset_<type>`` but looks them up under
+    ``saving_attr_skiplist_<type>``, so each save builds reference layers and
+    optimizers again: about a third of the time of a small model's
+    ``model.save`` and half of ``save_weights``. For the duration of our own
+    save, the sets Keras already computed are also put where it looks; they
+    depend only on Keras's base classes, so reusing them changes nothing but
+    the time. Afterwards Keras's state is as it was, so other code in the
+    process sees stock Keras. Where the names match (a fixed Keras) or the
+    internals differ, this does nothing.
+    """
+    added: list[str] = []
+    try:
+        from keras.src.backend.common import global_state
+
+        tracker = vars(global_state.GLOBAL_STATE_TRACKER)
+        for key in list(tracker):
+            if key.startswith("saving_attr_skipset_") and tracker[key] is not None:
+                alias = "saving_attr_skiplist_" + key[len("saving_attr_skipset_") :]
+                if tracker.get(alias) is None:
+                    tracker[alias] = tracker[key]
+                    added.append(alias)
+    except (ImportError, AttributeError, TypeError):
+        added = []
+    try:
+        yield
+    finally:
+        if added:
+            tracker = vars(global_state.GLOBAL_STATE_TRACKER)
+            for alias in added:
+                tracker.pop(alias, None)
+
+
+def metric_state(model: Any) -> dict[str, list[Any]] | None:
+    """The values of the variables of ``model.metrics``, by metric name, as JSON lists.
+
+    These are the running sums behind the means Keras logs for the current
+    epoch (``loss``: ``[total, count]``; compiled metrics: each metric's
+    variables in order). Read only at saves; a model whose metrics cannot be
+    read gives ``None`` (the sidecar then has no ``metric_state``).
+    """
+    try:
+        metrics = list(model.metrics)
+    except Exception:  # no model, or one without compiled metrics
+        return None
+    state: dict[str, list[Any]] = {}
+    for metric in metrics:
+        name = getattr(metric, "name", None)
+        variables = getattr(metric, "variables", None)
+        if not isinstance(name, str) or not variables or name in state:
+            continue
+        try:
+            values = [np.asarray(to_numpy(v)) for v in variables]
+        except Exception:  # a variable that does not read back: leave the metric out
+            continue
+        state[name] = [a.item() if a.ndim == 0 else a.tolist() for a in values]
+    return state or None
+
+
+def restore_metric_state(
+    model: Any, state: Mapping[str, Any], epoch: int, *, final: bool
+) -> list[str]:
+    """Put recorded metric variables back (see :func:`metric_state`).
+
+    Returns the names of the recorded metrics whose variables do not exist
+    yet (Keras builds compiled metrics lazily); with ``final`` those are
+    reported instead. A metric whose recorded values do not fit its
+    variables (the model was compiled with other metrics) is left as Keras
+    reset it, with a :class:`~ckptname.CkptnameWarning`: its mean then covers
+    only the batches after the resume. Metrics the record does not name are
+    left alone silently.
+    """
+    try:
+        metrics = list(model.metrics)
+    except Exception:  # no metrics to restore into
+        metrics = []
+    skipped: list[str] = []
+    unbuilt: list[str] = []
+    for metric in metrics:
+        name = getattr(metric, "name", None)
+        values = state.get(name) if isinstance(name, str) else None
+        if values is None:
+            continue
+        variables = list(getattr(metric, "variables", None) or [])
+        if not variables and not final:
+            unbuilt.append(str(name))
+            continue
+        arrays = []
+        if isinstance(values, list) and len(values) == len(variables):
+            for var, value in zip(variables, values, strict=True):
+                try:
+                    arr = np.asarray(value, dtype=keras.backend.standardize_dtype(var.dtype))
+                except (TypeError, ValueError):
+                    break
+                if tuple(arr.shape) != tuple(var.shape):
+                    break
+                arrays.append(arr)
+        if not variables or len(arrays) != len(variables):
+            skipped.append(str(name))
+            continue
+        for var, arr in zip(variables, arrays, strict=True):
+            var.assign(arr)
+    if skipped:
+        warnings.warn(
+            f"the running values of {', '.join(repr(s) for s in skipped)} recorded in the "
+            f"checkpoint do not fit the model's metrics; their means in epoch {epoch + 1} "
+            "cover only the batches after the resume",
+            CkptnameWarning,
+            stacklevel=3,
+        )
+    return unbuilt
+
+
+def public_iterations(model: Any) -> int | None:
+    opt = getattr(model, "optimizer", None)
+    if opt is None or getattr(opt, "iterations", None) is None:
+        return None
+    return _int_of(opt.iterations)
+
+
+def direction_from_model(model: Any, monitor: str) -> str | None:
+    """The direction Keras itself knows for a compiled metric (``_direction``)."""
+    name = monitor.removeprefix("val_")
+    if name == "loss":
+        return "min"
+    if model is None:
+        return None
+    try:
+        metrics = list(model.metrics)
+    except Exception:  # a model without metrics: decide by name
+        return None
+    flat: list[Any] = []
+    for m in metrics:
+        flat.extend(getattr(m, "metrics", None) or [m])
+    for m in flat:
+        if getattr(m, "name", None) == name:
+            direction = getattr(m, "_direction", None)
+            if direction == "up":
+                return "max"
+            if direction == "down":
+                return "min"
+    return None
+
+
+def is_chief() -> bool:
+    """Whether this process is the one that writes, from the cluster configuration.
+
+    ========================  ==============================================
+    backend                   the chief
+    ========================  ==============================================
+    JAX                       process 0 (``jax.process_index()``)
+    PyTorch                   rank 0 of ``torch.distributed`` where it is
+                              initialized, else this process
+    TensorFlow                ``TF_CONFIG``: the ``chief`` task, else
+                              worker 0 of a cluster without a chief; no
+                              ``TF_CONFIG``: this process
+    ========================  ==============================================
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax  # type: ignore[import-not-found,unused-ignore]  # only on the JAX backend
+
+        return bool(jax.process_index() == 0)
+    if backend == "torch":
+        import torch.distributed as dist  # type: ignore[import-not-found,unused-ignore]
+
+        initialized = dist.is_available() and dist.is_initialized()
+        return not initialized or dist.get_rank() == 0
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        return True
+    task = config.get("task") or {}
+    kind = task.get("type")
+    if kind in (None, "chief"):
+        return True
+    if kind == "worker":
+        return int(task.get("index", 0)) == 0 and "chief" not in (config.get("cluster") or {})
+    return False
+
+
+def restore_metrics(
+    model: Any, state: Mapping[str, Any], epoch: int, still_first: Any
+) -> Any:
+    """Put the running sums of an interrupted epoch back into the model's metrics.
+
+    Keras resets the metrics right before ``on_epoch_begin`` (TensorFlow
+    trainer: ``reset_metrics()`` then ``callbacks.on_epoch_begin``), so what
+    is assigned here is what the epoch's first step adds to, and the logged
+    means continue as if training had not stopped.
+
+    On the TensorFlow backend without a distribution strategy, Keras creates
+    the variables of the compiled metrics only when it traces the first step.
+    Those are restored at that first step instead: the model's
+    ``train_function`` is wrapped for one call, which builds the metrics from
+    the input's ``element_spec`` (Keras's own symbolic build, as it does under
+    a strategy), restores them and runs the step, provided ``still_first()``
+    says no batch of the epoch has run yet.
+
+    Returns:
+        A function that removes the one-call wrapper if no step ran, or
+        ``None`` where no wrapper was needed.
+    """
+    unbuilt = restore_metric_state(model, state, epoch, final=False)
+    if not unbuilt:
+        return None
+    rest = {name: state[name] for name in unbuilt}
+    original = getattr(model, "train_function", None)
+    if original is None:
+        # A hand-written loop: no step of Keras's to hook into.
+        restore_metric_state(model, rest, epoch, final=True)
+        return None
+
+    def first_step(iterator: Any, *args: Any, **kwargs: Any) -> Any:
+        model.train_function = original
+        if still_first():
+            spec = getattr(iterator, "element_spec", None)
+            build = getattr(model, "_symbolic_build", None)
+            if spec is not None and build is not None:
+                with contextlib.suppress(Exception):  # then reported as not restored
+                    build(data_batch=spec)
+            restore_metric_state(model, rest, epoch, final=True)
+        return original(iterator, *args, **kwargs)
+
+    def unwrap() -> None:
+        if getattr(model, "train_function", None) is first_step:
+            model.train_function = original
+
+    model.train_function = first_step
+    return unwrap

@@ -1,0 +1,482 @@
+"""The save transaction of one checkpoint folder, and the folder's upkeep around it.
+
+This module is reserved for what the callback does to its folder: write a
+checkpoint, its sidecar and the state file so that a kill at any moment is
+safe; check the folder at train begin; remove what killed saves left; and
+prune. The model itself is written by a function the caller passes in, so
+this module imports neither Keras nor TensorFlow and can be tested with a
+fake writer.
+
+The local save order (see :meth:`CheckpointFolder.save`):
+
+1. the model is written (and flushed) under a temporary name;
+2. the sidecar is written under a temporary name and renamed into place;
+3. the state file is rewritten to name the new checkpoint;
+4. the model is renamed to its name.
+
+On an object store the model is uploaded, then the sidecar (its commit
+marker), then the state file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ._errors import CheckpointError, CheckpointSaveError, MetadataError
+from ._metadata import (
+    LOCK_NAME,
+    SIDECAR_SUFFIX,
+    STATE_NAME,
+    encode,
+    is_reserved,
+    read_sidecar,
+    read_state,
+    sidecar_path,
+    state_record,
+)
+from ._rank import as_counter, can_win
+from ._retention import RetentionPlan, apply_retention, plan_retention
+from ._scan import Checkpoint, scan
+from ._storage import storage_for, temp_target
+from ._template import Template
+
+__all__ = ["CheckpointFolder", "StartCheck", "split_filepath"]
+
+T = TypeVar("T")
+
+# A temporary lock file younger than this may belong to a run taking the lock
+# right now; older ones were left by a run killed while taking it.
+_STALE_LOCK_TEMP_SECONDS = 60
+
+
+def split_filepath(filepath: str) -> tuple[str, Template]:
+    """Split a callback filepath into its fixed folder (the root) and the template below it.
+
+    The root is the part before the first path part with a field; the state
+    file, the checks and retention work in it.
+
+    ==================================  ==============  =========================
+    filepath                            folder          template
+    ==================================  ==============  =========================
+    ``ckpts/b{batch}.keras``            ``ckpts``       ``b{batch}.keras``
+    ``/runs/a/lr{lr}/b{batch}.keras``   ``/runs/a``     ``lr{lr}/b{batch}.keras``
+    ``b{batch}.keras``                  ``.``           ``b{batch}.keras``
+    ``s3://bk/run/b{batch}.keras``      ``s3://bk/run``  ``b{batch}.keras``
+    ``ckpts/best.keras``                ``ckpts``       ``best.keras``
+    ==================================  ==============  =========================
+
+    Raises:
+        TemplateError: ``filepath`` is not a valid template.
+    """
+    segments = Template(filepath).segments
+    first = next((i for i, seg in enumerate(segments) if seg.fields), len(segments) - 1)
+    root = "/".join(seg.render({}) for seg in segments[:first])
+    if not root and first > 0:
+        root = "/"  # an absolute path: the empty part before the first '/'
+    rel = "/".join(seg.text for seg in segments[first:])
+    return root or ".", Template(rel)
+
+
+@dataclass(frozen=True, slots=True)
+class _Save:
+    """One save in progress: where, the sidecar's bytes, the model writer, the state entries."""
+
+    path: str
+    data: bytes
+    write_model: Callable[[str], None]
+    entry: dict[str, Any]
+    best: Mapping[str, Any] | None
+    previous_best: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class StartCheck:
+    """What the folder says at train begin, for a run whose count starts at ``seed``.
+
+    Attributes:
+        at_seed: the checkpoints saved at exactly the seed count (the one the
+            counters continue from), in progress order.
+        epoch_without_batch: the latest epoch among checkpoints whose batch
+            count is unknown (names and sidecars without it), or ``None``.
+    """
+
+    at_seed: tuple[Checkpoint, ...]
+    epoch_without_batch: int | None
+
+
+class CheckpointFolder:
+    """One checkpoint folder (the root) and the template of its checkpoints.
+
+    Attributes:
+        root: the folder as the user gave it (a path or URL).
+        template: the checkpoints' template, relative to ``root``.
+        storage: the storage holding the folder; ``inner`` its path there.
+        latest: the ``latest`` entry of the state file this run last wrote.
+    """
+
+    def __init__(self, filepath: str, *, fsync: bool = True) -> None:
+        self.root, self.template = split_filepath(filepath)
+        self.storage, self.inner = storage_for(self.root)
+        self.fsync = fsync
+        self.latest: dict[str, Any] | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.storage.remote
+
+    def path(self, name: str) -> str:
+        """The storage path of a checkpoint name relative to the root."""
+        return self.storage.join(self.inner, name)
+
+    def url(self, path: str) -> str:
+        return self.storage.url(path)
+
+    def relative(self, path: str) -> str:
+        """A checkpoint's storage path as a name relative to the root."""
+        prefix = self.storage.join(self.inner, "")
+        return path[len(prefix) :] if path.startswith(prefix) else path
+
+    # ------------------------------------------------------------------ reading
+
+    def records(self) -> list[Checkpoint]:
+        """The complete checkpoints of the template in the folder, oldest first."""
+        try:
+            return list(scan(self.root, self.template))
+        except FileNotFoundError:
+            return []
+
+    def read_state(self) -> dict[str, Any] | None:
+        """The folder's state file, or ``None`` where it is missing or unreadable."""
+        try:
+            return read_state(self.storage, self.inner)
+        except MetadataError:
+            return None
+
+    def sidecar(self, record: Checkpoint) -> dict[str, Any] | None:
+        """A checkpoint's sidecar, or ``None`` where it is missing or unreadable."""
+        try:
+            return read_sidecar(self.storage, self._inner_of(record))
+        except (MetadataError, OSError):
+            return None
+
+    def with_sidecar(self, record: Checkpoint) -> Checkpoint:
+        if record.metadata is not None:
+            return record
+        meta = self.sidecar(record)
+        return record if meta is None else dataclasses.replace(record, metadata=meta)
+
+    def _inner_of(self, record: Checkpoint) -> str:
+        return storage_for(record.path)[1] if self.remote else record.path
+
+    # ------------------------------------------------------------------ train begin
+
+    def check_start(self, seed: int, records: Sequence[Checkpoint]) -> StartCheck:
+        """Refuse a folder holding later checkpoints than the run's count ``seed``.
+
+        Raises:
+            CheckpointError: a checkpoint of the template was saved after a
+                later batch than ``seed``: the run would overwrite or shadow it.
+        """
+        later: tuple[Checkpoint, int] | None = None
+        unknown_epoch = 0
+        at_seed: list[Checkpoint] = []
+        for rec in records:
+            batch = self._batch_of(rec)
+            if batch is None:
+                unknown_epoch = max(unknown_epoch, rec.epoch or 0)
+            elif batch > seed and (later is None or batch > later[1]):
+                later = (rec, batch)
+            elif batch == seed and seed > 0:
+                at_seed.append(rec)
+        if later is not None:
+            rec, batch = later
+            raise CheckpointError(
+                f"folder {self.root!r} already holds checkpoint {rec.name!r} of template "
+                f"'{self.template.text}' from batch {batch}, later than this run's "
+                f"batch count {seed}; resume from it "
+                f"(ckptname.keras.resume(model, {self.root!r})) or use another folder"
+            )
+        return StartCheck(tuple(at_seed), unknown_epoch or None)
+
+    def later_epoch_error(self, latest_epoch: int, start_epoch: int) -> CheckpointError:
+        """The error for a folder whose epoch-only names are later than the run's first epoch."""
+        return CheckpointError(
+            f"folder {self.root!r} already holds checkpoints of template "
+            f"'{self.template.text}' from epoch {latest_epoch}, later than the epoch "
+            f"this run starts at ({start_epoch}); resume from them "
+            f"(ckptname.keras.resume(model, {self.root!r})) or use another folder"
+        )
+
+    def _batch_of(self, record: Checkpoint) -> int | None:
+        if record.batch is not None:
+            return record.batch
+        meta = self.sidecar(record)
+        return None if meta is None else as_counter(meta.get("batch"))
+
+    def clean_leftovers(self, records: Iterable[Checkpoint]) -> None:
+        """Remove what a killed save of this template left behind.
+
+        Run at train begin, after the folder's lock is taken (so no live run
+        of this folder is saving). In the root and in every folder that holds
+        a checkpoint of the template, it removes:
+
+        * temporary files of this template's checkpoints and of their
+          sidecars, and of the state file;
+        * temporary lock files older than a minute (a run killed while taking
+          the lock; younger ones may belong to a run taking it right now);
+        * sidecars whose checkpoint does not exist (a save killed before its
+          rename, or a prune killed between a checkpoint and its sidecar).
+
+        Scanning ignores all of these anyway; removing them keeps the folder
+        as an uninterrupted run leaves it. Other templates' files are left
+        alone.
+        """
+        folders = {self.inner}
+        for rec in records:
+            folders.add(os.path.dirname(self._inner_of(rec)))
+        for folder in folders:
+            try:
+                entries = list(self.storage.listdir(folder))
+            except OSError:
+                continue
+            present = {entry.name for entry in entries}
+            for entry in entries:
+                if entry.is_dir or not is_reserved(entry.name):
+                    continue
+                if self._is_leftover(folder, entry.name, present):
+                    with contextlib.suppress(OSError):
+                        self.storage.remove(self.storage.join(folder, entry.name))
+
+    def _is_leftover(self, folder: str, name: str, present: set[str]) -> bool:
+        leaf = self.template.segments[-1]
+        target = temp_target(name)
+        if target is not None:
+            if target == LOCK_NAME:
+                path = self.storage.join(folder, name)
+                return self._older_than(path, _STALE_LOCK_TEMP_SECONDS)
+            if target == STATE_NAME:
+                return True
+            return leaf.parse(target.removesuffix(SIDECAR_SUFFIX)) is not None
+        if name.endswith(SIDECAR_SUFFIX):
+            checkpoint = name[: -len(SIDECAR_SUFFIX)]
+            return checkpoint not in present and leaf.parse(checkpoint) is not None
+        return False
+
+    def _older_than(self, path: str, seconds: float) -> bool:
+        entry = self.storage.stat(path)
+        mtime = None if entry is None else entry.mtime
+        return mtime is not None and time.time() - mtime > seconds
+
+    # ------------------------------------------------------------------ saving
+
+    def save(
+        self,
+        name: str,
+        meta: Mapping[str, Any],
+        write_model: Callable[[str], None],
+        *,
+        best: Mapping[str, Any] | None,
+        previous_best: Mapping[str, Any] | None,
+    ) -> str:
+        """Write a checkpoint, its sidecar and the state file: all or nothing.
+
+        Killed before the final rename, a local folder holds no file under the
+        checkpoint's name, only a temporary file and a sidecar without its
+        checkpoint (removed by :meth:`clean_leftovers`, ignored by scanning
+        meanwhile) and a state file naming a missing file (readers then list
+        the folder). After it, the checkpoint is complete, has its sidecar,
+        and the state file names it.
+
+        Where the name already holds a checkpoint (a template without
+        counters, such as ``best.keras``), the old sidecar is removed first and
+        the new one is renamed into place right after the model: a kill
+        between those two renames leaves the new checkpoint without a sidecar
+        (its counters are then read from its name).
+
+        A failed step removes what this save wrote and puts the state file
+        back as it was (naming ``previous_best``).
+
+        Args:
+            name: the checkpoint's name relative to the root.
+            meta: the sidecar record (see :func:`ckptname._metadata.sidecar_record`).
+            write_model: writes the model to the path it is given.
+            best: the state file's ``best`` entry with this save.
+            previous_best: the ``best`` entry before this save.
+
+        Returns:
+            The checkpoint's storage path.
+
+        Raises:
+            CheckpointSaveError: a step failed; the message names the step, the
+                path and the cause, and ``errno`` is kept.
+        """
+        entry = {"name": name}
+        entry.update((key, meta[key]) for key in ("epoch", "batch", "batch_in_epoch", "iterations"))
+        save = _Save(self.path(name), encode(dict(meta)), write_model, entry, best, previous_best)
+        previous_latest = self.latest
+        try:
+            if self.remote:
+                self._save_remote(save)
+            else:
+                self._save_local(save)
+        except BaseException:
+            self.latest = previous_latest
+            raise
+        return save.path
+
+    def _save_local(self, save: _Save) -> None:
+        storage = self.storage
+        path, write_model = save.path, save.write_model
+        side = sidecar_path(path)
+        previous_latest = self.latest
+        folder = os.path.dirname(path)
+        if folder:
+            _step("create the folder", folder, storage.makedirs, folder)
+        overwrite = storage.lexists(path)
+        # Same folder (so the rename is atomic), a name no template matches,
+        # and the real suffix (so Keras accepts it).
+        tmp: str | None = storage.temp_path(path)
+        side_tmp: str | None = None
+        placed: list[str] = []
+        state_written = False
+        try:
+            if storage.lexists(side):
+                # An older checkpoint's sidecar would describe the new file.
+                _step("remove the old sidecar", side, storage.remove, side)
+            _step("write the checkpoint", path, write_model, tmp)
+            if self.fsync:
+                _step("flush the checkpoint to disk", path, storage.fsync, tmp)
+            side_tmp = _step("write the sidecar", side, storage.write_temp, side, save.data)
+            if not overwrite:
+                _step("write the sidecar", side, storage.replace, side_tmp, side)
+                side_tmp = None
+                placed.append(side)
+            self.latest = save.entry
+            self.write_state(save.best)
+            state_written = True
+            _step("rename the checkpoint into place", path, storage.replace, tmp, path)
+            tmp = None
+            placed.append(path)
+            if side_tmp is not None:
+                _step("write the sidecar", side, storage.replace, side_tmp, side)
+                side_tmp = None
+        except BaseException as exc:
+            for leftover in (tmp, side_tmp):
+                if leftover is not None:
+                    with contextlib.suppress(OSError):
+                        storage.remove(leftover)
+            if isinstance(exc, CheckpointSaveError):
+                # All or nothing: a checkpoint whose save did not finish is
+                # not left for a resume to pick.
+                for target in placed:
+                    with contextlib.suppress(OSError):
+                        storage.remove(target)
+                if state_written:
+                    self.latest = previous_latest
+                    with contextlib.suppress(OSError):
+                        self.write_state(save.previous_best)
+            raise
+
+    def _save_remote(self, save: _Save) -> None:
+        storage = self.storage
+        path = save.path
+        side = sidecar_path(path)
+        created = False
+        try:
+            if storage.exists(side):
+                _step("remove the old sidecar", side, storage.remove, side)
+            self._upload(path, save.write_model)
+            created = True
+            _step("write the sidecar", side, storage.write_bytes, side, save.data)
+            self.latest = save.entry
+            self.write_state(save.best)
+        except CheckpointSaveError:
+            if created:
+                for leftover in (side, path):
+                    with contextlib.suppress(OSError):
+                        storage.remove(leftover)
+            raise
+
+    def _upload(self, path: str, write_model: Callable[[str], None]) -> None:
+        folder = tempfile.mkdtemp(prefix="ckptname-")
+        try:
+            local = os.path.join(folder, os.path.basename(path))
+            _step("write the checkpoint", path, write_model, local)
+            _step("upload the checkpoint", path, self.storage.put_file, local, path)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def write_state(self, best: Mapping[str, Any] | None) -> None:
+        """Write the folder's state file: template, the latest this run saved, ``best``."""
+        path = self.path(STATE_NAME)
+        state = state_record(self.template.text, self.latest, best)
+        _step("write the state file", path, self.storage.write_bytes, path, encode(state))
+
+    # ------------------------------------------------------------------ retention
+
+    def prune(
+        self,
+        newest: str,
+        *,
+        keep_last: int | None,
+        keep_best: int | None,
+        monitor: str,
+        mode: str,
+        protect: Iterable[str],
+    ) -> RetentionPlan:
+        """Apply ``keep_last``/``keep_best`` to the folder, never deleting ``newest``.
+
+        Returns:
+            The plan that was applied.
+
+        Raises:
+            OSError: deleting failed.
+        """
+        records = self.records()
+        if keep_best is not None:
+            # Names round metrics; the sidecars hold the exact values that
+            # break ties between equal names.
+            records = [self.with_sidecar(rec) for rec in records]
+            if not any(can_win(rec, monitor) for rec in records):
+                # Nothing has a value yet (epochs without validation): there
+                # is no best to keep, and nothing is pruned for its sake.
+                keep_best = None
+        plan = plan_retention(
+            records,
+            keep_last=keep_last,
+            keep_best=keep_best,
+            monitor=monitor if keep_best is not None else None,
+            mode=mode,
+            protect=(self.url(newest), *sorted(protect)),
+        )
+        apply_retention(plan, self.root, template=self.template)
+        return plan
+
+
+def normalized(path: str) -> str:
+    """A checkpoint path spelled one way, to compare protected paths."""
+    return path if "://" in path else os.path.normpath(path)
+
+
+def _step(what: str, path: str, fn: Callable[..., T], *args: Any) -> T:
+    """Run one I/O step; an ``OSError`` becomes a ``CheckpointSaveError`` naming the step."""
+    try:
+        return fn(*args)
+    except OSError as exc:
+        if isinstance(exc, CheckpointSaveError):
+            raise
+        cause = exc.strerror or str(exc) or type(exc).__name__
+        err = CheckpointSaveError(f"could not {what} {path!r}: {cause}")
+        # errno alone keeps `except OSError as e: e.errno == ENOSPC` working;
+        # setting filename or strerror too would make OSError rewrite the message.
+        err.errno = exc.errno
+        raise err from exc
+

@@ -1,0 +1,278 @@
+"""File formats: the sidecar and the state file, encoded, decoded, read and written."""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from ckptname import MetadataError, read_metadata
+from ckptname._metadata import (
+    SIDECAR_SUFFIX,
+    STATE_FORMAT,
+    STATE_NAME,
+    decode,
+    encode,
+    is_reserved,
+    read_sidecar,
+    read_state,
+    sidecar_path,
+    state_record,
+    write_state,
+)
+from ckptname._storage import FsspecStorage, LocalStorage, storage_for, temp_name
+
+# ------------------------------------------------------------------ encode / decode
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, where NaN equals NaN."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+ROUND_TRIP = [
+    {"metrics": {"loss": 0.5, "val_loss": math.nan, "acc": math.inf, "err": -math.inf}},
+    {"metric_state": {"loss": [math.nan, 3.0], "auc": [[math.inf, 1.0], [-math.inf]]}},
+    {"best": {"name": "ep02.keras", "value": math.nan}},
+    {"best": {"name": "ep02.keras", "value": -math.inf}},
+    {"epoch": 3, "batch": 120, "extras": {"lr": 0.001}, "name": "ep03-nan.keras"},
+]
+
+
+@pytest.mark.parametrize("record", ROUND_TRIP)
+def test_encode_decode_round_trip(record: dict[str, Any]) -> None:
+    assert same(decode(encode(record), "sidecar 'x'"), record)
+
+
+def test_encode_writes_non_finite_floats_as_strings() -> None:
+    raw = encode({"metrics": {"a": math.nan, "b": math.inf, "c": -math.inf}})
+    assert b"NaN" not in raw and b"Infinity" not in raw
+    assert b'"nan"' in raw and b'"inf"' in raw and b'"-inf"' in raw
+
+
+def test_strings_outside_the_float_sections_stay_strings() -> None:
+    # A name or an extra that reads "nan" is text, not a number.
+    data = decode(encode({"name": "nan", "extras": {"tag": "inf"}}), "sidecar 'x'")
+    assert data == {"name": "nan", "extras": {"tag": "inf"}}
+
+
+DECODE_FAIL = [
+    (
+        b"{",
+        "sidecar 'x' is not valid JSON (Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)); it may be truncated",
+    ),
+    (
+        b"",
+        "sidecar 'x' is not valid JSON (Expecting value: line 1 column 1 (char 0)); "
+        "it may be truncated",
+    ),
+    (
+        b"\xff",
+        "sidecar 'x' is not valid JSON ('utf-8' codec can't decode byte 0xff in position 0: "
+        "invalid start byte); it may be truncated",
+    ),
+    (b"[]", "sidecar 'x' holds list, expected a JSON object"),
+    (b"null", "sidecar 'x' holds NoneType, expected a JSON object"),
+    (b"3", "sidecar 'x' holds int, expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), DECODE_FAIL)
+def test_decode_fail(raw: bytes, message: str) -> None:
+    with pytest.raises(MetadataError) as info:
+        decode(raw, "sidecar 'x'")
+    assert str(info.value) == message
+
+
+def test_metadata_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        decode(b"[]", "sidecar 'x'")
+
+
+# ------------------------------------------------------------------ reserved names
+
+RESERVED = [
+    "ep03.keras.ckptname.json",
+    ".ckptname-state.json",
+    ".ckptname.lock",
+    ".ckptname-tmp-0123456789ab-ep03.keras",
+    temp_name("ep03.keras"),
+]
+NOT_RESERVED = ["ep03.keras", "ckptname.keras", "ep03.keras.json", "ckptname_x", "ckptname"]
+
+
+@pytest.mark.parametrize("name", RESERVED)
+def test_is_reserved(name: str) -> None:
+    assert is_reserved(name)
+
+
+@pytest.mark.parametrize("name", NOT_RESERVED)
+def test_is_reserved_fail(name: str) -> None:
+    assert not is_reserved(name)
+
+
+def test_sidecar_path() -> None:
+    assert sidecar_path("runs/ep03.keras") == "runs/ep03.keras.ckptname.json"
+    assert sidecar_path("runs/ep03.keras").endswith(SIDECAR_SUFFIX)
+
+
+# ------------------------------------------------------------------ sidecars
+
+
+def test_read_sidecar(tmp_path: Path) -> None:
+    storage = LocalStorage()
+    ckpt = tmp_path / "ep03.keras"
+    assert read_sidecar(storage, str(ckpt)) is None
+    (tmp_path / "ep03.keras.ckptname.json").write_bytes(encode({"epoch": 3}))
+    assert read_sidecar(storage, str(ckpt)) == {"epoch": 3}
+    assert read_sidecar(storage, str(tmp_path / "file" / "ep03.keras")) is None
+
+
+def test_read_sidecar_of_a_missing_folder_is_none(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"x")
+    assert read_sidecar(LocalStorage(), str(tmp_path / "file" / "ep03.keras")) is None
+    assert read_sidecar(LocalStorage(), str(tmp_path / "missing" / "ep03.keras")) is None
+
+
+def test_read_sidecar_corrupt(tmp_path: Path) -> None:
+    side = tmp_path / "ep03.keras.ckptname.json"
+    side.write_bytes(b'{"epoch": 3')
+    with pytest.raises(MetadataError) as info:
+        read_sidecar(LocalStorage(), str(tmp_path / "ep03.keras"))
+    assert str(info.value) == (
+        f"sidecar {str(side)!r} is not valid JSON (Expecting ',' delimiter: line 1 column 12 "
+        "(char 11)); it may be truncated"
+    )
+
+
+def test_read_metadata_without_a_sidecar(tmp_path: Path) -> None:
+    ckpt = str(tmp_path / "ep03.keras")
+    with pytest.raises(FileNotFoundError) as info:
+        read_metadata(ckpt)
+    assert str(info.value) == (
+        f"checkpoint {ckpt!r} has no metadata sidecar (ep03.keras.ckptname.json); "
+        "it was not written by ckptname, or its save did not complete"
+    )
+
+
+@pytest.fixture
+def mem() -> Iterator[tuple[FsspecStorage, str]]:
+    pytest.importorskip("fsspec")
+    storage, folder = storage_for(f"memory://ckptname-metadata-{uuid.uuid4().hex}")
+    assert isinstance(storage, FsspecStorage)
+    storage.fs.mkdir(folder)
+    yield storage, folder
+    storage.fs.rm(folder, recursive=True)
+
+
+def test_read_sidecar_remote_names_it_by_url(mem: tuple[FsspecStorage, str]) -> None:
+    storage, folder = mem
+    ckpt = storage.join(folder, "ep03.keras")
+    assert read_sidecar(storage, ckpt) is None
+    storage.write_bytes(sidecar_path(ckpt), b"[1]")
+    with pytest.raises(MetadataError) as info:
+        read_sidecar(storage, ckpt)
+    assert str(info.value) == (
+        f"sidecar 'memory://{folder}/ep03.keras.ckptname.json' holds list, expected a JSON object"
+    )
+
+
+# ------------------------------------------------------------------ state file
+
+
+def test_state_record() -> None:
+    before = time.time()
+    state = state_record("ep{epoch}.keras", {"name": "ep3.keras", "epoch": 3}, None)
+    assert before <= state.pop("time") <= time.time()
+    assert state == {
+        "format": STATE_FORMAT,
+        "template": "ep{epoch}.keras",
+        "latest": {"name": "ep3.keras", "epoch": 3},
+        "best": None,
+    }
+
+
+def test_write_state_then_read_state(tmp_path: Path) -> None:
+    storage = LocalStorage()
+    best = {"name": "ep2.keras", "monitor": "val_loss", "mode": "min", "value": math.nan}
+    state = state_record("ep{epoch}.keras", {"name": "ep3.keras"}, best)
+    write_state(storage, str(tmp_path), state)
+    assert os.listdir(tmp_path) == [STATE_NAME]
+    read = read_state(storage, str(tmp_path))
+    assert read is not None
+    assert same(read, state)
+
+
+def test_write_state_remote(mem: tuple[FsspecStorage, str]) -> None:
+    storage, folder = mem
+    state = state_record("ep{epoch}.keras", None, None)
+    write_state(storage, folder, state)
+    assert [e.name for e in storage.listdir(folder)] == [STATE_NAME]
+    assert read_state(storage, folder) == state
+
+
+def test_failed_write_state_keeps_the_old_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = LocalStorage()
+    old = state_record("ep{epoch}.keras", {"name": "ep1.keras"}, None)
+    write_state(storage, str(tmp_path), old)
+
+    def replace(src: str, dst: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError):
+        write_state(storage, str(tmp_path), state_record("ep{epoch}.keras", None, None))
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == [STATE_NAME]
+    assert read_state(storage, str(tmp_path)) == old
+
+
+def test_read_state_missing_is_none(tmp_path: Path) -> None:
+    assert read_state(LocalStorage(), str(tmp_path)) is None
+    assert read_state(LocalStorage(), str(tmp_path / "missing")) is None
+
+
+READ_STATE_FAIL = [
+    (b"{", "is not valid JSON (Expecting property name enclosed in double quotes: "
+     "line 1 column 2 (char 1)); it may be truncated"),
+    (b'"x"', "holds str, expected a JSON object"),
+    (b"{}", "has format None, expected 'ckptname.state/1'"),
+    (b'{"format": "ckptname.state/2", "template": "a{epoch}"}',
+     "has format 'ckptname.state/2', expected 'ckptname.state/1'"),
+    (b'{"format": "ckptname.state/1"}', "has no template"),
+    (b'{"format": "ckptname.state/1", "template": ""}', "has no template"),
+    (b'{"format": "ckptname.state/1", "template": 3}', "has no template"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("raw", "problem"), READ_STATE_FAIL)
+def test_read_state_fail(tmp_path: Path, raw: bytes, problem: str) -> None:
+    path = tmp_path / STATE_NAME
+    path.write_bytes(raw)
+    with pytest.raises(MetadataError) as info:
+        read_state(LocalStorage(), str(tmp_path))
+    assert str(info.value) == f"state file {str(path)!r} {problem}"
+
+
+def test_write_state_takes_any_mapping(tmp_path: Path) -> None:
+    latest = MappingProxyType({"name": "ep3.keras", "epoch": 3})
+    state = MappingProxyType(dict(state_record("ep{epoch}.keras", latest, None)))
+    write_state(LocalStorage(), str(tmp_path), state)
+    assert read_state(LocalStorage(), str(tmp_path)) == dict(state, latest=dict(latest))

@@ -1,0 +1,218 @@
+"""The save transaction and the folder's upkeep, with a fake model writer and real files."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+
+import pytest
+
+import ckptname
+from ckptname import CheckpointError, CheckpointSaveError
+from ckptname._transaction import CheckpointFolder, split_filepath
+
+
+def meta(name, batch, *, epoch=1, metrics=None):
+    return {
+        "format": "ckptname.checkpoint/1", "name": name, "template": "b{batch:03d}.keras",
+        "epoch": epoch, "batch": batch, "batch_in_epoch": batch, "iterations": batch,
+        "end_of_epoch": False, "steps_per_epoch": None, "metrics": metrics or {},
+        "extras": {}, "time": 0.0, "ckptname_version": "0", "save_weights_only": False,
+    }  # fmt: skip
+
+
+def writer(payload=b"model bytes", seen=None):
+    def write(target):
+        if seen is not None:
+            seen.append(sorted(os.listdir(os.path.dirname(target) or ".")))
+        with open(target, "wb") as fh:
+            fh.write(payload)
+
+    return write
+
+
+def record_renames(monkeypatch):
+    """Record the final names ``os.replace`` gives, in order."""
+    renamed = []
+    real = os.replace
+
+    def replace(src, dst):
+        renamed.append(os.path.basename(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return renamed
+
+
+def files(folder):
+    return sorted(os.listdir(folder))
+
+
+def state(folder):
+    with open(os.path.join(folder, ".ckptname-state.json")) as fh:
+        return json.load(fh)
+
+
+def save(folder, name, batch, **kw):
+    return folder.save(name, meta(name, batch), writer(), best=None, previous_best=None, **kw)
+
+
+@pytest.mark.parametrize(
+    ("filepath", "root", "template"),
+    [
+        ("ckpts/b{batch}.keras", "ckpts", "b{batch}.keras"),
+        ("/runs/a/lr{lr}/b{batch}.keras", "/runs/a", "lr{lr}/b{batch}.keras"),
+        ("b{batch}.keras", ".", "b{batch}.keras"),
+        ("s3://bk/run/b{batch}.keras", "s3://bk/run", "b{batch}.keras"),
+        ("ckpts/best.keras", "ckpts", "best.keras"),
+    ],
+)
+def test_split_filepath(filepath, root, template):
+    got_root, got_template = split_filepath(filepath)
+    assert (got_root, got_template.text) == (root, template)
+
+
+def test_a_save_writes_checkpoint_sidecar_and_state_in_the_kill_safe_order(tmp_path, monkeypatch):
+    folder = CheckpointFolder(str(tmp_path / "b{batch:03d}.keras"))
+    renamed = record_renames(monkeypatch)
+    seen: list[list[str]] = []
+    path = folder.save("b005.keras", meta("b005.keras", 5), writer(seen=seen),
+                       best=None, previous_best=None)  # fmt: skip
+    assert path == str(tmp_path / "b005.keras")
+    assert seen == [[]]  # the model is written before anything else exists
+    assert renamed == ["b005.keras.ckptname.json", ".ckptname-state.json", "b005.keras"]
+    assert files(tmp_path) == [".ckptname-state.json", "b005.keras", "b005.keras.ckptname.json"]
+    assert state(tmp_path)["latest"] == {
+        "name": "b005.keras", "epoch": 1, "batch": 5, "batch_in_epoch": 5, "iterations": 5,
+    }  # fmt: skip
+    assert ckptname.read_metadata(path)["batch"] == 5
+    assert [r.name for r in folder.records()] == ["b005.keras"]
+
+
+def test_a_save_over_an_existing_name_places_the_new_sidecar_after_the_model(tmp_path, monkeypatch):
+    folder = CheckpointFolder(str(tmp_path / "best.keras"))
+    save(folder, "best.keras", 5)
+    renamed = record_renames(monkeypatch)
+    save(folder, "best.keras", 10)
+    assert renamed == [".ckptname-state.json", "best.keras", "best.keras.ckptname.json"]
+    assert ckptname.read_metadata(tmp_path / "best.keras")["batch"] == 10
+
+
+def test_a_failing_writer_leaves_the_folder_as_it_was(tmp_path):
+    folder = CheckpointFolder(str(tmp_path / "b{batch:03d}.keras"))
+    save(folder, "b005.keras", 5)
+    before = {name: (tmp_path / name).read_bytes() for name in files(tmp_path)}
+
+    def full_disk(target):
+        with open(target, "wb") as fh:
+            fh.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(CheckpointSaveError) as info:
+        folder.save("b010.keras", meta("b010.keras", 10), full_disk, best=None, previous_best=None)
+    assert str(info.value) == (
+        f"could not write the checkpoint {str(tmp_path / 'b010.keras')!r}: No space left on device"
+    )
+    assert info.value.errno == errno.ENOSPC
+    assert {name: (tmp_path / name).read_bytes() for name in files(tmp_path)} == before
+    assert folder.latest is not None and folder.latest["name"] == "b005.keras"
+
+
+def test_a_failed_rename_puts_the_state_file_back(tmp_path, monkeypatch):
+    folder = CheckpointFolder(str(tmp_path / "b{batch:03d}.keras"))
+    save(folder, "b005.keras", 5)
+    real = os.replace
+
+    def replace(src, dst):
+        if dst.endswith("b010.keras"):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    best = {"name": "b010.keras", "monitor": "loss", "mode": "min", "value": 0.1}
+    before = {"name": "b005.keras", "monitor": "loss", "mode": "min", "value": 0.2}
+    with pytest.raises(CheckpointSaveError, match="could not rename the checkpoint into place"):
+        folder.save("b010.keras", meta("b010.keras", 10), writer(), best=best, previous_best=before)
+    assert files(tmp_path) == [".ckptname-state.json", "b005.keras", "b005.keras.ckptname.json"]
+    assert state(tmp_path)["latest"]["name"] == "b005.keras"
+    assert state(tmp_path)["best"] == before
+
+
+def test_clean_leftovers_removes_only_what_killed_saves_of_this_template_left(tmp_path):
+    folder = CheckpointFolder(str(tmp_path / "b{batch:03d}.keras"))
+    save(folder, "b005.keras", 5)
+    old = time.time() - 3600
+    leftovers = [
+        ".ckptname-tmp-0123456789ab-b010.keras",
+        ".ckptname-tmp-0123456789ab-b010.keras.ckptname.json",
+        ".ckptname-tmp-0123456789ab-.ckptname-state.json",
+        ".ckptname-tmp-0123456789ab-.ckptname.lock",  # made old below
+        "b015.keras.ckptname.json",  # a sidecar whose checkpoint never got its name
+    ]
+    kept = [
+        ".ckptname-tmp-ba9876543210-.ckptname.lock",  # young: a run may be taking the lock
+        ".ckptname-tmp-0123456789ab-other.keras",  # another template's
+        "other.keras.ckptname.json",
+        "notes.txt",
+    ]
+    for name in leftovers + kept:
+        (tmp_path / name).write_bytes(b"x")
+    os.utime(tmp_path / leftovers[3], (old, old))
+    folder.clean_leftovers(folder.records())
+    assert files(tmp_path) == sorted(
+        [".ckptname-state.json", "b005.keras", "b005.keras.ckptname.json", *kept]
+    )
+
+
+def test_check_start_refuses_later_checkpoints_and_names_the_way_out(tmp_path):
+    folder = CheckpointFolder(str(tmp_path / "b{batch:03d}.keras"))
+    for batch in (5, 10):
+        save(folder, f"b{batch:03d}.keras", batch)
+    records = folder.records()
+    start = folder.check_start(10, records)
+    assert [r.name for r in start.at_seed] == ["b010.keras"] and start.epoch_without_batch is None
+    with pytest.raises(CheckpointError) as info:
+        folder.check_start(3, records)
+    assert str(info.value) == (
+        f"folder {str(tmp_path)!r} already holds checkpoint 'b010.keras' of template "
+        f"'b{{batch:03d}}.keras' from batch 10, later than this run's batch count 3; resume "
+        f"from it (ckptname.keras.resume(model, {str(tmp_path)!r})) or use another folder"
+    )
+
+
+def test_check_start_reads_the_batch_from_sidecars_of_epoch_only_names(tmp_path):
+    folder = CheckpointFolder(str(tmp_path / "e{epoch:02d}.keras"))
+    folder.save("e01.keras", meta("e01.keras", 10), writer(), best=None, previous_best=None)
+    (tmp_path / "e02.keras").write_bytes(b"no sidecar")
+    start = folder.check_start(10, folder.records())
+    assert [r.name for r in start.at_seed] == ["e01.keras"]
+    assert start.epoch_without_batch == 2
+
+
+def test_prune_keeps_the_newest_and_the_protected(tmp_path):
+    folder = CheckpointFolder(str(tmp_path / "b{batch:03d}.keras"))
+    paths = [save(folder, f"b{batch:03d}.keras", batch) for batch in (5, 10, 15, 20)]
+    plan = folder.prune(paths[-1], keep_last=1, keep_best=None, monitor="loss", mode="min",
+                        protect={paths[0]})  # fmt: skip
+    assert [r.name for r in plan.delete] == ["b010.keras", "b015.keras"]
+    assert [r.name for r in folder.records()] == ["b005.keras", "b020.keras"]
+    assert "b010.keras.ckptname.json" not in files(tmp_path)
+
+
+def test_a_remote_save_uploads_then_writes_the_sidecar_then_the_state():
+    pytest.importorskip("fsspec")
+    root = f"memory://transaction-{time.time_ns()}"
+    folder = CheckpointFolder(root + "/b{batch:03d}.keras")
+    path = save(folder, "b005.keras", 5)
+    assert folder.url(path).endswith("transaction-" + root.rsplit("-", 1)[1] + "/b005.keras")
+    assert [r.name for r in ckptname.scan(root, "b{batch:03d}.keras")] == ["b005.keras"]
+
+    def broken(target):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with pytest.raises(CheckpointSaveError, match="could not write the checkpoint"):
+        folder.save("b010.keras", meta("b010.keras", 10), broken, best=None, previous_best=None)
+    assert [r.name for r in ckptname.scan(root, "b{batch:03d}.keras")] == ["b005.keras"]
+    assert ckptname.find_latest(root).name == "b005.keras"
