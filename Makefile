@@ -7,16 +7,25 @@ PYTEST_ARGS ?=
 
 .PHONY: install test lint typecheck demo bench clean
 
+# The Keras tests run once per backend, each in its own process (Keras fixes
+# its backend at import); the other tests once.
+KERAS_TESTS := tests/test_keras_callback.py tests/test_keras_resume.py \
+	tests/test_keras_save_errors.py tests/test_keras_loop.py tests/test_reliability_kill.py
+
+# torch is pinned on the same command line to the CPU build: a bare `torch`
+# requirement resolves to the CUDA build (several GB).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
-	$(BIN)/python -m pip install -qq -e '.[test]'
+	$(BIN)/python -m pip install -qq torch==2.13.0 -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests property_tests $(PYTEST_ARGS)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest tests property_tests $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest $(KERAS_TESTS) $(PYTEST_ARGS)
+	KERAS_BACKEND=torch $(BIN)/python -m pytest $(KERAS_TESTS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests property_tests examples benchmarks

@@ -14,29 +14,40 @@ Configurations:
   same saves for both (``ckptname`` also writes a sidecar and the state file,
   and flushes each checkpoint to disk).
 
-Run: ``python benchmarks/bench_fit.py [--rounds 9] [--every 50]``.
+Every Keras backend that is installed is measured, each in a process of its
+own (Keras fixes its backend at import), one after the other; ``--backend``
+measures one. Each backend runs on one thread, so that step times are steady
+on a shared machine.
+
+Run: ``python benchmarks/bench_fit.py [--backend jax] [--rounds 9] [--every 50]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from typing import Any
 
-# Set before Keras loads TensorFlow: quiet logs, CPU only.
+# Set before Keras loads a backend: quiet logs, CPU only, one thread.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
 
-import keras
-import numpy as np
-
-from ckptname.keras import BatchAwareCheckpoint
+BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
-def build(features: int, width: int) -> keras.Model:
+def build(features: int, width: int) -> Any:
+    import keras
+
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -52,20 +63,45 @@ def build(features: int, width: int) -> keras.Model:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=sorted(BACKENDS), help="one backend (default: all)")
     parser.add_argument("--rounds", type=int, default=21, help="measurements per configuration")
     parser.add_argument("--epochs", type=int, default=1, help="epochs per measurement")
     parser.add_argument("--samples", type=int, default=8192)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--every", type=int, default=50, help="save_freq of the (b) runs")
-    parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads (0: default)")
+    parser.add_argument("--threads", type=int, default=1, help="backend threads (0: default)")
     args = parser.parse_args()
+    if args.backend is None:
+        for backend, module in BACKENDS.items():
+            if importlib.util.find_spec(module) is None:
+                print(f"backend {backend}: not installed, skipped\n")
+                continue
+            env = dict(os.environ, KERAS_BACKEND=backend)
+            cmd = [sys.executable, __file__, "--backend", backend, *sys.argv[1:]]
+            subprocess.run(cmd, env=env, check=True)
+            print()
+        return
+    os.environ["KERAS_BACKEND"] = args.backend
+    one_backend(args)
+
+
+def one_backend(args: argparse.Namespace) -> None:
+    import keras
+    import numpy as np
+
+    from ckptname.keras import BatchAwareCheckpoint
 
     if args.threads:
-        import tensorflow as tf
-
         # Fewer threads make step times steadier on a shared machine.
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        if args.backend == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        elif args.backend == "torch":
+            import torch
+
+            torch.set_num_threads(args.threads)
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.samples, 32)).astype("float32")
@@ -75,7 +111,7 @@ def main() -> None:
     never = 10**9
     work = tempfile.mkdtemp(prefix="bench-fit-")
 
-    def callbacks(kind: str, folder: str) -> list[keras.callbacks.Callback]:
+    def callbacks(kind: str, folder: str) -> list[Any]:
         if kind == "none":
             return []
         if kind == "keras (a) no save due":
@@ -130,7 +166,7 @@ def main() -> None:
     best_base = max(speeds["none"])
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, {steps} steps per "
-        f"measurement, {args.rounds} rounds, {args.threads or 'default'} TF thread(s)"
+        f"measurement, {args.rounds} rounds, {args.threads or 'default'} thread(s)"
     )
     print(
         "median: median steps/s over rounds, and median of the per-round ratios to no "
@@ -162,6 +198,8 @@ def main() -> None:
 
 def hook_cost(calls: int = 200_000) -> float:
     """Seconds per ``on_train_batch_end`` call when no save is due, timed alone."""
+    from ckptname.keras import BatchAwareCheckpoint
+
     folder = tempfile.mkdtemp(prefix="bench-hook-")
     try:
         cb = BatchAwareCheckpoint(f"{folder}/b{{batch}}.keras", save_freq=10**12)

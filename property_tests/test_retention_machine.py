@@ -57,8 +57,8 @@ def expected_keep(
     if keep_best:
         ranked = [m for m in model if not math.isnan(m.loss)]
         sign = 1 if mode == "min" else -1
-        # Better value first; of equal values the later save first.
-        ranked.sort(key=lambda m: (sign * m.loss, -m.batch))
+        # Better value first; of equal values the earlier save first (as Keras).
+        ranked.sort(key=lambda m: (sign * m.loss, m.batch))
         keep |= {m.name for m in ranked[:keep_best]}
     return keep
 

@@ -36,6 +36,20 @@ def data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+class Batches(keras.utils.PyDataset):
+    """``data()`` in batches of 10, indexable, as a user's PyDataset would be."""
+
+    def __init__(self):
+        super().__init__()
+        self.x, self.y = data()
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return self.x[i * 10 : (i + 1) * 10], self.y[i * 10 : (i + 1) * 10]
+
+
 def model(steps_per_execution: int = 1, seed: int = 0, metrics: Any = ("mae",)) -> Any:
     """A compiled Dense model, the same weights for the same seed.
 
@@ -128,13 +142,35 @@ def train_step(m: Any, optimizer: Any) -> Callable[[Any, Any], Any]:
         ov = [v.value for v in optimizer.variables]
         (loss, ntv), grads = grad_fn(tv, ntv, xb, yb)
         tv, ov = optimizer.stateless_apply(ov, grads, tv)
-        for variables, values in ((m.trainable_variables, tv),
-                                  (m.non_trainable_variables, ntv), (optimizer.variables, ov)):
+        for variables, values in (
+            (m.trainable_variables, tv),
+            (m.non_trainable_variables, ntv),
+            (optimizer.variables, ov),
+        ):
             for variable, value in zip(variables, values):
                 variable.assign(value)
         return loss
 
     return jax_step
+
+
+BACKEND = keras.backend.backend()
+
+
+def tensorflow_backend(test: Any) -> Any:
+    """Mark a test that needs the TensorFlow backend; it is skipped on the others."""
+    skip = pytest.mark.skipif(
+        BACKEND != "tensorflow", reason="reads TF_CONFIG, which only the TensorFlow backend uses"
+    )
+    return pytest.mark.tensorflow_backend(skip(test))
+
+
+def steps_per_execution(test: Any) -> Any:
+    """Mark a test that uses ``steps_per_execution > 1``; skipped where Keras refuses it."""
+    skip = pytest.mark.skipif(
+        BACKEND == "torch", reason="Keras refuses steps_per_execution > 1 on the PyTorch backend"
+    )
+    return pytest.mark.steps_per_execution(skip(test))
 
 
 # ----------------------------------------------------------------- callbacks

@@ -6,6 +6,7 @@ import json
 import re
 
 import keras
+import keras_util as ku
 import numpy as np
 import pytest
 from keras_util import STEPS, Scripted, data, fit, leftovers, model, names, read_state
@@ -29,6 +30,7 @@ def test_integer_save_freq_names_count_batches_across_epochs(tmp_path):
     assert ckpt.batch == 30
 
 
+@ku.steps_per_execution
 def test_steps_per_execution_names_carry_the_true_counts(tmp_path):
     # 10 batches an epoch in executions of 4: Keras reports indexes 3, 7, 11
     # (11 overshoots: only 10 batches ran); saves when the count crosses 6k.
@@ -46,6 +48,7 @@ def test_steps_per_execution_names_carry_the_true_counts(tmp_path):
         assert meta["iterations"] == meta["batch"]
 
 
+@ku.steps_per_execution
 def test_steps_per_execution_with_a_dataset_of_unknown_length(tmp_path):
     import tensorflow as tf
 
@@ -235,11 +238,13 @@ def test_validation_freq_with_best_only_and_keep_best_tracks_validated_epochs(tm
         ),
         (
             {"filepath": "c/b{batch}.keras", "save_freq": 0},
-            "save_freq must be 'epoch' or a positive number of batches, got 0",
+            "Unrecognized save_freq: 0. Expected save_freq are 'epoch' or integer values; "
+            "ckptname needs 'epoch' or a whole number of batches above 0, got 0",
         ),
         (
             {"filepath": "c/b{batch}.keras", "save_freq": "batch"},
-            "save_freq must be 'epoch' or a positive number of batches, got 'batch'",
+            "Unrecognized save_freq: batch. Expected save_freq are 'epoch' or integer values; "
+            "ckptname needs 'epoch' or a whole number of batches above 0, got 'batch'",
         ),
         (
             {"filepath": "c/b{batch}.keras", "on_save_error": "ignore"},
@@ -277,6 +282,42 @@ def test_constructor_fail(kwargs, message):
     with pytest.raises(ValueError) as info:
         BatchAwareCheckpoint(**kwargs)
     assert str(info.value) == message
+
+
+def test_a_wrapped_model_checkpoint_gets_the_call_to_write_instead():
+    # The recipe in circulation wraps a ModelCheckpoint.
+    inner = keras.callbacks.ModelCheckpoint("ckpts/{epoch:02d}.keras", save_freq=50,
+                                            monitor="loss", save_best_only=True)  # fmt: skip
+    with pytest.raises(TypeError) as info:
+        BatchAwareCheckpoint(inner)
+    assert str(info.value) == (
+        "BatchAwareCheckpoint replaces keras.callbacks.ModelCheckpoint rather than wrapping it; "
+        "pass the same arguments instead: BatchAwareCheckpoint('ckpts/{epoch:02d}.keras', "
+        "monitor='loss', save_best_only=True, save_freq=50)"
+    )
+
+
+def test_the_extras_counter_clash_is_a_ckptname_error():
+    with pytest.raises(ckptname.RenderError):
+        BatchAwareCheckpoint("c/b{batch}.keras", extras={"epoch": 1})
+
+
+def test_a_second_fit_that_numbers_epochs_from_1_again_never_overwrites_silently(tmp_path):
+    m = model()
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "ep{epoch:02d}.keras"))
+    fit(m, [ckpt], epochs=2)
+    before = {name: (tmp_path / name).read_bytes() for name in names(tmp_path)}
+    with pytest.raises(CheckpointError) as info:
+        fit(m, [ckpt], epochs=2)  # no initial_epoch: Keras numbers the epochs 1, 2 again
+    assert str(info.value) == (
+        f"folder {str(tmp_path)!r} already holds checkpoint 'ep01.keras' of template "
+        "'ep{epoch:02d}.keras', saved at batch 10, which this run would overwrite: it starts "
+        "at epoch 1 with 20 batches done; pass initial_epoch=2 to fit so that epochs are "
+        "numbered on, or use another folder"
+    )
+    assert {name: (tmp_path / name).read_bytes() for name in names(tmp_path)} == before
+    fit(m, [ckpt], epochs=4, initial_epoch=2)  # the way out the message gives
+    assert names(tmp_path) == ["ep01.keras", "ep02.keras", "ep03.keras", "ep04.keras"]
 
 
 def test_a_bad_mode_is_a_monitor_error_as_everywhere_else():
@@ -590,7 +631,7 @@ def test_extras_fill_fields_and_sidecars(tmp_path):
 
 def test_extras_that_shadow_a_metric_are_refused(tmp_path):
     ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch}.keras"), save_freq=5, extras={"loss": 1})
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ckptname.RenderError) as info:  # a CkptnameError and a ValueError
         fit(model(), [ckpt], epochs=1)
     assert str(info.value) == (
         "extras key 'loss' is also a key of the logs; rename the extra so that the template "
@@ -618,6 +659,14 @@ def test_verbose_prints_what_keras_prints(tmp_path, capsys):
     assert f"Epoch 1: finished saving model to {tmp_path / 'e1.keras'}" in out
 
 
+def test_a_process_that_is_not_the_chief_names_but_writes_nothing(tmp_path):
+    worker = BatchAwareCheckpoint(str(tmp_path / "b{batch:02d}.keras"), save_freq=10, chief=False)
+    fit(model(), [worker], epochs=2)
+    assert list(tmp_path.iterdir()) == []  # no checkpoint, sidecar, state file or lock
+    assert worker.last_checkpoint == str(tmp_path / "b20.keras")  # named as the chief names it
+
+
+@ku.tensorflow_backend
 def test_only_the_chief_writes(tmp_path, monkeypatch):
     monkeypatch.setenv(
         "TF_CONFIG",

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from keras_util import (
     STEPS,
+    Interrupt,
+    InterruptAt,
     data,
     finish,
     fit,
@@ -381,6 +383,7 @@ def test_non_finite_metric_state_round_trips_through_the_sidecar():
     assert back["auc"] == [[float("inf"), -float("inf")], [1.0, 2.0]]
 
 
+@ku.steps_per_execution
 def test_steps_per_execution_resume_gives_the_same_names(tmp_path):
     filepath = "b{batch:03d}-e{epoch}-{batch_in_epoch}.keras"
     in_executions_of_4 = partial(model, steps_per_execution=4)
@@ -460,6 +463,7 @@ def test_tf_data_stream_with_steps_per_epoch_resumes_where_it_was_cut(tmp_path, 
     assert_same_weights(m, done)
 
 
+@ku.steps_per_execution
 def test_tf_data_with_steps_per_execution_that_does_not_divide_the_epoch_resumes_exactly(tmp_path):
     # steps_per_epoch=7 with steps_per_execution=3: Keras runs whole executions,
     # 9 batches an epoch from the repeated stream. Names count what ran, and a
@@ -482,28 +486,135 @@ def test_tf_data_with_steps_per_execution_that_does_not_divide_the_epoch_resumes
     assert_same_weights(m, done)
 
 
-class Batches(keras.utils.PyDataset):
-    """``data()`` in batches of 10, indexable, as a user's PyDataset would be."""
-
-    def __init__(self):
-        super().__init__()
-        self.x, self.y = data()
-
-    def __len__(self):
-        return 10
-
-    def __getitem__(self, i):
-        return self.x[i * 10 : (i + 1) * 10], self.y[i * 10 : (i + 1) * 10]
-
-
 def test_py_dataset_resumes_mid_epoch_exactly(tmp_path):
-    run = {"inputs": (Batches(),), "shuffle": False}
+    run = {"inputs": (ku.Batches(),), "shuffle": False}
     reference, done = uninterrupted(tmp_path / "ref", **run)
     m, point, _ = interrupt_then_resume(str(tmp_path / "run" / TEMPLATE), 17, **run)
     assert (point.epoch, point.batch, point.batch_in_epoch) == (2, 15, 5)
     assert names(tmp_path / "run") == reference
     assert int(m.optimizer.iterations) == 30
     assert_same_weights(m, done)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_mid_epoch_resume_on_numpy_and_py_dataset_needs_no_tensorflow(tmp_path, backend):
+    # A PyTorch or JAX user without TensorFlow: it cannot be imported in the child.
+    script = f"""
+import sys
+sys.modules["tensorflow"] = None  # `import tensorflow` raises ImportError
+import keras_util as ku
+from ckptname.keras import resume
+filepath = {str(tmp_path / "b{batch:03d}.keras")!r}
+for inputs in [None, (ku.Batches(),)]:
+    ku.interrupt(ku.model(), filepath, 17, inputs=inputs)
+    m = ku.model()
+    point = resume(m, filepath)
+    assert point.mid_epoch, point
+    ku.finish(m, point, filepath, inputs=inputs)
+    assert int(m.optimizer.iterations) == 30
+    assert ku.names({str(tmp_path)!r})[-1] == "b030.keras"
+    for name in ku.names({str(tmp_path)!r}):
+        (ku.Path({str(tmp_path)!r}) / name).unlink()
+    (ku.Path({str(tmp_path)!r}) / ".ckptname-state.json").unlink()
+    for side in ku.Path({str(tmp_path)!r}).glob("*.ckptname.json"):
+        side.unlink()
+print("tensorflow" in sys.modules and sys.modules["tensorflow"] is not None)
+"""
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_truncated_newest_checkpoint_is_passed_over_and_replaced(tmp_path):
+    reference, done = uninterrupted(tmp_path / "ref", save_freq=5)
+    filepath = str(tmp_path / "run" / TEMPLATE)
+    interrupt(model(), filepath, 17)  # saved at 5, 10, 15
+    newest = tmp_path / "run" / "e2-b015-5.keras"
+    newest.write_bytes(newest.read_bytes()[:100])  # damaged by something else
+    m = model()
+    with pytest.warns(CkptnameWarning) as record:
+        point = resume(m, filepath)
+    message = str(next(w.message for w in record if "not resuming" in str(w.message)))
+    assert message.startswith(f"not resuming from {str(newest)!r}: it does not load (")
+    assert message.endswith("; trying the checkpoint before it")
+    assert (point.batch, point.skipped) == (10, (str(newest),))
+    finish(m, point, filepath)
+    assert names(tmp_path / "run") == reference  # the damaged one was saved again
+    assert int(m.optimizer.iterations) == 30
+    assert_same_weights(m, done)
+
+
+def test_a_checkpoint_with_a_nan_loss_is_never_resumed_from(tmp_path):
+    x, y = data()
+    y[55:] = np.nan  # batch 6 onwards: the loss turns NaN and TerminateOnNaN stops
+    filepath = str(tmp_path / "b{batch:02d}-{loss:.3f}.keras")
+    ckpt = BatchAwareCheckpoint(filepath, monitor="loss", save_freq=2)
+    fit(
+        model(),
+        [ckpt, keras.callbacks.TerminateOnNaN()],
+        inputs=(x, y),
+        epochs=1,
+        batch_size=10,
+        shuffle=False,
+    )
+    assert names(tmp_path)[-1].endswith("nan.keras")
+    m = model()
+    with pytest.warns(CkptnameWarning, match=r"its loss is nan; trying the checkpoint before it"):
+        point = resume(m, filepath)
+    assert point.batch == 4 and np.isfinite(point.metrics["loss"])
+
+
+def test_when_no_checkpoint_loads_the_error_names_the_newest_and_why(tmp_path):
+    filepath = str(tmp_path / "b{batch:02d}.keras")
+    fit(model(), [BatchAwareCheckpoint(filepath, save_freq=5)], epochs=1)
+    wider = keras.Sequential([keras.Input((4,)), keras.layers.Dense(7), keras.layers.Dense(1)])
+    wider.compile(optimizer="adam", loss="mse")
+    with pytest.warns(CkptnameWarning), pytest.raises(ckptname.CheckpointError) as info:
+        resume(wider, filepath)
+    message = str(info.value)
+    assert message.startswith(
+        f"no checkpoint in {str(tmp_path)!r} can be resumed from: the newest, "
+        f"{str(tmp_path / 'b10.keras')!r}, it does not load ("
+    )
+    assert message.endswith(
+        ", and so do the 1 before it; build and compile the model as it was when saved, "
+        "or start in another folder"
+    )
+
+
+def test_a_job_restarted_by_backup_and_restore_replaces_its_own_later_checkpoints(tmp_path):
+    # The job checkpoints every 5 batches and backs up at epoch ends; killed in
+    # epoch 2, it restarts from the backup of epoch 1 (batch 10), behind its
+    # own checkpoint b015: it goes on, saves b015 again, and ends as an
+    # uninterrupted run.
+    reference, done = uninterrupted(tmp_path / "ref", save_freq=5)
+    filepath = str(tmp_path / "run" / TEMPLATE)
+    backup = str(tmp_path / "backup")
+
+    def job(m, *extra):
+        callbacks = [keras.callbacks.BackupAndRestore(backup), *extra,
+                     BatchAwareCheckpoint(filepath, save_freq=5)]  # fmt: skip
+        fit(m, callbacks, epochs=3)
+
+    with pytest.raises(Interrupt):
+        job(model(), InterruptAt(17))
+    assert names(tmp_path / "run") == ["e1-b005-5.keras", "e1-b010-10.keras", "e2-b015-5.keras"]
+    m = model()
+    job(m)
+    assert names(tmp_path / "run") == reference
+    assert int(m.optimizer.iterations) == 30
+    assert_same_weights(m, done)
+
+
+def test_a_fresh_run_is_still_refused_a_folder_with_later_checkpoints(tmp_path):
+    filepath = str(tmp_path / "b{batch:02d}.keras")
+    fit(model(), [BatchAwareCheckpoint(filepath, save_freq=5)], epochs=1)
+    with pytest.raises(ckptname.CheckpointError, match="later than this run's batch count 0"):
+        fit(model(), [BatchAwareCheckpoint(filepath, save_freq=5)], epochs=1)
 
 
 def test_fit_resumed_takes_the_initial_epoch_from_the_resume_point():

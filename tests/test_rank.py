@@ -399,10 +399,10 @@ def test_tie_on_rounded_value_broken_by_exact_sidecar_value() -> None:
     assert best_first(records, "m", "max") == ["ep2", "ep1", "ep3"]
 
 
-def test_tie_without_sidecars_goes_to_the_later_checkpoint() -> None:
+def test_tie_without_sidecars_goes_to_the_earlier_checkpoint_as_in_keras() -> None:
     records = [ckpt(f"ep{i}", {"epoch": i, "m": 0.52}) for i in (1, 2, 3)]
-    assert best_first(records, "m", "min") == ["ep3", "ep2", "ep1"]
-    assert best_first(records, "m", "max") == ["ep3", "ep2", "ep1"]
+    assert best_first(records, "m", "min") == ["ep1", "ep2", "ep3"]
+    assert best_first(records, "m", "max") == ["ep1", "ep2", "ep3"]
 
 
 def test_nan_in_sidecar_does_not_override_the_name() -> None:
@@ -410,7 +410,7 @@ def test_nan_in_sidecar_does_not_override_the_name() -> None:
         ckpt("ep1", {"epoch": 1, "m": 0.52}, metadata={"metrics": {"m": "nan"}}),
         ckpt("ep2", {"epoch": 2, "m": 0.52}, metadata={"metrics": {"m": math.nan}}),
     ]
-    assert best_first(records, "m", "min") == ["ep2", "ep1"]
+    assert best_first(records, "m", "min") == ["ep1", "ep2"]
 
 
 def test_metric_only_in_sidecar_ranks_by_it() -> None:

@@ -59,12 +59,12 @@ PLAN_PASS = [
     ({"keep_last": 2}, [6, 7]),
     ({"keep_last": 0}, [7]),  # the newest always survives
     ({"keep_last": 100}, [1, 2, 3, 4, 5, 6, 7]),
-    ({"keep_best": 1, "monitor": "val_loss"}, [6, 7]),  # tie: the later wins
+    ({"keep_best": 1, "monitor": "val_loss"}, [2, 7]),  # tie: the earlier wins, as in Keras
     ({"keep_best": 2, "monitor": "val_loss"}, [2, 6, 7]),
     ({"keep_best": 3, "monitor": "val_loss", "mode": "min"}, [2, 3, 6, 7]),
     ({"keep_best": 1, "monitor": "val_loss", "mode": "max"}, [1, 7]),  # NaN never counts
     ({"keep_best": 0, "monitor": "val_loss"}, [7]),
-    ({"keep_last": 1, "keep_best": 1, "monitor": "val_loss"}, [6, 7]),
+    ({"keep_last": 1, "keep_best": 1, "monitor": "val_loss"}, [2, 7]),
     ({"keep_last": 2, "keep_best": 2, "monitor": "val_loss"}, [2, 6, 7]),  # union
     ({"keep_last": 1, "protect": ("/runs/a/" + name(1),)}, [1, 7]),
     ({"keep_last": 1, "protect": (name(3),)}, [3, 7]),  # a name relative to root
@@ -92,7 +92,8 @@ def test_plan_says_why_each_is_kept() -> None:
     plan = plan_retention(rs, keep_last=2, keep_best=1, monitor="val_loss", protect=(rs[0],))
     assert dict(plan.reasons) == {
         rs[0].path: ("protected",),
-        rs[5].path: ("latest", "best"),
+        rs[1].path: ("best",),
+        rs[5].path: ("latest",),
         rs[6].path: ("newest", "latest"),
     }
 
@@ -323,4 +324,4 @@ def test_resumed_from_checkpoint_survives_top_k(folder: Path) -> None:
         scan(folder, TEMPLATE), keep_best=1, monitor="val_loss", protect=(resumed_from,)
     )
     apply_retention(plan, folder)
-    assert [r.epoch for r in scan(folder, TEMPLATE)] == [1, 6, 7]
+    assert [r.epoch for r in scan(folder, TEMPLATE)] == [1, 2, 7]

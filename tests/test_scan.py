@@ -728,11 +728,11 @@ def test_tie_broken_by_exact_value_reading_only_tied_sidecars(tmp_path: Path) ->
     assert found.metadata is not None and found.metadata["metrics"]["val_loss"] == 0.5150
 
 
-def test_tie_without_sidecars_goes_to_the_later(tmp_path: Path) -> None:
+def test_tie_without_sidecars_goes_to_the_earlier_as_in_keras(tmp_path: Path) -> None:
     for epoch in (1, 2, 3):
-        touch(tmp_path, f"ep{epoch:02d}-0.52.keras", mtime=1_000_000 - epoch)
+        touch(tmp_path, f"ep{epoch:02d}-0.52.keras", mtime=1_000_000 + epoch)
     found = find_best(tmp_path, "val_loss", template="ep{epoch:02d}-{val_loss:.2f}.keras")
-    assert found is not None and found.name == "ep03-0.52.keras"
+    assert found is not None and found.name == "ep01-0.52.keras"
 
 
 def test_tie_with_corrupt_sidecar_warns(tmp_path: Path) -> None:

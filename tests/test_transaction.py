@@ -189,6 +189,9 @@ def test_check_start_reads_the_batch_from_sidecars_of_epoch_only_names(tmp_path)
     start = folder.check_start(10, folder.records())
     assert [r.name for r in start.at_seed] == ["e01.keras"]
     assert start.epoch_without_batch == 2
+    with pytest.raises(CheckpointError, match="from epoch 2, later than the epoch this run starts"):
+        folder.check_first_epoch(start, 1)
+    folder.check_first_epoch(start, 2)  # the run continues where the names stop
 
 
 def test_prune_keeps_the_newest_and_the_protected(tmp_path):

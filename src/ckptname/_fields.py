@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._errors import MissingFieldError
+from ._errors import MissingFieldError, RenderError
 from ._rank import COUNTERS, is_number
 from ._template import Template
 
@@ -155,7 +155,7 @@ def check_extras(extras: object) -> None:
     if isinstance(extras, Mapping):
         for key in extras:
             if key in COUNTERS:
-                raise ValueError(
+                raise RenderError(
                     f"extras key {key!r} is a counter the callback fills itself "
                     f"({', '.join(COUNTERS)}); rename the extra"
                 )
@@ -169,7 +169,7 @@ def check_extras_clash(extras: Mapping[str, Any], logs: Mapping[str, Any]) -> No
     """Refuse an extra whose key is also a key of the logs."""
     for key in extras:
         if key in logs:
-            raise ValueError(
+            raise RenderError(
                 f"extras key {key!r} is also a key of the logs; rename the extra so "
                 "that the template field is not ambiguous"
             )

@@ -11,17 +11,13 @@ Every ordering ckptname applies lives here, so that ``scan``, ``find_latest``,
 * :func:`best_key` orders checkpoints from worst to best by a metric, and
   :func:`improves` says whether a new value beats the best so far.
 
-The two settle a tie on a metric differently (``best_key`` keeps the rule it
-has always had; ``improves`` is strict, as the callback's best has always been):
-
-=====================================  =========================================
-rule                                   an equal value
-=====================================  =========================================
-:func:`best_key` (``find_best``,       ranks by progress: of checkpoints with
-retention's ``keep_best``)             the same exact value the later one wins
-:func:`improves` (the callback's       is not an improvement: the best so far
-best so far)                           stays the earlier checkpoint
-=====================================  =========================================
+One tie rule everywhere: of checkpoints with the same value (the exact value
+from the sidecars where the records carry it), the earlier is the best, as in
+Keras's ``ModelCheckpoint`` and Lightning. :func:`best_key` (``find_best``,
+``best_per_group``, ``keep_best``, the CLI) ranks equal values by
+:func:`tie_break`, earlier first; :func:`improves` (the callback's
+``save_best_only`` and best so far) is strict, so an equal value does not
+replace the best.
 
 Records are duck-typed (any object with the attributes of
 :class:`ckptname.Checkpoint`, described by :class:`Record`), so this module
@@ -50,6 +46,7 @@ __all__ = [
     "metric_value",
     "progress_key",
     "resolve_mode",
+    "tie_break",
 ]
 
 Mode = Literal["min", "max"]
@@ -392,8 +389,10 @@ def best_key(checkpoint: Record, monitor: str, mode: Mode) -> tuple[Any, ...]:
     3. on a tie there, the exact value from the metadata sidecar where the
        record carries it (``Checkpoint.metadata``); a record without one
        ranks by its rounded value;
-    4. then progress (:func:`progress_key`): of equal values the later
-       checkpoint wins, so the result never depends on listing order.
+    4. then progress (:func:`tie_break`): of equal values the earlier
+       checkpoint wins, as in Keras's ``ModelCheckpoint`` and Lightning (a
+       later checkpoint must be strictly better to replace the best), so the
+       result never depends on listing order.
 
     Args:
         checkpoint: a :class:`ckptname.Checkpoint`.
@@ -405,12 +404,49 @@ def best_key(checkpoint: Record, monitor: str, mode: Mode) -> tuple[Any, ...]:
     """
     named, exact = metric_value(checkpoint, monitor)
     if named is None or math.isnan(named):
-        return (0, 0.0, 0.0, progress_key(checkpoint))
+        return (0, 0.0, 0.0, tie_break(checkpoint))
     if exact is None:
         exact = named
     if mode == "min":
-        return (1, -named, -exact, progress_key(checkpoint))
-    return (1, named, exact, progress_key(checkpoint))
+        return (1, -named, -exact, tie_break(checkpoint))
+    return (1, named, exact, tie_break(checkpoint))
+
+
+class _Earlier:
+    """A progress key that compares the other way round: the earlier checkpoint is greater."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: tuple[Any, ...]) -> None:
+        self.key = key
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Earlier) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __lt__(self, other: _Earlier) -> bool:
+        return self.key > other.key
+
+    def __le__(self, other: _Earlier) -> bool:
+        return self.key >= other.key
+
+    def __gt__(self, other: _Earlier) -> bool:
+        return self.key < other.key
+
+    def __ge__(self, other: _Earlier) -> bool:
+        return self.key <= other.key
+
+
+def tie_break(checkpoint: Record) -> _Earlier:
+    """The last part of a best key: of checkpoints with equal values, the earlier is better.
+
+    The one tie rule of ``find_best``, ``best_per_group``, ``keep_best``, the
+    CLI and the callback's ``save_best_only`` (whose improvement is strict,
+    see :func:`improves`).
+    """
+    return _Earlier(progress_key(checkpoint))
 
 
 def can_win(checkpoint: Record, monitor: str) -> bool:
@@ -439,9 +475,8 @@ def improves(mode: Mode, value: float, best: float | None) -> bool:
 
     Returns:
         ``True`` where ``value`` improves on ``best``: never for NaN, never
-        for a value equal to ``best`` (the earlier checkpoint stays the best;
-        :func:`best_key` settles such ties the other way, see the module
-        docstring).
+        for a value equal to ``best`` (the earlier checkpoint stays the best,
+        as :func:`best_key` ranks it).
     """
     if math.isnan(value):
         return False

@@ -17,18 +17,18 @@ import sys
 import tempfile
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 
-from ._errors import CkptnameWarning, MetadataError, TemplateError
+from ._errors import CheckpointError, CkptnameWarning, MetadataError, TemplateError
 from ._keras_backend import batch_counter
 from ._metadata import is_reserved, read_metadata
-from ._rank import COUNTERS, is_number
-from ._scan import Checkpoint, find_latest
+from ._rank import COUNTERS, is_number, progress_key
+from ._scan import Checkpoint, find_latest, scan
 from ._schedule import ResumePoint
 from ._storage import storage_for
 from ._template import Template
@@ -89,11 +89,69 @@ def resume(
     if latest is None:
         _RESUMED.pop(model, None)
         return ResumePoint()
-    path = str(latest.path)
-    _load_weights(model, path)
-    point = _point_of(model, latest, path)
-    _RESUMED[model] = point
-    return point
+    skipped: list[tuple[str, str]] = []
+    for candidate in _newest_first(root, latest):
+        path = str(candidate.path)
+        meta = _sidecar_or_none(path)
+        problem = _not_finite(candidate, meta)
+        if problem is None:
+            problem = _load_or_why_not(model, path)
+        if problem is None:
+            point = _point_of(model, candidate, path, meta, tuple(p for p, _ in skipped))
+            _RESUMED[model] = point
+            return point
+        warnings.warn(
+            f"not resuming from {path!r}: {problem}; trying the checkpoint before it",
+            CkptnameWarning,
+            stacklevel=2,
+        )
+        skipped.append((path, problem))
+    newest, why = skipped[0]
+    raise CheckpointError(
+        f"no checkpoint in {root!r} can be resumed from: the newest, {newest!r}, {why}"
+        f"{f', and so do the {len(skipped) - 1} before it' if len(skipped) > 1 else ''}; "
+        "build and compile the model as it was when saved, or start in another folder"
+    )
+
+
+def _newest_first(root: str, latest: Checkpoint) -> Iterator[Checkpoint]:
+    """``latest``, then the checkpoints before it, newest first (listed only if needed)."""
+    yield latest
+    if latest.template is None:
+        return
+    for record in reversed(scan(root, latest.template)):
+        if progress_key(record) < progress_key(latest):
+            yield record
+
+
+def _sidecar_or_none(path: str) -> dict[str, Any] | None:
+    try:
+        return read_metadata(path)
+    except (FileNotFoundError, MetadataError):
+        return None
+
+
+def _not_finite(record: Checkpoint, meta: Mapping[str, Any] | None) -> str | None:
+    """Why a checkpoint records a loss or metric that is NaN or infinite, else ``None``.
+
+    The values are the sidecar's exact metrics, else those in the name. A run
+    stopped by ``TerminateOnNaN`` leaves such a checkpoint: its weights are
+    not a point to continue from.
+    """
+    metrics = meta.get("metrics") if meta else None
+    values = metrics if isinstance(metrics, dict) else _named_metrics(record.values)
+    for key, value in values.items():
+        if is_number(value) and not math.isfinite(value):
+            return f"its {key} is {value}"
+    return None
+
+
+def _load_or_why_not(model: Any, path: str) -> str | None:
+    try:
+        _load_weights(model, path)
+    except Exception as exc:  # any failure to load is a reason to try the one before
+        return f"it does not load ({type(exc).__name__}: {exc})"
+    return None
 
 
 def _latest(root: str, template: str | Template | None) -> Checkpoint | None:
@@ -128,17 +186,25 @@ def _load_weights(model: Any, path: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _point_of(model: Any, latest: Checkpoint, path: str) -> ResumePoint:
+def _point_of(
+    model: Any,
+    latest: Checkpoint,
+    path: str,
+    sidecar: dict[str, Any] | None,
+    skipped: tuple[str, ...],
+) -> ResumePoint:
     """The resume point a loaded checkpoint stands for: its sidecar, else its name."""
-    try:
-        meta = read_metadata(path)
-    except (FileNotFoundError, MetadataError) as exc:
-        warnings.warn(
-            f"{exc}; counters are read from the name of {path!r} instead",
-            CkptnameWarning,
-            stacklevel=3,
-        )
-        meta = {}
+    meta = sidecar
+    if meta is None:
+        try:
+            meta = read_metadata(path)
+        except (FileNotFoundError, MetadataError) as exc:
+            warnings.warn(
+                f"{exc}; counters are read from the name of {path!r} instead",
+                CkptnameWarning,
+                stacklevel=3,
+            )
+            meta = {}
     batch = _first_counter(meta.get("batch"), latest.batch)
     if batch is None:
         batch = batch_counter(model) or 0
@@ -157,6 +223,7 @@ def _point_of(model: Any, latest: Checkpoint, path: str) -> ResumePoint:
         metrics=dict(metrics or {}),
         extras=dict(meta.get("extras") or {}),
         metric_state=dict(meta.get("metric_state") or {}),
+        skipped=skipped,
     )
 
 

@@ -102,8 +102,8 @@ def plan_retention(
     The plan keeps the union of: the ``keep_last`` newest (progress order, see
     ``ckptname._rank.progress_key``), the ``keep_best`` best by ``monitor``
     (``ckptname._rank.best_key``: NaN never counts, ties go to the exact value
-    in ``Checkpoint.metadata`` where the records carry it, then to the later
-    checkpoint), the newest checkpoint, and every checkpoint in ``protect``.
+    in ``Checkpoint.metadata`` where the records carry it, then to the earlier
+    checkpoint, as in Keras), the newest checkpoint, and every checkpoint in ``protect``.
     Everything else is to be deleted. With neither ``keep_last`` nor
     ``keep_best`` every checkpoint is kept.
 

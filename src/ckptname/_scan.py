@@ -73,6 +73,7 @@ from ._rank import (
     metric_value,
     progress_key,
     resolve_mode,
+    tie_break,
 )
 from ._roots import Layout, Root, cached_template, layout_for, open_root
 from ._storage import Storage, storage_for, temp_target
@@ -842,7 +843,7 @@ def _pick_best(
 
     ranked = sorted(
         (r for r in records if can_win(r, monitor)),
-        key=lambda r: (named(r), progress_key(r)),
+        key=lambda r: (named(r), tie_break(r)),
         reverse=True,
     )
     i = 0
@@ -876,7 +877,8 @@ def find_best(
 
     Values are read from the names. NaN never wins. Checkpoints whose names
     tie on the (rounded) value are told apart by the exact value in their
-    sidecars, read only for those; then the later one wins, so the answer
+    sidecars, read only for those; then the earlier one wins (as in Keras's
+    ``ModelCheckpoint``: a later checkpoint must be strictly better), so the answer
     does not depend on listing order. Where the template has no ``monitor``
     field, every checkpoint's sidecar is read for it.
 

@@ -57,6 +57,10 @@ class ResumePoint:
             running sums behind the logged means) at a mid-epoch save, by
             metric name; empty where the sidecar has none (an end-of-epoch
             save, or a sidecar written by an older or another writer).
+        skipped: later checkpoints that did not load or recorded a loss or
+            metric that is not finite, which the resume passed over (with a
+            warning each); the callback replaces them as training reaches
+            them.
     """
 
     path: str | None = None
@@ -69,6 +73,7 @@ class ResumePoint:
     metrics: Mapping[str, Any] = field(default_factory=dict, hash=False)
     extras: Mapping[str, Any] = field(default_factory=dict, hash=False)
     metric_state: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    skipped: tuple[str, ...] = ()
 
     @property
     def resumed(self) -> bool:

@@ -106,10 +106,23 @@ class StartCheck:
             counters continue from), in progress order.
         epoch_without_batch: the latest epoch among checkpoints whose batch
             count is unknown (names and sidecars without it), or ``None``.
+        earlier_by_epoch: for a template whose names carry the epoch but not
+            the batch, ``(epoch, name, batch)`` of each checkpoint saved before
+            ``seed``: a run that numbers its epochs from 1 again would write
+            those names again (see :meth:`CheckpointFolder.check_first_epoch`).
+        seed: the run's batch count at train begin.
+        superseded: checkpoints from later than ``seed`` that belong to this
+            run's own past future (a restart) or that the resume skipped as
+            broken, with their batch counts: replaced as training reaches
+            them (see :meth:`CheckpointFolder.drop_replaced`), never counted by
+            retention meanwhile.
     """
 
     at_seed: tuple[Checkpoint, ...]
     epoch_without_batch: int | None
+    earlier_by_epoch: tuple[tuple[int, str, int], ...] = ()
+    seed: int = 0
+    superseded: tuple[tuple[Checkpoint, int], ...] = ()
 
 
 class CheckpointFolder:
@@ -178,24 +191,46 @@ class CheckpointFolder:
 
     # ------------------------------------------------------------------ train begin
 
-    def check_start(self, seed: int, records: Sequence[Checkpoint]) -> StartCheck:
+    def check_start(
+        self,
+        seed: int,
+        records: Sequence[Checkpoint],
+        *,
+        restarted: bool = False,
+        skipped: Iterable[str] = (),
+    ) -> StartCheck:
         """Refuse a folder holding later checkpoints than the run's count ``seed``.
+
+        Later checkpoints are another run's, and refused, unless ``restarted``
+        (the model arrived at train begin already trained by something other
+        than ckptname's resume, such as Keras's ``BackupAndRestore``: the job
+        that wrote the folder was put back to an earlier step of itself) or
+        the resume skipped them as broken (``skipped``, their paths). Those
+        are returned as ``superseded``.
 
         Raises:
             CheckpointError: a checkpoint of the template was saved after a
                 later batch than ``seed``: the run would overwrite or shadow it.
         """
+        skipped = {normalized(path) for path in skipped}
+        superseded: list[tuple[Checkpoint, int]] = []
         later: tuple[Checkpoint, int] | None = None
         unknown_epoch = 0
         at_seed: list[Checkpoint] = []
+        earlier: list[tuple[int, str, int]] = []
+        epoch_only = "epoch" in self.template.fields and "batch" not in self.template.fields
         for rec in records:
             batch = self._batch_of(rec)
             if batch is None:
                 unknown_epoch = max(unknown_epoch, rec.epoch or 0)
+            elif batch > seed and (restarted or normalized(rec.path) in skipped):
+                superseded.append((rec, batch))
             elif batch > seed and (later is None or batch > later[1]):
                 later = (rec, batch)
             elif batch == seed and seed > 0:
                 at_seed.append(rec)
+            elif batch < seed and epoch_only and rec.epoch is not None:
+                earlier.append((rec.epoch, rec.name, batch))
         if later is not None:
             rec, batch = later
             raise CheckpointError(
@@ -204,16 +239,44 @@ class CheckpointFolder:
                 f"batch count {seed}; resume from it "
                 f"(ckptname.keras.resume(model, {self.root!r})) or use another folder"
             )
-        return StartCheck(tuple(at_seed), unknown_epoch or None)
-
-    def later_epoch_error(self, latest_epoch: int, start_epoch: int) -> CheckpointError:
-        """The error for a folder whose epoch-only names are later than the run's first epoch."""
-        return CheckpointError(
-            f"folder {self.root!r} already holds checkpoints of template "
-            f"'{self.template.text}' from epoch {latest_epoch}, later than the epoch "
-            f"this run starts at ({start_epoch}); resume from them "
-            f"(ckptname.keras.resume(model, {self.root!r})) or use another folder"
+        return StartCheck(
+            tuple(at_seed), unknown_epoch or None, tuple(earlier), seed, tuple(superseded)
         )
+
+    def check_first_epoch(self, start: StartCheck, epoch: int) -> None:
+        """Refuse a first epoch whose names would overwrite or shadow checkpoints.
+
+        Called when the run's first epoch begins (``epoch`` 1-based), once the
+        epoch numbering is known: names of the template without a batch
+        count cannot tell this run's epoch 1 from an earlier run's.
+
+        Raises:
+            CheckpointError: the folder holds checkpoints from a later epoch
+                of unknown batch count (another run's future), or, of this
+                template's epoch-only names, ones saved before this run's
+                count that it would write again (a second ``fit`` that numbers
+                its epochs from 1 again): never a silent overwrite.
+        """
+        latest = start.epoch_without_batch
+        if latest is not None and latest > epoch:
+            raise CheckpointError(
+                f"folder {self.root!r} already holds checkpoints of template "
+                f"'{self.template.text}' from epoch {latest}, later than the epoch "
+                f"this run starts at ({epoch}); resume from them "
+                f"(ckptname.keras.resume(model, {self.root!r})) or use another folder"
+            )
+        clashes = sorted(item for item in start.earlier_by_epoch if item[0] >= epoch)
+        if clashes:
+            epochs = [item[0] for item in start.earlier_by_epoch]
+            last = max(epochs + [rec.epoch for rec in start.at_seed if rec.epoch is not None])
+            _, name, batch = clashes[0]
+            raise CheckpointError(
+                f"folder {self.root!r} already holds checkpoint {name!r} of template "
+                f"'{self.template.text}', saved at batch {batch}, which this run would "
+                f"overwrite: it starts at epoch {epoch} with {start.seed} batches done; pass "
+                f"initial_epoch={last} to fit so that epochs are numbered on, or use "
+                "another folder"
+            )
 
     def _batch_of(self, record: Checkpoint) -> int | None:
         if record.batch is not None:
@@ -431,8 +494,12 @@ class CheckpointFolder:
         monitor: str,
         mode: str,
         protect: Iterable[str],
+        exclude: Iterable[str] = (),
     ) -> RetentionPlan:
         """Apply ``keep_last``/``keep_best`` to the folder, never deleting ``newest``.
+
+        Checkpoints whose paths are in ``exclude`` (superseded ones, waiting
+        to be replaced) are left out of the plan: neither kept nor deleted.
 
         Returns:
             The plan that was applied.
@@ -440,7 +507,8 @@ class CheckpointFolder:
         Raises:
             OSError: deleting failed.
         """
-        records = self.records()
+        left_out = {normalized(path) for path in exclude}
+        records = [rec for rec in self.records() if normalized(rec.path) not in left_out]
         if keep_best is not None:
             # Names round metrics; the sidecars hold the exact values that
             # break ties between equal names.
@@ -459,6 +527,30 @@ class CheckpointFolder:
         )
         apply_retention(plan, self.root, template=self.template)
         return plan
+
+
+    def drop_replaced(
+        self, superseded: Sequence[tuple[Checkpoint, int]], batch: int, written: set[str]
+    ) -> list[tuple[Checkpoint, int]]:
+        """Delete the superseded checkpoints up to ``batch``, now that their replacements exist.
+
+        Called after a save at ``batch`` is complete, so a superseded
+        checkpoint is never deleted before the one that replaces it. One whose
+        path this run has written itself (``written``: the same name, so the
+        new save already replaced it) is not deleted.
+
+        Returns:
+            The superseded checkpoints that are left (later than ``batch``).
+
+        Raises:
+            OSError: deleting failed.
+        """
+        due = [(rec, at) for rec, at in superseded if at <= batch]
+        doomed = tuple(rec for rec, _ in due if normalized(rec.path) not in written)
+        if doomed:
+            plan = RetentionPlan(keep=(), delete=doomed)
+            apply_retention(plan, self.root, template=self.template)
+        return [(rec, at) for rec, at in superseded if at > batch]
 
 
 def normalized(path: str) -> str:

@@ -65,7 +65,7 @@ from ._rank import Mode, check_mode, is_number, resolve_mode
 from ._resume import fit_resumed, resume, resumed_point
 from ._retention import check_keep
 from ._schedule import ResumePoint, Schedule, position_from_sidecar
-from ._transaction import CheckpointFolder, normalized, split_filepath
+from ._transaction import CheckpointFolder, StartCheck, normalized, split_filepath
 
 __all__ = ["BatchAwareCheckpoint", "ResumePoint", "fit_resumed", "resume", "split_filepath"]
 
@@ -184,6 +184,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         lock: bool | str = True,
     ) -> None:
         super().__init__()
+        _check_filepath(filepath)
         self.filepath = os.fspath(filepath)
         self.monitor = monitor
         self.verbose = verbose
@@ -210,7 +211,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         fixed: Mode | None = None if mode == "auto" else cast(Mode, mode)
         self._tracker = BestTracker(monitor, fixed, initial_value_threshold)
         self._schedule = Schedule(0 if save_freq == "epoch" else int(save_freq))
-        self._first_epoch_check: int | None = None
+        self._start: StartCheck | None = None  # checked when the first epoch begins
         self._protect: set[str] = set()
         self._saved_this_run: str | None = None
         self._resume_seen: ResumePoint | None = None
@@ -218,6 +219,10 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._last_path: str | None = None
         self._unwrap: Callable[[], None] | None = None
         self._skip_warned = False
+        # Later checkpoints of this run's own past (a restart) or skipped by
+        # resume as broken: replaced as training reaches them.
+        self._superseded: list[tuple[Any, int]] = []
+        self._written: set[str] = set()
         self._lock: FolderLock | None = None
         # Above 0 while fit_resumed runs several fits (see _hold_lock).
         self._lock_hold = 0
@@ -280,10 +285,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Start counting an epoch (``epoch`` is 0-based, as Keras passes it)."""
-        if self._first_epoch_check is not None:
-            latest, self._first_epoch_check = self._first_epoch_check, None
-            if latest > epoch + 1:
-                raise self._folder.later_epoch_error(latest, epoch + 1)
+        start, self._start = self._start, None
+        if start is not None:
+            self._folder.check_first_epoch(start, epoch + 1)
         restore = self._schedule.begin_epoch(epoch)
         if restore is not None and restore.metric_state:
             schedule = self._schedule
@@ -401,7 +405,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         resumed = resumed_point(model)
         fresh = resumed is not None and resumed is not self._resume_seen
         self._resume_seen = resumed
-        continues_from = self._schedule.seed(batch_counter(model), resumed, fresh=fresh)
+        counted_before = self._schedule.counted_any
+        raw = batch_counter(model)
+        continues_from = self._schedule.seed(raw, resumed, fresh=fresh)
         if continues_from is not None:
             self._protect.add(normalized(continues_from))
         if not self._is_chief:
@@ -409,14 +415,23 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         folder = self._folder
         records = folder.records()
         folder.clean_leftovers(records)
-        start = folder.check_start(self._schedule.batch, records)
+        # A model that arrives trained by something other than resume() (Keras's
+        # BackupAndRestore) is a restart of the job that wrote the folder.
+        restarted = bool(raw) and continues_from is None and not counted_before
+        skipped = resumed.skipped if resumed is not None else ()
+        start = folder.check_start(self._schedule.batch, records, restarted=restarted,
+                                   skipped=skipped)  # fmt: skip
+        self._superseded = list(start.superseded)
+        self._written = set()
+        gone = {normalized(rec.path) for rec, _ in start.superseded}
+        records = [rec for rec in records if normalized(rec.path) not in gone]
         for rec in start.at_seed:
             # The checkpoint the counters continue from: never pruned.
             self._protect.add(normalized(rec.path))
             if self._schedule.pending is None:
                 meta = folder.sidecar(rec)
                 self._schedule.pending = None if meta is None else position_from_sidecar(meta)
-        self._first_epoch_check = start.epoch_without_batch
+        self._start = start
         exact = None
         if self.save_best_only or self.keep_best is not None:
 
@@ -437,6 +452,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
     # ------------------------------------------------------------------ saving
 
     def _save(self, logs: Mapping[str, Any] | None, *, end_of_epoch: bool) -> None:
+        # Reading `self.model` puts the values of the last step back into the
+        # model's variables on JAX, before anything (extras included) reads them.
+        self.model  # noqa: B018
         plain = pythonify(logs)
         extras = self._extras_now()
         check_extras_clash(extras, plain)
@@ -468,6 +486,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             return
         self._last_path = shown
         self._saved_this_run = path
+        self._written.add(normalized(path))
+        if self._superseded:
+            self._drop_replaced(s.batch)
         if self.verbose > 0:
             print(f"\nEpoch {s.epoch + 1}: finished saving model to {shown}")
         if self.keep_last is not None or self.keep_best is not None:
@@ -553,6 +574,13 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
     def _write_model(self, target: str) -> None:
         save_model(self.model, target, weights_only=self.save_weights_only)
 
+    def _drop_replaced(self, batch: int) -> None:
+        """Delete this run's superseded checkpoints that the saves up to ``batch`` replaced."""
+        try:
+            self._superseded = self._folder.drop_replaced(self._superseded, batch, self._written)
+        except OSError as exc:
+            self._failed(CheckpointSaveError(f"removing replaced checkpoints failed: {exc}"))
+
     def _failed(self, error: CheckpointSaveError) -> None:
         """Raise or warn about a failed save or prune, as ``on_save_error`` says."""
         if self.on_save_error == "raise":
@@ -571,6 +599,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
                 monitor=self.monitor,
                 mode=tracker.mode or self.mode,
                 protect=self._protect,
+                exclude=[rec.path for rec, _ in self._superseded],
             )
             if tracker.name is not None and any(rec.name == tracker.name for rec in plan.delete):
                 # keep_last alone may prune the best: the state file must name
@@ -595,12 +624,38 @@ def _check_choices(lock: object, save_freq: object, mode: object, on_save_error:
     if lock not in (True, False, "takeover"):
         raise ValueError(f"lock must be True, False or 'takeover', got {lock!r}")
     if not (save_freq == "epoch" or (type(save_freq) is int and save_freq > 0)):
+        # Keras's own words first: code written against ModelCheckpoint matches them.
         raise ValueError(
-            f"save_freq must be 'epoch' or a positive number of batches, got {save_freq!r}"
+            f"Unrecognized save_freq: {save_freq}. Expected save_freq are 'epoch' or integer "
+            f"values; ckptname needs 'epoch' or a whole number of batches above 0, "
+            f"got {save_freq!r}"
         )
     check_mode(mode)
     if on_save_error not in ("raise", "warn"):
         raise ValueError(f"on_save_error must be 'raise' or 'warn', got {on_save_error!r}")
+
+
+def _check_filepath(filepath: object) -> None:
+    """A path template; a ``ModelCheckpoint`` given instead gets the call to write."""
+    if isinstance(filepath, (str, os.PathLike)):
+        return
+    if isinstance(filepath, keras.callbacks.ModelCheckpoint):
+        given = vars(filepath)
+        args = [repr(given.get("filepath"))]
+        for key, default in (("monitor", "val_loss"), ("save_best_only", False),
+                             ("save_weights_only", False), ("mode", "auto"),
+                             ("save_freq", "epoch")):  # fmt: skip
+            if given.get(key, default) != default:
+                args.append(f"{key}={given[key]!r}")
+        raise TypeError(
+            "BatchAwareCheckpoint replaces keras.callbacks.ModelCheckpoint rather than "
+            "wrapping it; pass the same arguments instead: "
+            f"BatchAwareCheckpoint({', '.join(args)})"
+        )
+    raise TypeError(
+        "filepath must be a path template such as 'ckpts/b{batch:05d}.keras', "
+        f"got {type(filepath).__name__}"
+    )
 
 
 def _check_suffix(filepath: str, weights_only: bool) -> None:
