@@ -366,3 +366,52 @@ def test_ls_of_an_fsspec_url(capsys):
         assert (code, out) == (0, "memory://cli-run/ep100-0.500.keras\n")
     finally:
         fs.rm("/cli-run", recursive=True)
+
+
+# ----------------------------------------------------------------------------- resource limits
+
+
+def _limited(*argv: str, memory: int = 1 << 30) -> subprocess.CompletedProcess[str]:
+    """``python -m ckptname ARGV`` with at most ``memory`` bytes of address space."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return subprocess.run(
+        [sys.executable, "-m", "ckptname", *argv],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=60,
+    )
+
+
+HUGE_WIDTH = "e{x:04294967296d}.keras"
+HUGE_WIDTH_ERROR = (
+    "width 4294967296 in field 'x' cannot fit in a file name: a path part holds at most "
+    "255 bytes, so use a width of at most 255\n  e{x:04294967296d}.keras\n       ^"
+)
+
+
+def test_a_width_no_file_name_can_hold_is_refused_before_any_memory_is_asked():
+    done = _limited("check", HUGE_WIDTH)
+    assert (done.returncode, done.stdout, done.stderr) == (2, f"invalid: {HUGE_WIDTH_ERROR}\n", "")
+
+
+@pytest.mark.parametrize("command", ["ls", "latest"])
+def test_a_state_file_naming_a_huge_width_is_one_message(tmp_path, command):
+    from ckptname._metadata import STATE_FORMAT, STATE_NAME, encode
+
+    (tmp_path / "e1.keras").write_bytes(b"w")
+    (tmp_path / STATE_NAME).write_bytes(
+        encode({"format": STATE_FORMAT, "template": HUGE_WIDTH, "latest": {"name": "e1.keras"}})
+    )
+    done = _limited(command, str(tmp_path))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"ckptname {command}: state file {str(tmp_path / STATE_NAME)!r} holds a template that "
+        f"cannot be used ({HUGE_WIDTH_ERROR.splitlines()[0]}), and no template was given; "
+        "pass --template with the template the checkpoints were saved with, e.g. "
+        "--template 'ep{epoch:02d}-{val_loss:.2f}.keras'\n"
+    )
