@@ -415,3 +415,72 @@ def test_a_state_file_naming_a_huge_width_is_one_message(tmp_path, command):
         "pass --template with the template the checkpoints were saved with, e.g. "
         "--template 'ep{epoch:02d}-{val_loss:.2f}.keras'\n"
     )
+
+
+# ------------------------------------------------------------------- counters that are no numbers
+
+
+def test_prune_never_deletes_a_name_whose_counter_is_not_a_number(capsys, tmp_path):
+    for name in ["ckpt-1.keras", "ckpt-2.keras", "ckpt-3.keras", "ckpt-final.keras"]:
+        (tmp_path / name).write_bytes(b"w")
+    argv = ["prune", str(tmp_path), "--keep-last", "2", "-t", "ckpt-{epoch}.keras", "--yes"]
+    assert run(capsys, *argv) == (
+        0,
+        "keep    ckpt-final.keras  (not numbered)\n"
+        "delete  ckpt-1.keras\n"
+        "keep    ckpt-2.keras  (latest)\n"
+        "keep    ckpt-3.keras  (newest, latest)\n"
+        "deleted 1 checkpoint(s) and their sidecars\n",
+        "",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt-2.keras",
+        "ckpt-3.keras",
+        "ckpt-final.keras",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("template", "note"),
+    [
+        ("ckpt-{epoch}.keras", "counter 'epoch' has no format type, so names whose 'epoch' is "
+         "not a number (e.g. 'epoch=final') match too; they are not part of the sequence "
+         "(never the latest, never pruned); give it an integer type, e.g. {epoch:d}"),
+        ("b<batch:s>.keras", "counter 'batch' is read as str, so names whose 'batch' is not a "
+         "number (e.g. 'batch=final') match too; they are not part of the sequence (never the "
+         "latest, never pruned); give it an integer type, e.g. <batch:d>"),
+    ],
+)  # fmt: skip
+def test_check_warns_about_counters_without_an_integer_type(capsys, template, note):
+    code, out, _ = run(capsys, "check", template)
+    assert code == 0
+    assert f"note:       {note}\n" in out
+
+
+def test_prune_by_modification_time_only_when_asked(capsys, tmp_path):
+    import os
+
+    for i, run_name in enumerate(["alpha", "beta", "gamma"]):
+        path = tmp_path / f"{run_name}.keras"
+        path.write_bytes(b"w")
+        os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
+    argv = ["prune", str(tmp_path), "--keep-last", "1", "-t", "{run:s}.keras"]
+    assert run(capsys, *argv, "--yes") == (
+        2,
+        "",
+        "ckptname prune: 3 checkpoint(s) have no epoch, batch or batch_in_epoch in their names "
+        "(template '{run:s}.keras') or sidecars, so only modification times could tell the "
+        "newest, and copies and restores change those; pass --order-by-mtime to prune in "
+        "modification-time order anyway\n",
+    )
+    assert len(list(tmp_path.iterdir())) == 3
+    assert run(capsys, *argv, "--order-by-mtime") == (
+        0,
+        "order:  by modification time (--order-by-mtime): 3 checkpoint(s) have no counter in "
+        "their names or sidecars\n"
+        "delete  alpha.keras\n"
+        "delete  beta.keras\n"
+        "keep    gamma.keras  (newest, latest)\n"
+        "2 checkpoint(s) would be deleted; pass --yes to delete them\n",
+        "",
+    )

@@ -698,3 +698,16 @@ def test_saves_reuse_keras_skip_sets_and_leave_keras_state_as_it_was(tmp_path, m
     loaded = keras.models.load_model(tmp_path / "b20.keras")
     x, _ = data()
     np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0))
+
+
+def test_keep_last_never_prunes_a_hand_saved_name_outside_the_sequence(tmp_path):
+    # 'ckpt-{epoch}' has no format type: 'ckpt-final.keras' reads as epoch='final'.
+    final = tmp_path / "ckpt-final.keras"
+    m = model()
+    m.build((None, 4))
+    m.save(final)
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "ckpt-{epoch}.keras"), keep_last=1)
+    fit(m, [ckpt], epochs=3)
+    assert names(tmp_path) == ["ckpt-3.keras", "ckpt-final.keras"]
+    assert ckptname.find_latest(tmp_path).name == "ckpt-3.keras"
+    assert ckptname.find_latest(tmp_path, "ckpt-{epoch}.keras").name == "ckpt-3.keras"

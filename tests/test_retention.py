@@ -324,3 +324,31 @@ def test_resumed_from_checkpoint_survives_top_k(folder: Path) -> None:
     )
     apply_retention(plan, folder)
     assert [r.epoch for r in scan(folder, TEMPLATE)] == [1, 6, 7]
+
+
+# ------------------------------------------------------------------ names outside the sequence
+
+
+def test_a_name_whose_counter_is_not_a_number_is_never_pruned(tmp_path: Path) -> None:
+    # 'ckpt-{epoch}' has no format type, so a hand-saved 'ckpt-final' reads as
+    # epoch='final': not a point of the run's sequence, neither old nor new.
+    for n in ["ckpt-1.keras", "ckpt-2.keras", "ckpt-3.keras", "ckpt-final.keras", "ckpt-x.keras"]:
+        (tmp_path / n).write_bytes(b"weights")
+    found = scan(tmp_path, "ckpt-{epoch}.keras")
+    for keep_last in (0, 2):
+        plan = plan_retention(found, keep_last=keep_last)
+        assert {r.name for r in plan.keep} >= {"ckpt-final.keras", "ckpt-x.keras", "ckpt-3.keras"}
+        assert plan.reasons[str(tmp_path / "ckpt-final.keras")] == ("not numbered",)
+        assert plan.reasons[str(tmp_path / "ckpt-3.keras")][0] == "newest"
+    plan = plan_retention(found, keep_last=1)
+    assert apply_retention(plan, tmp_path) == [
+        str(tmp_path / "ckpt-1.keras"),
+        str(tmp_path / "ckpt-2.keras"),
+    ]
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-3.keras", "ckpt-final.keras", "ckpt-x.keras"]
+
+
+def test_only_names_outside_the_sequence_are_all_kept() -> None:
+    off = [Checkpoint(f"/r/ckpt-{t}.keras", f"ckpt-{t}.keras", {"epoch": t}) for t in "ab"]
+    plan = plan_retention(off, keep_last=0)
+    assert (plan.delete, [r.name for r in plan.keep]) == ((), ["ckpt-a.keras", "ckpt-b.keras"])

@@ -807,3 +807,16 @@ def test_every_template_pattern_here_takes_the_fast_path() -> None:
 
     for template in [TEMPLATE, "b{batch:05d}.weights.h5", "step-{batch}", "ep{epoch}", SWEEP]:
         assert layout_for(template).fast is not None, template
+
+
+def test_a_name_whose_counter_is_not_a_number_is_never_the_latest(tmp_path: Path) -> None:
+    template = "ckpt-{epoch}.keras"
+    touch(tmp_path, "ckpt-final.keras")
+    assert find_latest(tmp_path, template) is None
+    state(tmp_path, template, "ckpt-final.keras")
+    assert find_latest(tmp_path) is None
+    for epoch in (9, 10):
+        touch(tmp_path, f"ckpt-{epoch}.keras")
+    assert names(scan(tmp_path, template)) == ["ckpt-final.keras", "ckpt-9.keras", "ckpt-10.keras"]
+    assert find_latest(tmp_path, template).name == "ckpt-10.keras"  # type: ignore[union-attr]
+    assert find_latest(tmp_path).name == "ckpt-10.keras"  # type: ignore[union-attr]

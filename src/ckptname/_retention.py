@@ -16,7 +16,10 @@ any, with ``protect=(path,)``                also ``path`` (e.g. the one resumed
 ===========================================  ====================================
 
 The newest checkpoint is always kept: deleting it would lose the only point a
-crashed run can resume from.
+crashed run can resume from. A checkpoint whose counter does not read as a
+number (``ckpt-final.keras`` for ``ckpt-{epoch}.keras``, see
+``ckptname._rank.in_sequence``) is outside the sequence retention counts in:
+it is always kept, and never counted among the newest or the best.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from ._errors import (
     advised,
 )
 from ._metadata import is_reserved, sidecar_path
-from ._rank import Mode, best_key, can_win, progress_key, resolve_mode
+from ._rank import Mode, best_key, can_win, in_sequence, progress_key, resolve_mode
 from ._roots import Layout, Root, layout_for, open_root
 from ._scan import Checkpoint
 from ._template import Template
@@ -54,7 +57,8 @@ class RetentionPlan:
         delete: the checkpoints to delete.
         reasons: for each kept checkpoint's path, why it is kept: any of
             ``"newest"``, ``"latest"`` (one of the ``keep_last``), ``"best"``
-            (one of the ``keep_best``), ``"protected"``, ``"no policy"``.
+            (one of the ``keep_best``), ``"protected"``, ``"no policy"``,
+            ``"not numbered"`` (its counter does not read as a number).
     """
 
     keep: tuple[Checkpoint, ...]
@@ -103,9 +107,10 @@ def plan_retention(
     ``ckptname._rank.progress_key``), the ``keep_best`` best by ``monitor``
     (``ckptname._rank.best_key``: NaN never counts, ties go to the exact value
     in ``Checkpoint.metadata`` where the records carry it, then to the later
-    checkpoint), the newest checkpoint, and every checkpoint in ``protect``.
-    Everything else is to be deleted. With neither ``keep_last`` nor
-    ``keep_best`` every checkpoint is kept.
+    checkpoint), the newest checkpoint, every checkpoint in ``protect``, and
+    every checkpoint whose counter does not read as a number (which is not
+    counted among the newest or the best). Everything else is to be deleted.
+    With neither ``keep_last`` nor ``keep_best`` every checkpoint is kept.
 
     Args:
         records: the checkpoints of one template, e.g. from ``ckptname.scan``.
@@ -152,13 +157,18 @@ def plan_retention(
     if keep_last is None and keep_best is None:
         for r in ordered:
             reasons[r.path].append("no policy")
-    if keep_last:
-        for r in ordered[-keep_last:]:
+    numbered = [r for r in ordered if in_sequence(r)]
+    for r in ordered:
+        if not in_sequence(r):
+            reasons[r.path].append("not numbered")
+    if keep_last and numbered:
+        for r in numbered[-keep_last:]:
             reasons[r.path].append("latest")
-    if keep_best is not None and monitor is not None and resolved is not None:
-        for r in _best(ordered, keep_best, monitor, resolved):
+    if keep_best is not None and monitor is not None and resolved is not None and numbered:
+        for r in _best(numbered, keep_best, monitor, resolved):
             reasons[r.path].append("best")
-    reasons[ordered[-1].path].insert(0, "newest")
+    if numbered:
+        reasons[numbered[-1].path].insert(0, "newest")
     for r in _protected(ordered, protect):
         reasons[r.path].append("protected")
 

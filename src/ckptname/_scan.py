@@ -70,6 +70,7 @@ from ._rank import (
     as_counter,
     best_key,
     can_win,
+    in_sequence,
     metric_value,
     progress_key,
     resolve_mode,
@@ -565,6 +566,8 @@ def _from_state(root: Root, template: Template, state: dict[str, Any]) -> Checkp
         )
         return None
     assert isinstance(name, str)
+    if not in_sequence(_make(name, name, values, template.text)):
+        return None  # not a name of the sequence: never the latest; list instead
     entry = root.storage.stat(root.inner_path(name))
     if entry is None or entry.is_dir or entry.size == 0:
         return None
@@ -719,7 +722,7 @@ def _latest_by_listing(root: Root, layout: Layout) -> Checkpoint | None:
         for folder in folders:
             records.extend(_remote_records(root, layout, folder))
         ordered = _ordered(root, layout, records)
-        return ordered[-1] if ordered else None
+        return next((r for r in reversed(ordered) if in_sequence(r)), None)
     streams = [_descending_local(root, layout, folder) for folder in folders]
     if not streams:
         return None
@@ -729,6 +732,8 @@ def _latest_by_listing(root: Root, layout: Layout) -> Checkpoint | None:
         streams[0] if len(streams) == 1 else heapq.merge(*streams, key=progress_key, reverse=True)
     )
     for record in merged:
+        if not in_sequence(record):
+            continue  # 'ckpt-final' for 'ckpt-{epoch}': never the latest
         checked = _checked_local(root, record)
         if checked is not None:
             return checked
@@ -751,7 +756,9 @@ def find_latest(
     batch in epoch, then name, numbers compared as numbers (``ep100`` is newer
     than ``ep99``); only for templates with none of these counters, by the
     counters in the sidecars, then by modification time (see
-    ``ckptname._rank.progress_key``).
+    ``ckptname._rank.progress_key``). A name whose counter does not read as a
+    number (``ckpt-final.keras`` for ``ckpt-{epoch}.keras``) is never the
+    latest (see ``ckptname._rank.in_sequence``).
 
     Args:
         root: a folder path or an fsspec URL (``s3://bucket/run``).
