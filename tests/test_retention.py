@@ -352,3 +352,95 @@ def test_only_names_outside_the_sequence_are_all_kept() -> None:
     off = [Checkpoint(f"/r/ckpt-{t}.keras", f"ckpt-{t}.keras", {"epoch": t}) for t in "ab"]
     plan = plan_retention(off, keep_last=0)
     assert (plan.delete, [r.name for r in plan.keep]) == ((), ["ckpt-a.keras", "ckpt-b.keras"])
+
+
+# ------------------------------------------------------------------ a folder swapped for a link
+
+_SWAPPER = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
+a, b, stop = (os.fsencode(p) for p in sys.argv[1:4])
+swaps = 0
+print("swapping", flush=True)
+while not os.path.exists(stop):
+    if libc.renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE) != 0:
+        sys.exit(f"renameat2: {os.strerror(ctypes.get_errno())}")
+    swaps += 1
+print(swaps, flush=True)
+"""
+
+
+def _write_at(folder_fd: int, name: str, data: bytes) -> None:
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=folder_fd)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def test_a_folder_swapped_for_a_link_never_sends_a_delete_out_of_the_root(tmp_path: Path) -> None:
+    """An attacker swaps a run folder with a link to an outside folder as fast as the
+    kernel allows (renameat2 RENAME_EXCHANGE) for 10 s, while retention prunes it and
+    the callback's start-of-training cleanup removes leftovers there: nothing outside
+    the root changes, and the run's own files are still pruned whenever the real
+    folder is in place."""
+    import ctypes
+    import subprocess
+    import sys
+    import time
+    import warnings
+
+    from ckptname._transaction import CheckpointFolder
+
+    if not hasattr(ctypes.CDLL(None), "renameat2"):
+        pytest.skip("the C library has no renameat2")
+    template = "seed={seed:d}/ep{epoch:03d}.keras"
+    root = tmp_path / "root"
+    run = root / "seed=1"
+    run.mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # What a delete by path through the link would hit: the same names, outside.
+    bait = [f"ep{e:03d}.keras" for e in range(1, 5)]
+    bait += [n + ".ckptname.json" for n in bait]
+    bait += [".ckptname-tmp-0123456789ab-ep007.keras", "ep009.keras.ckptname.json"]
+    for n in bait:
+        (outside / n).write_bytes(b"precious " + n.encode())
+    before = {n: (outside / n).read_bytes() for n in sorted(os.listdir(outside))}
+    link = root / ".swap"
+    link.symlink_to(outside, target_is_directory=True)
+    run_fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)  # follows the real folder wherever it is
+    records = [
+        Checkpoint(str(run / n), f"seed=1/{n}", {"seed": 1, "epoch": e}, e, template=template)
+        for e, n in enumerate(bait[:4], start=1)
+    ]
+    plan = plan_retention(records, keep_last=1)
+    cleaner = CheckpointFolder(str(root / template))
+    stop = tmp_path / "stop"
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", _SWAPPER, str(run), str(link), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    rounds = deleted = refused = 0
+    try:
+        assert swapper.stdout is not None and swapper.stdout.readline() == "swapping\n"
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            for n in bait:
+                _write_at(run_fd, n, b"ours")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                deleted += len(apply_retention(plan, root))
+                cleaner.clean_leftovers(records)
+            refused += sum("leads out of" in str(w.message) for w in caught)
+            rounds += 1
+    finally:
+        stop.write_bytes(b"")
+        out, _ = swapper.communicate(timeout=30)
+        os.close(run_fd)
+    assert swapper.returncode == 0, out
+    assert {n: (outside / n).read_bytes() for n in sorted(os.listdir(outside))} == before
+    # The race was met both ways: some deletes refused, some done in the real folder.
+    assert refused > 0 and deleted > 0, (rounds, refused, deleted, out)

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import stat as _stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,7 +46,7 @@ from ._metadata import (
 from ._rank import as_counter, can_win
 from ._retention import RetentionPlan, apply_retention, plan_retention
 from ._scan import Checkpoint, scan
-from ._storage import storage_for, temp_target
+from ._storage import LocalTree, storage_for, temp_target
 from ._template import Template
 
 __all__ = ["CheckpointFolder", "StartCheck", "split_filepath"]
@@ -237,12 +238,44 @@ class CheckpointFolder:
 
         Scanning ignores all of these anyway; removing them keeps the folder
         as an uninterrupted run leaves it. Other templates' files are left
-        alone.
+        alone. Local folders are listed and cleaned through descriptors walked
+        down from the root (``ckptname._storage.LocalTree``): a folder swapped
+        for a link out of the root meanwhile is never cleaned.
         """
-        folders = {self.inner}
+        folders = {""}
         for rec in records:
-            folders.add(os.path.dirname(self._inner_of(rec)))
-        for folder in folders:
+            folders.add(rec.name.rpartition("/")[0])
+        if self.remote:
+            self._clean_remote(sorted(folders))
+            return
+        try:
+            tree = LocalTree(self.inner or ".")
+        except OSError:
+            return
+        with tree:
+            for folder in sorted(folders):
+                try:
+                    names = tree.listdir(folder)
+                except OSError:
+                    continue  # gone, or a link out of the root
+                present = set(names)
+                for name in names:
+                    if not is_reserved(name):
+                        continue
+                    rel = f"{folder}/{name}" if folder else name
+
+                    def mtime(rel: str = rel) -> float | None:
+                        return tree.lstat(rel).st_mtime
+
+                    with contextlib.suppress(OSError):
+                        if _stat.S_ISDIR(tree.lstat(rel).st_mode):
+                            continue
+                        if self._is_leftover(name, present, mtime):
+                            tree.remove(rel)
+
+    def _clean_remote(self, folders: list[str]) -> None:
+        for rel in folders:
+            folder = self.path(rel) if rel else self.inner
             try:
                 entries = list(self.storage.listdir(folder))
             except OSError:
@@ -251,17 +284,26 @@ class CheckpointFolder:
             for entry in entries:
                 if entry.is_dir or not is_reserved(entry.name):
                     continue
-                if self._is_leftover(folder, entry.name, present):
-                    with contextlib.suppress(OSError):
-                        self.storage.remove(self.storage.join(folder, entry.name))
+                path = self.storage.join(folder, entry.name)
 
-    def _is_leftover(self, folder: str, name: str, present: set[str]) -> bool:
+                def mtime(path: str = path) -> float | None:
+                    found = self.storage.stat(path)
+                    return None if found is None else found.mtime
+
+                if self._is_leftover(entry.name, present, mtime):
+                    with contextlib.suppress(OSError):
+                        self.storage.remove(path)
+
+    def _is_leftover(
+        self, name: str, present: set[str], mtime: Callable[[], float | None]
+    ) -> bool:
         leaf = self.template.segments[-1]
         target = temp_target(name)
         if target is not None:
             if target == LOCK_NAME:
-                path = self.storage.join(folder, name)
-                return self._older_than(path, _STALE_LOCK_TEMP_SECONDS)
+                # Younger ones may belong to a run taking the lock right now.
+                when = mtime()
+                return when is not None and time.time() - when > _STALE_LOCK_TEMP_SECONDS
             if target == STATE_NAME:
                 return True
             return leaf.parse(target.removesuffix(SIDECAR_SUFFIX)) is not None
@@ -269,11 +311,6 @@ class CheckpointFolder:
             checkpoint = name[: -len(SIDECAR_SUFFIX)]
             return checkpoint not in present and leaf.parse(checkpoint) is not None
         return False
-
-    def _older_than(self, path: str, seconds: float) -> bool:
-        entry = self.storage.stat(path)
-        mtime = None if entry is None else entry.mtime
-        return mtime is not None and time.time() - mtime > seconds
 
     # ------------------------------------------------------------------ saving
 
