@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ._errors import CheckpointError, CheckpointSaveError, MetadataError
+from ._errors import CheckpointError, CheckpointSaveError, CkptnameError, MetadataError
 from ._metadata import (
     LOCK_NAME,
     SIDECAR_SUFFIX,
@@ -43,8 +43,9 @@ from ._metadata import (
     sidecar_path,
     state_record,
 )
-from ._rank import as_counter, can_win
+from ._rank import as_counter, can_win, progress_key
 from ._retention import RetentionPlan, apply_retention, plan_retention
+from ._roots import layout_for
 from ._scan import Checkpoint, scan
 from ._storage import LocalTree, storage_for, temp_target
 from ._template import Template
@@ -113,8 +114,76 @@ class StartCheck:
     epoch_without_batch: int | None
 
 
+def _escape(text: str, style: str) -> str:
+    """Literal text for a template of ``style``: its field delimiters doubled."""
+    if style == "angle":
+        return text.replace("<", "<<").replace(">", ">>")
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """The part of a template's tree that one run writes into.
+
+    Attributes:
+        template: the template with the folder levels the run fixes filled in
+            (``lr=0.1/b{batch:04d}.keras`` for ``lr={lr}/b{batch:04d}.keras``
+            and ``lr=0.1``), relative to the root.
+        prefix: the leading folder levels it fixes (``"lr=0.1"``), or ``""``.
+    """
+
+    template: Template
+    prefix: str
+
+
+def _scope_of(template: Template, values: Mapping[str, Any]) -> _Scope | None:
+    """The scope of a run whose folder fields take ``values``, or ``None`` where none is fixed.
+
+    A folder level is fixed where ``values`` hold every field it has; levels
+    without fields are fixed as they are.
+    """
+    segments = template.segments
+    parts: list[str] = []
+    prefix: list[str] = []
+    leading = True
+    any_field = False
+    for segment in segments[:-1]:
+        rendered = None
+        if all(f in values for f in segment.fields):
+            try:
+                rendered = segment.render(values)
+            except CkptnameError:
+                rendered = None
+        if rendered is None:
+            leading = False
+            parts.append(segment.text)
+            continue
+        any_field = any_field or bool(segment.fields)
+        parts.append(_escape(rendered, template.style))
+        if leading:
+            prefix.append(rendered)
+    if not any_field:
+        return None
+    try:
+        scoped = Template("/".join([*parts, segments[-1].text]))
+        layout_for(scoped)  # walkable: inside the root, readable back
+    except CkptnameError:
+        return None
+    return _Scope(scoped, "/".join(prefix))
+
+
 class CheckpointFolder:
     """One checkpoint folder (the root) and the template of its checkpoints.
+
+    Several runs may share one root: sweep members writing
+    ``runs/lr={lr}/b{batch:04d}.keras`` with ``lr`` from their extras, or a run
+    whose root lies inside another's (``runs/lr=0.01``). A run's own
+    checkpoints are those in the folders its fixed values name
+    (:meth:`bind_run`), and never those below a folder that holds another
+    run's state file or lock: the start checks, retention and the advice in
+    errors look only at those, and the lock is taken in the deepest folder
+    the run fixes, so that two runs writing one folder still exclude each
+    other.
 
     Attributes:
         root: the folder as the user gave it (a path or URL).
@@ -128,6 +197,44 @@ class CheckpointFolder:
         self.storage, self.inner = storage_for(self.root)
         self.fsync = fsync
         self.latest: dict[str, Any] | None = None
+        self._scopes: list[_Scope] = []
+
+    def bind_run(self, values: Mapping[str, Any]) -> None:
+        """Fix the folder levels this run writes into, from values fixed for the run.
+
+        Called at train begin with the run's extras: with
+        ``lr={lr}/b{batch:04d}.keras`` and ``{"lr": 0.1}``, this run's
+        checkpoints are those under ``lr=0.1/``. Folder fields the values do
+        not hold (metrics, counters) fix nothing.
+        """
+        scope = _scope_of(self.template, values)
+        self._scopes = [] if scope is None else [scope]
+
+    def _claim(self, name: str) -> None:
+        """Count the folder of a name this run saves among its own (extras that changed)."""
+        if not self._scopes or any(s.template.parse(name) is not None for s in self._scopes):
+            return
+        values = self.template.parse(name)
+        scope = None if values is None else _scope_of(self.template, values)
+        if scope is not None:
+            self._scopes.append(scope)
+
+    @property
+    def lock_folder(self) -> str:
+        """The folder whose lock this run takes: the deepest one its values fix."""
+        if self._scopes and self._scopes[0].prefix:
+            return self.path(self._scopes[0].prefix)
+        return self.inner
+
+    @property
+    def resume_hint(self) -> str:
+        """What to pass to ``resume`` for this run's checkpoints (a folder or a filepath)."""
+        if not self._scopes:
+            return self.root
+        text = self._scopes[0].template.text
+        if self.root in (".", ""):
+            return text
+        return self.root.rstrip("/") + "/" + text
 
     @property
     def remote(self) -> bool:
@@ -148,11 +255,64 @@ class CheckpointFolder:
     # ------------------------------------------------------------------ reading
 
     def records(self) -> list[Checkpoint]:
-        """The complete checkpoints of the template in the folder, oldest first."""
+        """This run's complete checkpoints of the template, oldest first.
+
+        Only those of its scope (see :meth:`bind_run`), and none below a
+        folder that is another run's root (see :meth:`_nested_root`).
+        """
         try:
-            return list(scan(self.root, self.template))
+            if not self._scopes:
+                found = list(scan(self.root, self.template))
+            else:
+                by_path: dict[str, Checkpoint] = {}
+                for scope in self._scopes:
+                    for rec in scan(self.root, scope.template):
+                        values = self.template.parse(rec.name)
+                        by_path.setdefault(
+                            rec.path,
+                            dataclasses.replace(
+                                rec,
+                                values=rec.values if values is None else values,
+                                template=self.template.text,
+                            ),
+                        )
+                found = sorted(by_path.values(), key=progress_key)
         except FileNotFoundError:
             return []
+        if self.remote:
+            return found
+        own = [s.prefix for s in self._scopes if s.prefix] or [""]
+        foreign: dict[str, bool] = {}
+        return [r for r in found if not self._nested_root(r.name, own, foreign)]
+
+    def _nested_root(self, name: str, own: list[str], seen: dict[str, bool]) -> bool:
+        """Whether ``name`` lies below a folder that is another run's root.
+
+        A folder strictly below this run's own folder that holds a state file
+        or a lock is the root of another run (``runs/lr=0.01`` inside
+        ``runs``): its checkpoints are that run's, whatever their names.
+        """
+        folder = name.rpartition("/")[0]
+        if not folder:
+            return False
+        base = max(
+            (p for p in own if not p or folder == p or folder.startswith(p + "/")),
+            key=len,
+            default="",
+        )
+        parts = folder.split("/")
+        start = len(base.split("/")) if base else 0
+        for depth in range(start + 1, len(parts) + 1):
+            level = "/".join(parts[:depth])
+            if level not in seen:
+                path = self.path(level)
+                seen[level] = any(
+                    self.storage.lexists(self.storage.join(path, marker))
+                    for marker in (STATE_NAME, LOCK_NAME)
+                )
+            if seen[level]:
+                return True
+        return False
 
     def read_state(self) -> dict[str, Any] | None:
         """The folder's state file, or ``None`` where it is missing or unreadable."""
@@ -203,7 +363,7 @@ class CheckpointFolder:
                 f"folder {self.root!r} already holds checkpoint {rec.name!r} of template "
                 f"'{self.template.text}' from batch {batch}, later than this run's "
                 f"batch count {seed}; resume from it "
-                f"(ckptname.keras.resume(model, {self.root!r})) or use another folder"
+                f"(ckptname.keras.resume(model, {self.resume_hint!r})) or use another folder"
             )
         return StartCheck(tuple(at_seed), unknown_epoch or None)
 
@@ -213,7 +373,7 @@ class CheckpointFolder:
             f"folder {self.root!r} already holds checkpoints of template "
             f"'{self.template.text}' from epoch {latest_epoch}, later than the epoch "
             f"this run starts at ({start_epoch}); resume from them "
-            f"(ckptname.keras.resume(model, {self.root!r})) or use another folder"
+            f"(ckptname.keras.resume(model, {self.resume_hint!r})) or use another folder"
         )
 
     def _batch_of(self, record: Checkpoint) -> int | None:
@@ -242,7 +402,7 @@ class CheckpointFolder:
         down from the root (``ckptname._storage.LocalTree``): a folder swapped
         for a link out of the root meanwhile is never cleaned.
         """
-        folders = {""}
+        folders = {""} | {s.prefix for s in self._scopes}
         for rec in records:
             folders.add(rec.name.rpartition("/")[0])
         if self.remote:
@@ -355,6 +515,7 @@ class CheckpointFolder:
             CheckpointSaveError: a step failed; the message names the step, the
                 path and the cause, and ``errno`` is kept.
         """
+        self._claim(name)
         entry = {"name": name}
         entry.update((key, meta[key]) for key in ("epoch", "batch", "batch_in_epoch", "iterations"))
         save = _Save(self.path(name), encode(dict(meta)), write_model, entry, best, previous_best)
