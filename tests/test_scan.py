@@ -820,3 +820,28 @@ def test_a_name_whose_counter_is_not_a_number_is_never_the_latest(tmp_path: Path
     assert names(scan(tmp_path, template)) == ["ckpt-final.keras", "ckpt-9.keras", "ckpt-10.keras"]
     assert find_latest(tmp_path, template).name == "ckpt-10.keras"  # type: ignore[union-attr]
     assert find_latest(tmp_path).name == "ckpt-10.keras"  # type: ignore[union-attr]
+
+
+def test_best_per_group_reads_a_metric_kept_only_in_the_sidecars(tmp_path: Path) -> None:
+    # The same sources as find_best: the sidecars where the names lack the metric.
+    template = "run={run:s}/ep{epoch:03d}.keras"
+    losses = {("a", 1): 0.5, ("a", 2): 0.3, ("a", 3): 0.4, ("b", 1): 0.2, ("b", 2): math.nan}
+    for (run_name, epoch), loss in losses.items():
+        name = f"run={run_name}/ep{epoch:03d}.keras"
+        touch(tmp_path, name)
+        sidecar(tmp_path, name, metrics={"val_loss": loss})
+    records = scan(tmp_path, template)
+    best = best_per_group(records, "val_loss", by="run")
+    assert {k: v.name for k, v in best.items()} == {
+        ("a",): "run=a/ep002.keras",
+        ("b",): "run=b/ep001.keras",
+    }
+    alone = find_best(tmp_path / "run=a", "val_loss", template="ep{epoch:03d}.keras")
+    assert alone is not None and alone.path == best[("a",)].path
+    with pytest.raises(MissingFieldError) as info:
+        best_per_group(records, "val_acc", by="run")
+    assert str(info.value) == (
+        "monitor 'val_acc' is in neither the names nor the sidecars of the 5 checkpoint(s) "
+        "given; rank by one of their fields (run, epoch) or by a metric the sidecars hold"
+    )
+    assert best_per_group([], "val_acc") == {}

@@ -969,9 +969,10 @@ def best_per_group(
         ckptname.best_per_group(records, "val_loss", by=("lr",))
         # {(0.001,): Checkpoint(...lr=1e-03/seed=2/ep041-0.3120.keras), (0.01,): ...}
 
-    Ranking is :func:`find_best`'s: NaN never wins, ties on the value in the
-    name are broken by the exact value in the sidecars (read only for those
-    records), then by progress.
+    Ranking is :func:`find_best`'s, from the same sources: the value in the
+    name, or in the sidecar where the name lacks the metric; NaN never wins;
+    ties on the value in the name are broken by the exact value in the
+    sidecars (read only for those records), then by progress.
 
     Args:
         records: checkpoints, e.g. from :func:`scan`.
@@ -988,7 +989,8 @@ def best_per_group(
 
     Raises:
         MonitorError: ``mode`` is invalid, or ``"auto"`` cannot tell.
-        MissingFieldError: a record lacks a field of ``by``.
+        MissingFieldError: a record lacks a field of ``by``; or records were
+            given and none has ``monitor`` in its name or its sidecar.
         TemplateError: ``by`` is ``None`` and a record has no template.
     """
     resolved = resolve_mode(monitor, mode)
@@ -1005,6 +1007,20 @@ def best_per_group(
         meta = problems.read(storage, inner)
         return record if meta is None else replace(record, metadata=meta)
 
+    # As find_best does: where a name lacks the metric, its sidecar holds it.
+    for group, members in groups.items():
+        groups[group] = [r if monitor in r.values else with_metadata(r) for r in members]
+    everyone = [r for members in groups.values() for r in members]
+    if everyone and not any(metric_value(r, monitor)[0] is not None for r in everyone):
+        problems.warn()
+        fields = tuple(dict.fromkeys(k for r in everyone for k in r.values))
+        raise MissingFieldError(
+            f"monitor {monitor!r} is in neither the names nor the sidecars of the "
+            f"{len(everyone)} checkpoint(s) given; rank by one of their fields "
+            f"({', '.join(fields) or 'none'}) or by a metric the sidecars hold",
+            (monitor,),
+            fields,
+        )
     out: dict[tuple[Any, ...], Checkpoint] = {}
     for group in _sorted_groups(groups):
         best = _pick_best(groups[group], monitor, resolved, with_metadata, lambda r: r)
