@@ -15,7 +15,10 @@ The local save order (see :meth:`CheckpointFolder.save`):
 4. the model is renamed to its name.
 
 On an object store the model is uploaded, then the sidecar (its commit
-marker), then the state file.
+marker), then the state file. Before the first upload into a root that has
+no state file yet, the state file is written (naming no checkpoint): it
+marks the folder as ckptname's, so that from the very first save an upload
+without its sidecar is an unfinished save, never a checkpoint.
 """
 
 from __future__ import annotations
@@ -198,6 +201,7 @@ class CheckpointFolder:
         self.fsync = fsync
         self.latest: dict[str, Any] | None = None
         self._scopes: list[_Scope] = []
+        self._marked = False  # the remote root is known to hold a state file
 
     def bind_run(self, values: Mapping[str, Any]) -> None:
         """Fix the folder levels this run writes into, from values fixed for the run.
@@ -589,6 +593,7 @@ class CheckpointFolder:
         side = sidecar_path(path)
         created = False
         try:
+            self._mark_remote(save.previous_best)
             if storage.exists(side):
                 _step("remove the old sidecar", side, storage.remove, side)
             self._upload(path, save.write_model)
@@ -602,6 +607,21 @@ class CheckpointFolder:
                     with contextlib.suppress(OSError):
                         storage.remove(leftover)
             raise
+
+    def _mark_remote(self, best: Mapping[str, Any] | None) -> None:
+        """Write the state file before the first upload into a root that has none.
+
+        A remote folder counts as ckptname's (its checkpoints need their
+        sidecars, the commit markers) once it holds the state file; without
+        this, a kill between the first upload and its sidecar would leave a
+        model that every reader takes for a checkpoint of another tool.
+        """
+        if self._marked:
+            return
+        path = self.path(STATE_NAME)
+        if not self.storage.exists(path):
+            self.write_state(best)
+        self._marked = True
 
     def _upload(self, path: str, write_model: Callable[[str], None]) -> None:
         folder = tempfile.mkdtemp(prefix="ckptname-")
