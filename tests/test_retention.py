@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -287,12 +288,12 @@ def test_apply_never_follows_a_symlinked_folder_out_of_root(tmp_path: Path) -> N
     (root / "seed=2").symlink_to(outside, target_is_directory=True)
     template = "seed={seed:d}/ep{epoch:03d}.keras"
     found = scan(root, template)
-    assert [r.name for r in found] == [
-        "seed=1/ep001.keras",
-        "seed=2/ep001.keras",
-        "seed=1/ep002.keras",
-    ]
-    plan = plan_retention(found, keep_last=1)
+    assert [r.name for r in found] == ["seed=1/ep001.keras", "seed=1/ep002.keras"]
+    # A plan made from records that name the linked folder (made by hand, or
+    # before the link appeared) still deletes nothing through it.
+    linked = Checkpoint(str(root / "seed=2" / "ep001.keras"), "seed=2/ep001.keras",
+                        {"seed": 2, "epoch": 1}, 1, template=template)  # fmt: skip
+    plan = plan_retention([*found, linked], keep_last=1)
     with pytest.warns(UserWarning) as caught:
         deleted = apply_retention(plan, root)
     assert deleted == [str(root / "seed=1" / "ep001.keras")]
@@ -303,11 +304,25 @@ def test_apply_never_follows_a_symlinked_folder_out_of_root(tmp_path: Path) -> N
     )
 
 
+def test_apply_follows_a_symlinked_folder_that_stays_inside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    (root / "archive" / "seed=1").mkdir(parents=True)
+    for epoch in (1, 2, 3):
+        (root / "archive" / "seed=1" / f"ep{epoch:03d}.keras").write_bytes(b"x")
+    (root / "seed=1").symlink_to(root / "archive" / "seed=1", target_is_directory=True)
+    template = "seed={seed:d}/ep{epoch:03d}.keras"
+    plan = plan_retention(scan(root, template), keep_last=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(apply_retention(plan, root)) == 2
+    assert sorted(os.listdir(root / "archive" / "seed=1")) == ["ep003.keras"]
+
+
 def test_apply_removes_a_symlinked_checkpoint_not_its_target(tmp_path: Path) -> None:
-    target = tmp_path / "elsewhere.keras"
-    target.write_bytes(b"precious")
     root = tmp_path / "run"
-    root.mkdir()
+    (root / "kept").mkdir(parents=True)
+    target = root / "kept" / "first.keras"  # inside the root: scanning follows the link
+    target.write_bytes(b"precious")
     (root / "ep001.keras").symlink_to(target)
     (root / "ep002.keras").write_bytes(b"x")
     plan = plan_retention(scan(root, "ep{epoch:03d}.keras"), keep_last=1)

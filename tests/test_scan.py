@@ -845,3 +845,42 @@ def test_best_per_group_reads_a_metric_kept_only_in_the_sidecars(tmp_path: Path)
         "given; rank by one of their fields (run, epoch) or by a metric the sidecars hold"
     )
     assert best_per_group([], "val_acc") == {}
+
+
+# ------------------------------------------------------------------ links
+
+
+def test_links_are_followed_only_where_they_stay_inside_the_root(tmp_path: Path) -> None:
+    """The rule pruning follows holds for reading too: scan, find_latest and find_best
+    follow a link to a checkpoint or a folder only where it leads inside the root."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    template = "ep{epoch:03d}-{loss:.2f}.keras"
+    touch(outside, "secret.keras")
+    touch(outside, "seed=2/ep001-0.01.keras")
+    touch(root, "ep001-0.50.keras")
+    touch(root, "archive/kept.keras")
+    (root / "ep002-0.40.keras").symlink_to(root / "archive" / "kept.keras")  # inside
+    (root / "ep003-0.30.keras").symlink_to("archive/kept.keras")  # inside, relative
+    (root / "ep009-0.01.keras").symlink_to(outside / "secret.keras")  # out of the root
+    assert names(scan(root, template)) == [
+        "ep001-0.50.keras",
+        "ep002-0.40.keras",
+        "ep003-0.30.keras",
+    ]
+    assert find_latest(root, template).name == "ep003-0.30.keras"  # type: ignore[union-attr]
+    assert find_best(root, "loss", template=template).name == "ep003-0.30.keras"  # type: ignore[union-attr]
+    state(root, template, "ep009-0.01.keras")
+    assert find_latest(root).name == "ep003-0.30.keras"  # type: ignore[union-attr]
+
+    sweep = "seed={seed:d}/ep{epoch:03d}-{loss:.2f}.keras"
+    touch(root, "seed=1/ep001-0.50.keras")
+    touch(root, "archive/s3/ep001-0.20.keras")
+    (root / "seed=2").symlink_to(outside / "seed=2", target_is_directory=True)  # out
+    (root / "seed=3").symlink_to(root / "archive" / "s3", target_is_directory=True)  # inside
+    assert names(scan(root, sweep)) == ["seed=1/ep001-0.50.keras", "seed=3/ep001-0.20.keras"]
+    assert find_best(root, "loss", template=sweep).name == "seed=3/ep001-0.20.keras"  # type: ignore[union-attr]
+    state(root, sweep, "seed=2/ep001-0.01.keras")
+    assert find_latest(root).name == "seed=3/ep001-0.20.keras"  # type: ignore[union-attr]
+
+    (root / "ckpts").symlink_to(outside / "seed=2", target_is_directory=True)  # out
+    assert scan(root, "ckpts/ep{epoch:03d}-{loss:.2f}.keras") == []

@@ -24,6 +24,9 @@ What counts as a checkpoint:
   checkpoint: an empty file is what a crash during a non-atomic save leaves);
 * its name holds no ``.ckptname`` (temporary files, sidecars, the state file
   and the lock belong to ckptname);
+* on the local disk, it is reached without leaving the root: a symbolic link
+  (to a checkpoint or to a folder) is followed only where it leads inside
+  the root, the rule pruning follows too;
 * on remote (fsspec) roots, where there is no atomic rename, a checkpoint in a
   folder that ckptname writes into counts only once its sidecar exists: the
   callback writes the sidecar last, as a commit marker. A folder counts as
@@ -214,9 +217,10 @@ def _folders(root: Root, layout: Layout) -> list[_Folder]:
             # the listing below find out whether it exists.
             part = segment.render({})
             for f in folders:
-                found.append(
-                    _Folder(root.join(f.inner, part), f.prefix + part + "/", f.values, f.managed)
-                )
+                inner = root.join(f.inner, part)
+                if root.local and os.path.islink(inner) and not _inside_root(root, inner):
+                    continue  # a link out of the root is never followed
+                found.append(_Folder(inner, f.prefix + part + "/", f.values, f.managed))
             folders = found
             continue
         for f in folders:
@@ -234,6 +238,8 @@ def _folders(root: Root, layout: Layout) -> list[_Folder]:
                 merged = _merge(f.values, values)
                 if merged is None:
                     continue
+                if entry.link and not _inside_root(root, root.join(f.inner, entry.name)):
+                    continue  # a link out of the root is never followed
                 found.append(
                     _Folder(
                         root.join(f.inner, entry.name),
@@ -258,6 +264,31 @@ def _listdir_bytes(path: str) -> list[bytes]:
         return os.listdir(os.fsencode(path or "."))
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+def _inside_root(root: Root, path: str) -> bool:
+    """Whether a local path, once links are resolved, lies inside the root.
+
+    Called only where a link was met: a link is followed only where it
+    leads inside the root (the root itself may be a link: the user named
+    it), for reading as for pruning (``ckptname._storage.LocalTree``).
+    """
+    base = os.path.realpath(root.inner or ".")
+    real = os.path.realpath(path)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def _local_stat(root: Root, path: str) -> os.stat_result | None:
+    """``os.stat`` of a local checkpoint file, or ``None`` where it is gone or a link out."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            if not _inside_root(root, path):
+                return None
+            st = os.stat(path)
+    except OSError:
+        return None
+    return st
 
 
 # --------------------------------------------------------------------------- sidecars
@@ -333,12 +364,9 @@ def _local_records(
         if not check:
             out.append(_make(user_base + name, prefix + name, merged, text))
             continue
-        try:
-            st = os.stat(inner_base + name)
-        except OSError:
-            continue  # deleted since the listing, or a dangling link
-        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
-            continue
+        st = _local_stat(root, inner_base + name)
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            continue  # deleted since the listing, a dangling link or one out of the root
         out.append(
             _make(
                 user_base + name,
@@ -568,10 +596,15 @@ def _from_state(root: Root, template: Template, state: dict[str, Any]) -> Checkp
     assert isinstance(name, str)
     if not in_sequence(_make(name, name, values, template.text)):
         return None  # not a name of the sequence: never the latest; list instead
+    found = _make(root.path(name), name, values, template.text)
+    if root.local:
+        if "/" in name and not _inside_root(root, root.inner_path(name)):
+            return None  # through a folder that is a link out of the root
+        return _checked_local(root, found)
     entry = root.storage.stat(root.inner_path(name))
     if entry is None or entry.is_dir or entry.size == 0:
         return None
-    return _make(root.path(name), name, values, template.text, size=entry.size, mtime=entry.mtime)
+    return replace(found, size=entry.size, mtime=entry.mtime)
 
 
 # --------------------------------------------------------------------------- latest
@@ -706,11 +739,8 @@ def _descending_general(
 
 def _checked_local(root: Root, record: Checkpoint) -> Checkpoint | None:
     """The record with its size and time, if it is a non-empty regular file."""
-    try:
-        st = os.stat(root.inner_path(record.name))
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+    st = _local_stat(root, root.inner_path(record.name))
+    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size == 0:
         return None
     return replace(record, size=st.st_size, mtime=st.st_mtime)
 
