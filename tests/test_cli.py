@@ -484,3 +484,22 @@ def test_prune_by_modification_time_only_when_asked(capsys, tmp_path):
         "2 checkpoint(s) would be deleted; pass --yes to delete them\n",
         "",
     )
+
+
+def test_ls_into_a_reader_that_stops_early_exits_quietly(tmp_path):
+    # `ckptname ls ROOT | head -1`: more lines than a pipe holds, and a reader that
+    # leaves after the first one.
+    for epoch in range(1, 3001):
+        (tmp_path / f"ep{epoch:04d}-0.500.keras").write_bytes(b"w")
+    template = "ep{epoch:04d}-{loss:.3f}.keras"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ckptname", "ls", str(tmp_path), "-t", template],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().split() == ["name", "epoch", "batch", "loss", "size", "age"]
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert (proc.wait(timeout=60), err) == (1, "")

@@ -1,7 +1,8 @@
 """The ``ckptname`` command: look at checkpoint folders and templates from a shell.
 
 Exit codes: 0 success; 1 nothing found, or a file system or network error
-(``OSError``); 2 bad usage: a bad template, bad arguments or values, or an
+(``OSError``; also, silently, when the program reading the output has gone,
+as in ``ckptname ls ROOT | head -1``); 2 bad usage: a bad template, bad arguments or values, or an
 optional package the command needs that is not installed. An error prints one
 line (or a template with a caret) on stderr, never a traceback; where the
 library's message says how to fix a call (``pass mode='min'``), the command
@@ -15,6 +16,8 @@ import functools
 import json
 import math
 import os
+import select
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -483,6 +486,34 @@ def _in_cli_words(exc: BaseException) -> str:
     return message
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone; if so, silence it.
+
+    Unix tools exit quietly when the program reading their output stops
+    (``ckptname ls ROOT | head -1``). Standard output is pointed at
+    ``/dev/null`` so that the flush at interpreter exit does not fail again.
+    A broken pipe elsewhere (a network connection) is not this.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        events = poller.poll(0)
+    except (AttributeError, OSError, ValueError):
+        return False  # not a real descriptor (a test's capture), or no poll here
+    if not any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events):
+        return False
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except OSError:
+        pass
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
@@ -493,6 +524,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            return EXIT_IO_ERROR  # the reader went away (`ckptname ls | head -1`): quietly
+        print(f"ckptname {args.command}: {_in_cli_words(exc)}", file=sys.stderr)
+        return EXIT_IO_ERROR
     except OSError as exc:  # before CkptnameError: a failed save is both
         print(f"ckptname {args.command}: {_in_cli_words(exc)}", file=sys.stderr)
         return EXIT_IO_ERROR
