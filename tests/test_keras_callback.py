@@ -657,6 +657,7 @@ def test_remote_storage_writes_the_sidecar_last(tmp_path):
         ckpt = BatchAwareCheckpoint("memory://ckn-test/run/b{batch:02d}.keras", save_freq=10)
         fit(model(), [ckpt], epochs=1)
         assert [re.sub(r"^/", "", p) for p in written] == [
+            "ckn-test/run/.ckptname-state.json",  # marks the folder before the first upload
             "ckn-test/run/b10.keras",
             "ckn-test/run/b10.keras.ckptname.json",
             "ckn-test/run/.ckptname-state.json",
