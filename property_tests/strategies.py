@@ -117,3 +117,43 @@ def templates(
             parts.append(draw(st.sampled_from(separators)))
     parts.append(draw(st.sampled_from(["", ".keras", ".weights.h5", "@x"])))
     return "".join(parts), fields
+
+
+# ------------------------------------------------------------------ hostile metadata files
+
+# Any JSON value: scalars (the strings readers give meaning to included),
+# nested lists and objects.
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["nan", "inf", "-inf", "", "ep002-0.40.keras", "ckptname.state/1"])
+    | st.text(max_size=8)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@st.composite
+def deep_json(draw: st.DrawFn) -> bytes:
+    """JSON nested up to 200,000 deep, in lists or objects: past any recursion limit."""
+    depth = draw(st.integers(min_value=1, max_value=200_000))
+    opening, closing = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]))
+    return opening * depth + b"1" + closing * depth
+
+
+# What can sit under the name of a sidecar, a state file or a lock.
+FILE_KINDS = [
+    "bytes",
+    "fifo",
+    "directory",
+    "link to /dev/zero",
+    "link to nowhere",
+    "link to a regular file",
+]

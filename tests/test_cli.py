@@ -366,3 +366,140 @@ def test_ls_of_an_fsspec_url(capsys):
         assert (code, out) == (0, "memory://cli-run/ep100-0.500.keras\n")
     finally:
         fs.rm("/cli-run", recursive=True)
+
+
+# ----------------------------------------------------------------------------- resource limits
+
+
+def _limited(*argv: str, memory: int = 1 << 30) -> subprocess.CompletedProcess[str]:
+    """``python -m ckptname ARGV`` with at most ``memory`` bytes of address space."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return subprocess.run(
+        [sys.executable, "-m", "ckptname", *argv],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=60,
+    )
+
+
+HUGE_WIDTH = "e{x:04294967296d}.keras"
+HUGE_WIDTH_ERROR = (
+    "width 4294967296 in field 'x' cannot fit in a file name: a path part holds at most "
+    "255 bytes, so use a width of at most 255\n  e{x:04294967296d}.keras\n       ^"
+)
+
+
+def test_a_width_no_file_name_can_hold_is_refused_before_any_memory_is_asked():
+    done = _limited("check", HUGE_WIDTH)
+    assert (done.returncode, done.stdout, done.stderr) == (2, f"invalid: {HUGE_WIDTH_ERROR}\n", "")
+
+
+@pytest.mark.parametrize("command", ["ls", "latest"])
+def test_a_state_file_naming_a_huge_width_is_one_message(tmp_path, command):
+    from ckptname._metadata import STATE_FORMAT, STATE_NAME, encode
+
+    (tmp_path / "e1.keras").write_bytes(b"w")
+    (tmp_path / STATE_NAME).write_bytes(
+        encode({"format": STATE_FORMAT, "template": HUGE_WIDTH, "latest": {"name": "e1.keras"}})
+    )
+    done = _limited(command, str(tmp_path))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"ckptname {command}: state file {str(tmp_path / STATE_NAME)!r} holds a template that "
+        f"cannot be used ({HUGE_WIDTH_ERROR.splitlines()[0]}), and no template was given; "
+        "pass --template with the template the checkpoints were saved with, e.g. "
+        "--template 'ep{epoch:02d}-{val_loss:.2f}.keras'\n"
+    )
+
+
+# ------------------------------------------------------------------- counters that are no numbers
+
+
+def test_prune_never_deletes_a_name_whose_counter_is_not_a_number(capsys, tmp_path):
+    for name in ["ckpt-1.keras", "ckpt-2.keras", "ckpt-3.keras", "ckpt-final.keras"]:
+        (tmp_path / name).write_bytes(b"w")
+    argv = ["prune", str(tmp_path), "--keep-last", "2", "-t", "ckpt-{epoch}.keras", "--yes"]
+    assert run(capsys, *argv) == (
+        0,
+        "keep    ckpt-final.keras  (not numbered)\n"
+        "delete  ckpt-1.keras\n"
+        "keep    ckpt-2.keras  (latest)\n"
+        "keep    ckpt-3.keras  (newest, latest)\n"
+        "deleted 1 checkpoint(s) and their sidecars\n",
+        "",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt-2.keras",
+        "ckpt-3.keras",
+        "ckpt-final.keras",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("template", "note"),
+    [
+        ("ckpt-{epoch}.keras", "counter 'epoch' has no format type, so names whose 'epoch' is "
+         "not a number (e.g. 'epoch=final') match too; they are not part of the sequence "
+         "(never the latest, never pruned); give it an integer type, e.g. {epoch:d}"),
+        ("b<batch:s>.keras", "counter 'batch' is read as str, so names whose 'batch' is not a "
+         "number (e.g. 'batch=final') match too; they are not part of the sequence (never the "
+         "latest, never pruned); give it an integer type, e.g. <batch:d>"),
+    ],
+)  # fmt: skip
+def test_check_warns_about_counters_without_an_integer_type(capsys, template, note):
+    code, out, _ = run(capsys, "check", template)
+    assert code == 0
+    assert f"note:       {note}\n" in out
+
+
+def test_prune_by_modification_time_only_when_asked(capsys, tmp_path):
+    import os
+
+    for i, run_name in enumerate(["alpha", "beta", "gamma"]):
+        path = tmp_path / f"{run_name}.keras"
+        path.write_bytes(b"w")
+        os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
+    argv = ["prune", str(tmp_path), "--keep-last", "1", "-t", "{run:s}.keras"]
+    assert run(capsys, *argv, "--yes") == (
+        2,
+        "",
+        "ckptname prune: 3 checkpoint(s) have no epoch, batch or batch_in_epoch in their names "
+        "(template '{run:s}.keras') or sidecars, so only modification times could tell the "
+        "newest, and copies and restores change those; pass --order-by-mtime to prune in "
+        "modification-time order anyway\n",
+    )
+    assert len(list(tmp_path.iterdir())) == 3
+    assert run(capsys, *argv, "--order-by-mtime") == (
+        0,
+        "order:  by modification time (--order-by-mtime): 3 checkpoint(s) have no counter in "
+        "their names or sidecars\n"
+        "delete  alpha.keras\n"
+        "delete  beta.keras\n"
+        "keep    gamma.keras  (newest, latest)\n"
+        "2 checkpoint(s) would be deleted; pass --yes to delete them\n",
+        "",
+    )
+
+
+def test_ls_into_a_reader_that_stops_early_exits_quietly(tmp_path):
+    # `ckptname ls ROOT | head -1`: more lines than a pipe holds, and a reader that
+    # leaves after the first one.
+    for epoch in range(1, 3001):
+        (tmp_path / f"ep{epoch:04d}-0.500.keras").write_bytes(b"w")
+    template = "ep{epoch:04d}-{loss:.3f}.keras"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ckptname", "ls", str(tmp_path), "-t", template],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().split() == ["name", "epoch", "batch", "loss", "size", "age"]
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert (proc.wait(timeout=60), err) == (1, "")

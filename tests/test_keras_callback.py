@@ -706,6 +706,7 @@ def test_remote_storage_writes_the_sidecar_last(tmp_path):
         ckpt = BatchAwareCheckpoint("memory://ckn-test/run/b{batch:02d}.keras", save_freq=10)
         fit(model(), [ckpt], epochs=1)
         assert [re.sub(r"^/", "", p) for p in written] == [
+            "ckn-test/run/.ckptname-state.json",  # marks the folder before the first upload
             "ckn-test/run/b10.keras",
             "ckn-test/run/b10.keras.ckptname.json",
             "ckn-test/run/.ckptname-state.json",
@@ -747,3 +748,103 @@ def test_saves_reuse_keras_skip_sets_and_leave_keras_state_as_it_was(tmp_path, m
     loaded = keras.models.load_model(tmp_path / "b20.keras")
     x, _ = data()
     np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0))
+
+
+def test_keep_last_never_prunes_a_hand_saved_name_outside_the_sequence(tmp_path):
+    # 'ckpt-{epoch}' has no format type: 'ckpt-final.keras' reads as epoch='final'.
+    final = tmp_path / "ckpt-final.keras"
+    m = model()
+    m.build((None, 4))
+    m.save(final)
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "ckpt-{epoch}.keras"), keep_last=1)
+    fit(m, [ckpt], epochs=3)
+    assert names(tmp_path) == ["ckpt-3.keras", "ckpt-final.keras"]
+    assert ckptname.find_latest(tmp_path).name == "ckpt-3.keras"
+    assert ckptname.find_latest(tmp_path, "ckpt-{epoch}.keras").name == "ckpt-3.keras"
+
+
+# ----------------------------------------------------------------- runs sharing one tree
+
+_SWEEP_MEMBER = """
+import json, os, sys, time
+import keras_util as ku
+from ckptname.keras import BatchAwareCheckpoint
+
+filepath, extras, epochs, go = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+m = ku.model()
+ckpt = BatchAwareCheckpoint(filepath, save_freq=1, keep_last=2, extras=extras or None)
+print("READY", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.01)
+ku.fit(m, [ckpt], epochs=epochs)
+print("DONE", flush=True)
+"""
+
+
+def test_a_sweep_member_and_a_run_in_a_nested_root_train_at_once(tmp_path):
+    """Run A writes runs/lr={lr}/... with lr=0.1 from its extras while run B, rooted at
+    runs/lr=0.01 inside A's root, trains at the same time: both with keep_last=2, save
+    every batch; A goes on after B ends. Neither deletes, refuses or locks out the other."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import keras_util as ku
+
+    runs = tmp_path / "runs"
+    go = tmp_path / "go"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(ku.__file__).parent), *sys.path]))
+    members = {
+        "A": (str(runs / "lr={lr}" / "b{batch:04d}.keras"), {"lr": 0.1}, 5),
+        "B": (str(runs / "lr=0.01" / "b{batch:04d}.keras"), {}, 2),
+    }
+    procs = {
+        key: subprocess.Popen(
+            [sys.executable, "-c", _SWEEP_MEMBER, path, json.dumps(extras), str(epochs), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for key, (path, extras, epochs) in members.items()
+    }
+    try:
+        for proc in procs.values():
+            assert proc.stdout.readline() == "READY\n", proc.stderr.read()
+        go.write_bytes(b"")
+        outcome = {key: proc.communicate(timeout=240) for key, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for key, (out, err) in outcome.items():
+        assert (procs[key].returncode, out) == (0, "DONE\n"), f"run {key}: {err}"
+    assert names(runs / "lr=0.1") == ["b0049.keras", "b0050.keras"]
+    assert names(runs / "lr=0.01") == ["b0019.keras", "b0020.keras"]
+    assert sorted(p.name for p in runs.iterdir()) == [".ckptname-state.json", "lr=0.01", "lr=0.1"]
+
+
+def test_sweep_members_started_one_after_another_see_only_their_own_folder(tmp_path):
+    filepath = str(tmp_path / "runs" / "lr={lr}" / "b{batch:03d}.keras")
+    for lr in (0.1, 0.2):  # the second is not refused for the first one's "later" files
+        fit(model(), [BatchAwareCheckpoint(filepath, save_freq=5, keep_last=1, extras={"lr": lr})])
+    assert names(tmp_path / "runs" / "lr=0.1") == names(tmp_path / "runs" / "lr=0.2") == [
+        "b030.keras"
+    ]
+    # A fresh start of a member whose folder holds later checkpoints is refused, and the
+    # advice names that member's checkpoints, not the whole sweep's.
+    fit(model(seed=1), [BatchAwareCheckpoint(filepath, save_freq=5, extras={"lr": 0.3})], epochs=4)
+    with pytest.raises(CheckpointError) as info:
+        fit(model(), [BatchAwareCheckpoint(filepath, save_freq=5, extras={"lr": 0.1})])
+    own = str(tmp_path / "runs" / "lr=0.1" / "b{batch:03d}.keras")
+    assert str(info.value) == (
+        f"folder {str(tmp_path / 'runs')!r} already holds checkpoint 'lr=0.1/b030.keras' of "
+        "template 'lr={lr}/b{batch:03d}.keras' from batch 30, later than this run's batch "
+        f"count 0; resume from it (ckptname.keras.resume(model, {own!r})) or use another folder"
+    )
+    from ckptname.keras import resume
+
+    point = resume(model(seed=2), own)
+    assert (point.path, point.batch) == (str(tmp_path / "runs" / "lr=0.1" / "b030.keras"), 30)

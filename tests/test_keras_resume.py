@@ -705,3 +705,54 @@ def test_a_killed_process_resumes_with_the_same_names_and_iterations(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ckptname.find_latest(str(folder), TEMPLATE).name == "e3-b030-10.keras"
+
+
+# ----------------------------------------------------------------- hostile metadata files
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"metrics": [0.5]}, "has 'metrics' of type list, expected a JSON object"),
+        ({"extras": "lr=0.1"}, "has 'extras' of type str, expected a JSON object"),
+        ({"metric_state": [1.0, 2.0]}, "has 'metric_state' of type list, expected a JSON object"),
+    ],
+    ids=["metrics", "extras", "metric_state"],
+)
+def test_resume_survives_sidecar_sections_of_the_wrong_type(tmp_path, fields, problem):
+    _two_epochs(tmp_path, "e{epoch}-b{batch:02d}.keras")
+    side = tmp_path / "e2-b20.keras.ckptname.json"
+    side.write_text(json.dumps({**json.loads(side.read_text()), **fields}))
+    m = model(seed=3)
+    with pytest.warns(CkptnameWarning) as record:
+        point = resume(m, str(tmp_path / "e{epoch}-b{batch:02d}.keras"))
+    assert ours(record) == [
+        f"sidecar {str(side)!r} {problem}; it was not written by ckptname, or is damaged; "
+        f"counters are read from the name of {str(tmp_path / 'e2-b20.keras')!r} instead"
+    ]
+    assert (point.epoch, point.batch, point.end_of_epoch) == (2, 20, True)
+
+
+def test_resume_with_a_fifo_for_a_state_file_does_not_hang(tmp_path):
+    _two_epochs(tmp_path)
+    state_path = tmp_path / ".ckptname-state.json"
+    state_path.unlink()
+    os.mkfifo(state_path)
+
+    def timeout(signum, frame):
+        raise TimeoutError("resume blocked on the FIFO for 5 s")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        with pytest.warns(CkptnameWarning) as record:
+            point = resume(model(seed=3), tmp_path)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert ours(record) == [
+        f"state file {str(state_path)!r} is a FIFO; ckptname reads its files only as regular "
+        "files of at most 16 MiB; finding checkpoints by listing the folder, with the template "
+        "'b{batch:02d}.keras' that their sidecars record"
+    ]
+    assert (point.path, point.batch) == (str(tmp_path / "b20.keras"), 20)

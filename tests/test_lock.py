@@ -174,16 +174,43 @@ def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, fields, reason):
     lock.release()
 
 
-@pytest.mark.parametrize("content", [b"", b'{"format": "ckptname.lock/1", "pi', b"[1, 2]"])
-def test_an_unreadable_lock_is_stale(tmp_path, content, monkeypatch):
+UNREADABLE_LOCKS = {
+    "empty": lambda path: path.write_bytes(b""),
+    "truncated": lambda path: path.write_bytes(b'{"format": "ckptname.lock/1", "pi'),
+    "a list": lambda path: path.write_bytes(b"[1, 2]"),
+    "nested 100,000 deep": lambda path: path.write_bytes(b"[" * 100_000 + b"]" * 100_000),
+    "a FIFO": os.mkfifo,
+    "a link to nowhere": lambda path: path.symlink_to(path.parent / "gone"),
+    "a link to a real lock": lambda path: path.symlink_to(write_lock(path.parent / "elsewhere")),
+    "a link to /dev/zero": lambda path: path.symlink_to("/dev/zero"),
+}
+
+
+@pytest.mark.parametrize("kind", UNREADABLE_LOCKS)
+def test_an_unreadable_lock_is_stale(tmp_path, kind, monkeypatch):
     monkeypatch.setattr(lockmod.time, "sleep", lambda s: None)
-    (tmp_path / LOCK).write_bytes(content)
-    with pytest.warns(CkptnameWarning) as record:
-        lock = acquire(str(tmp_path))
+    (tmp_path / "elsewhere").mkdir()
+    UNREADABLE_LOCKS[kind](tmp_path / LOCK)
+
+    def timeout(signum, frame):
+        raise TimeoutError("acquire blocked for 5 s")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        with pytest.warns(CkptnameWarning) as record:
+            lock = acquire(str(tmp_path))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     assert ours(record) == [
         f"taking over the unreadable lock of checkpoint folder {str(tmp_path)!r}: it is not a "
-        "ckptname lock file (empty, truncated or written by something else)"
+        "ckptname lock file (empty, truncated, not a regular file, or written by something "
+        "else)"
     ]
+    assert (tmp_path / LOCK).is_file() and not (tmp_path / LOCK).is_symlink()
+    assert read_owner(str(tmp_path / LOCK)).pid == os.getpid()
+    assert (tmp_path / "elsewhere" / LOCK).exists() == (kind == "a link to a real lock")
     lock.release()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import time
@@ -14,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from ckptname import MetadataError, read_metadata
+import ckptname
+from ckptname import MetadataError, find_best, find_latest, read_metadata, scan
 from ckptname._metadata import (
     SIDECAR_SUFFIX,
     STATE_FORMAT,
@@ -276,3 +278,202 @@ def test_write_state_takes_any_mapping(tmp_path: Path) -> None:
     state = MappingProxyType(dict(state_record("ep{epoch}.keras", latest, None)))
     write_state(LocalStorage(), str(tmp_path), state)
     assert read_state(LocalStorage(), str(tmp_path)) == dict(state, latest=dict(latest))
+
+
+# ------------------------------------------------------------------ hostile and damaged files
+#
+# Anyone who can write into a checkpoint folder can put anything under the
+# names of the sidecars and the state file. Every reader must warn and fall
+# back to listing: never hang, never fill memory, never raise a raw error.
+
+HOSTILE_TEMPLATE = "b{batch:03d}.keras"
+LIMIT_WORDS = "ckptname reads its files only as regular files of at most 16 MiB"
+NOT_OURS = "it was not written by ckptname, or is damaged"
+
+
+@pytest.fixture
+def no_hang() -> Iterator[None]:
+    """Fail (instead of hanging the test run) where a reader blocks for 5 s."""
+    import signal
+
+    def timeout(signum: int, frame: Any) -> None:
+        raise TimeoutError("a reader blocked for 5 s")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def hostile_run(tmp_path: Path) -> Path:
+    """A folder as the callback leaves it: 3 checkpoints, their sidecars, the state file.
+
+    ``val_loss`` is in the sidecars only; b020 is the best.
+    """
+    for batch, loss in [(10, 0.9), (20, 0.1), (30, 0.5)]:
+        name = f"b{batch:03d}.keras"
+        (tmp_path / name).write_bytes(b"weights")
+        meta = {"format": "ckptname.checkpoint/1", "name": name, "template": HOSTILE_TEMPLATE,
+                "batch": batch, "metrics": {"val_loss": loss}}  # fmt: skip
+        (tmp_path / (name + SIDECAR_SUFFIX)).write_bytes(encode(meta))
+    state = state_record(HOSTILE_TEMPLATE, {"name": "b030.keras", "batch": 30}, None)
+    write_state(LocalStorage(), str(tmp_path), state)
+    return tmp_path
+
+
+def _deep(depth: int, opening: bytes, closing: bytes, inner: bytes = b"1") -> bytes:
+    return opening * depth + inner + closing * depth
+
+
+def _make_hostile(path: Path, kind: str) -> None:
+    """Put a hostile file of ``kind`` at ``path`` (replacing what is there)."""
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link to /dev/zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "over 16 MiB":
+        with open(path, "wb") as fh:
+            fh.truncate((16 << 20) + 1)  # sparse: no disk used
+    elif kind == "nested 100,000 deep (lists)":
+        path.write_bytes(_deep(100_000, b"[", b"]"))
+    elif kind == "nested 100,000 deep (objects)":
+        path.write_bytes(_deep(100_000, b'{"a":', b"}"))
+    else:
+        raise AssertionError(kind)
+
+
+# (kind, what a reader says about it)
+HOSTILE_KINDS = [
+    ("fifo", f"is a FIFO; {LIMIT_WORDS}"),
+    ("link to /dev/zero", f"is a character device; {LIMIT_WORDS}"),
+    ("directory", f"is a directory; {LIMIT_WORDS}"),
+    ("over 16 MiB", f"is larger than 16 MiB; {LIMIT_WORDS}"),
+    ("nested 100,000 deep (lists)",
+     "nests its JSON too deeply to read; it was not written by ckptname"),
+    ("nested 100,000 deep (objects)",
+     "nests its JSON too deeply to read; it was not written by ckptname"),
+]  # fmt: skip
+HOSTILE_IDS = [kind for kind, _ in HOSTILE_KINDS]
+
+STATE_SCHEMA_FAIL = [
+    ({"latest": [1, 2]}, f"has 'latest' of type list, expected a JSON object or null; {NOT_OURS}"),
+    ({"best": "b020.keras"}, f"has 'best' of type str, expected a JSON object or null; {NOT_OURS}"),
+]
+
+
+def _messages(caught: Any) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, ckptname.CkptnameWarning)]
+
+
+@pytest.mark.parametrize(("kind", "problem"), HOSTILE_KINDS, ids=HOSTILE_IDS)
+def test_hostile_state_file_warns_and_lists(
+    hostile_run: Path, no_hang: None, kind: str, problem: str
+) -> None:
+    path = hostile_run / STATE_NAME
+    _make_hostile(path, kind)
+    expected = (
+        f"state file {str(path)!r} {problem}; finding checkpoints by listing the folder, "
+        f"with the template {HOSTILE_TEMPLATE!r} that their sidecars record"
+    )
+    for call, answer in [
+        (lambda: find_latest(hostile_run).name, "b030.keras"),
+        (lambda: [r.name for r in scan(hostile_run)], ["b010.keras", "b020.keras", "b030.keras"]),
+        (lambda: find_best(hostile_run, "val_loss").name, "b020.keras"),
+    ]:
+        with pytest.warns(ckptname.CkptnameWarning) as caught:
+            assert call() == answer
+        assert _messages(caught) == [expected]
+
+
+@pytest.mark.parametrize(("fields", "problem"), STATE_SCHEMA_FAIL, ids=["latest", "best"])
+def test_state_file_with_sections_of_the_wrong_type(
+    hostile_run: Path, fields: dict[str, Any], problem: str
+) -> None:
+    path = hostile_run / STATE_NAME
+    bad = dict(state_record(HOSTILE_TEMPLATE, {"name": "b030.keras"}, None), **fields)
+    path.write_bytes(json.dumps(bad).encode())
+    with pytest.raises(MetadataError) as info:
+        read_state(LocalStorage(), str(hostile_run))
+    assert str(info.value) == f"state file {str(path)!r} {problem}"
+    with pytest.warns(ckptname.CkptnameWarning):
+        assert find_latest(hostile_run).name == "b030.keras"  # type: ignore[union-attr]
+
+
+SIDECAR_SCHEMA_FAIL = [
+    ({"metrics": [0.1]}, f"has 'metrics' of type list, expected a JSON object; {NOT_OURS}"),
+    ({"metrics": {"val_loss": {"v": 0.1}}},
+     f"has metric 'val_loss' of type dict, expected a number; {NOT_OURS}"),
+    ({"extras": "lr=0.1"}, f"has 'extras' of type str, expected a JSON object; {NOT_OURS}"),
+    ({"metric_state": [1.0, 2.0]},
+     f"has 'metric_state' of type list, expected a JSON object; {NOT_OURS}"),
+    ({"metric_state": {"loss": "1.0"}},
+     "has 'metric_state' entry 'loss' that is not a list of numbers (nested at most 32 deep); "
+     + NOT_OURS),
+    ({"metric_state": {"loss": json.loads(_deep(100, b"[", b"]"))}},
+     "has 'metric_state' entry 'loss' that is not a list of numbers (nested at most 32 deep); "
+     + NOT_OURS),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [*HOSTILE_KINDS, *((json.dumps(f), p) for f, p in SIDECAR_SCHEMA_FAIL)],
+    ids=[*HOSTILE_IDS, *(f"wrong type {i}" for i in range(len(SIDECAR_SCHEMA_FAIL)))],
+)
+def test_hostile_sidecar_warns_and_ranks_the_others(
+    hostile_run: Path, no_hang: None, kind: str, problem: str
+) -> None:
+    ckpt = hostile_run / "b020.keras"
+    side = hostile_run / ("b020.keras" + SIDECAR_SUFFIX)
+    if kind.startswith("{"):
+        meta = json.loads(side.read_bytes())
+        side.write_bytes(json.dumps({**meta, **json.loads(kind)}).encode())
+    else:
+        _make_hostile(side, kind)
+    with pytest.raises(MetadataError) as info:
+        read_metadata(ckpt)
+    assert str(info.value) == f"sidecar {str(side)!r} {problem}"
+    with pytest.warns(ckptname.CkptnameWarning) as caught:
+        best = find_best(hostile_run, "val_loss", template=HOSTILE_TEMPLATE)
+    assert best is not None and best.name == "b030.keras"
+    assert _messages(caught) == [
+        f"sidecar {str(side)!r} {problem}; ordering and ranking those checkpoints without "
+        "their metadata"
+    ]
+
+
+@pytest.mark.parametrize(("kind", "problem"), HOSTILE_KINDS[:4], ids=HOSTILE_IDS[:4])
+def test_command_line_on_a_hostile_state_file(
+    hostile_run: Path, no_hang: None, capsys: pytest.CaptureFixture[str], kind: str, problem: str
+) -> None:
+    from ckptname.cli import main
+
+    _make_hostile(hostile_run / STATE_NAME, kind)
+    with pytest.warns(ckptname.CkptnameWarning):
+        assert main(["latest", str(hostile_run)]) == 0
+    assert capsys.readouterr().out == str(hostile_run / "b030.keras") + "\n"
+
+
+def test_deeply_nested_state_file_is_one_message_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ckptname.cli import main
+
+    (tmp_path / "b010.keras").write_bytes(b"w")
+    _make_hostile(tmp_path / STATE_NAME, "nested 100,000 deep (objects)")
+    assert main(["ls", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"ckptname ls: state file {str(tmp_path / STATE_NAME)!r} nests its JSON too deeply "
+        "to read; it was not written by ckptname, and no template was given; pass --template "
+        "with the template the checkpoints were saved with, e.g. --template "
+        "'ep{epoch:02d}-{val_loss:.2f}.keras'\n"
+    )

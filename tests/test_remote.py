@@ -331,3 +331,60 @@ def test_file_url(tmp_path: Path) -> None:
     plan = plan_retention(records, keep_last=1)
     assert apply_retention(plan, root) == [f"{root}/ep009-0.500.keras"]
     assert sorted(os.listdir(tmp_path)) == [STATE_NAME, "ep010-0.500.keras"]
+
+
+_KILLED_AT_FIRST_SIDECAR = """
+import os, signal, sys
+from ckptname._storage import FsspecStorage
+from ckptname._transaction import CheckpointFolder
+
+real = FsspecStorage.write_bytes
+
+def write_bytes(self, path, data, *, fsync=False):
+    if path.endswith(".ckptname.json"):
+        os.kill(os.getpid(), signal.SIGKILL)  # the model is up, its commit marker is not
+    return real(self, path, data, fsync=fsync)
+
+FsspecStorage.write_bytes = write_bytes
+folder = CheckpointFolder(sys.argv[1] + "/b{batch:03d}.keras")
+
+def write_model(path):
+    with open(path, "wb") as fh:
+        fh.write(b"weights")
+
+meta = {"format": "ckptname.checkpoint/1", "name": "b001.keras", "epoch": 1, "batch": 1,
+        "batch_in_epoch": 1, "iterations": 1}
+folder.save("b001.keras", meta, write_model, best=None, previous_best=None)
+"""
+
+
+def test_s3_killed_while_committing_the_very_first_save(
+    s3_endpoint: str, s3_run: dict[str, Any]
+) -> None:
+    """A run killed after uploading its first model but before its sidecar (the commit
+    marker) leaves nothing that readers take for a checkpoint."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    root = "s3://ckptname-test/first-save"
+    env = dict(
+        os.environ,
+        FSSPEC_S3=json.dumps({"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_FIRST_SIDECAR, root], env=env, capture_output=True
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert scan(root, "b{batch:03d}.keras") == []
+    assert find_latest(root, "b{batch:03d}.keras") is None
+    assert find_best(root, "batch", "max", template="b{batch:03d}.keras") is None
+    # The state file went up before the model, naming no checkpoint yet.
+    fs, _ = fsspec.core.url_to_fs(root)
+    fs.invalidate_cache()
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("ckptname-test/first-save")) == [
+        STATE_NAME,
+        "b001.keras",
+    ]
+    assert find_latest(root) is None

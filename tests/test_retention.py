@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -288,12 +289,12 @@ def test_apply_never_follows_a_symlinked_folder_out_of_root(tmp_path: Path) -> N
     (root / "seed=2").symlink_to(outside, target_is_directory=True)
     template = "seed={seed:d}/ep{epoch:03d}.keras"
     found = scan(root, template)
-    assert [r.name for r in found] == [
-        "seed=1/ep001.keras",
-        "seed=2/ep001.keras",
-        "seed=1/ep002.keras",
-    ]
-    plan = plan_retention(found, keep_last=1)
+    assert [r.name for r in found] == ["seed=1/ep001.keras", "seed=1/ep002.keras"]
+    # A plan made from records that name the linked folder (made by hand, or
+    # before the link appeared) still deletes nothing through it.
+    linked = Checkpoint(str(root / "seed=2" / "ep001.keras"), "seed=2/ep001.keras",
+                        {"seed": 2, "epoch": 1}, 1, template=template)  # fmt: skip
+    plan = plan_retention([*found, linked], keep_last=1)
     with pytest.warns(UserWarning) as caught:
         deleted = apply_retention(plan, root)
     assert deleted == [str(root / "seed=1" / "ep001.keras")]
@@ -304,11 +305,25 @@ def test_apply_never_follows_a_symlinked_folder_out_of_root(tmp_path: Path) -> N
     )
 
 
+def test_apply_follows_a_symlinked_folder_that_stays_inside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    (root / "archive" / "seed=1").mkdir(parents=True)
+    for epoch in (1, 2, 3):
+        (root / "archive" / "seed=1" / f"ep{epoch:03d}.keras").write_bytes(b"x")
+    (root / "seed=1").symlink_to(root / "archive" / "seed=1", target_is_directory=True)
+    template = "seed={seed:d}/ep{epoch:03d}.keras"
+    plan = plan_retention(scan(root, template), keep_last=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(apply_retention(plan, root)) == 2
+    assert sorted(os.listdir(root / "archive" / "seed=1")) == ["ep003.keras"]
+
+
 def test_apply_removes_a_symlinked_checkpoint_not_its_target(tmp_path: Path) -> None:
-    target = tmp_path / "elsewhere.keras"
-    target.write_bytes(b"precious")
     root = tmp_path / "run"
-    root.mkdir()
+    (root / "kept").mkdir(parents=True)
+    target = root / "kept" / "first.keras"  # inside the root: scanning follows the link
+    target.write_bytes(b"precious")
     (root / "ep001.keras").symlink_to(target)
     (root / "ep002.keras").write_bytes(b"x")
     plan = plan_retention(scan(root, "ep{epoch:03d}.keras"), keep_last=1)
@@ -325,3 +340,123 @@ def test_resumed_from_checkpoint_survives_top_k(folder: Path) -> None:
     )
     apply_retention(plan, folder)
     assert [r.epoch for r in scan(folder, TEMPLATE)] == [1, 2, 7]
+
+
+# ------------------------------------------------------------------ names outside the sequence
+
+
+def test_a_name_whose_counter_is_not_a_number_is_never_pruned(tmp_path: Path) -> None:
+    # 'ckpt-{epoch}' has no format type, so a hand-saved 'ckpt-final' reads as
+    # epoch='final': not a point of the run's sequence, neither old nor new.
+    for n in ["ckpt-1.keras", "ckpt-2.keras", "ckpt-3.keras", "ckpt-final.keras", "ckpt-x.keras"]:
+        (tmp_path / n).write_bytes(b"weights")
+    found = scan(tmp_path, "ckpt-{epoch}.keras")
+    for keep_last in (0, 2):
+        plan = plan_retention(found, keep_last=keep_last)
+        assert {r.name for r in plan.keep} >= {"ckpt-final.keras", "ckpt-x.keras", "ckpt-3.keras"}
+        assert plan.reasons[str(tmp_path / "ckpt-final.keras")] == ("not numbered",)
+        assert plan.reasons[str(tmp_path / "ckpt-3.keras")][0] == "newest"
+    plan = plan_retention(found, keep_last=1)
+    assert apply_retention(plan, tmp_path) == [
+        str(tmp_path / "ckpt-1.keras"),
+        str(tmp_path / "ckpt-2.keras"),
+    ]
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-3.keras", "ckpt-final.keras", "ckpt-x.keras"]
+
+
+def test_only_names_outside_the_sequence_are_all_kept() -> None:
+    off = [Checkpoint(f"/r/ckpt-{t}.keras", f"ckpt-{t}.keras", {"epoch": t}) for t in "ab"]
+    plan = plan_retention(off, keep_last=0)
+    assert (plan.delete, [r.name for r in plan.keep]) == ((), ["ckpt-a.keras", "ckpt-b.keras"])
+
+
+# ------------------------------------------------------------------ a folder swapped for a link
+
+_SWAPPER = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
+a, b, stop = (os.fsencode(p) for p in sys.argv[1:4])
+swaps = 0
+print("swapping", flush=True)
+while not os.path.exists(stop):
+    if libc.renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE) != 0:
+        sys.exit(f"renameat2: {os.strerror(ctypes.get_errno())}")
+    swaps += 1
+print(swaps, flush=True)
+"""
+
+
+def _write_at(folder_fd: int, name: str, data: bytes) -> None:
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=folder_fd)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def test_a_folder_swapped_for_a_link_never_sends_a_delete_out_of_the_root(tmp_path: Path) -> None:
+    """An attacker swaps a run folder with a link to an outside folder as fast as the
+    kernel allows (renameat2 RENAME_EXCHANGE) for 10 s, while retention prunes it and
+    the callback's start-of-training cleanup removes leftovers there: nothing outside
+    the root changes, and the run's own files are still pruned whenever the real
+    folder is in place."""
+    import ctypes
+    import subprocess
+    import sys
+    import time
+    import warnings
+
+    from ckptname._transaction import CheckpointFolder
+
+    if not hasattr(ctypes.CDLL(None), "renameat2"):
+        pytest.skip("the C library has no renameat2")
+    template = "seed={seed:d}/ep{epoch:03d}.keras"
+    root = tmp_path / "root"
+    run = root / "seed=1"
+    run.mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # What a delete by path through the link would hit: the same names, outside.
+    bait = [f"ep{e:03d}.keras" for e in range(1, 5)]
+    bait += [n + ".ckptname.json" for n in bait]
+    bait += [".ckptname-tmp-0123456789ab-ep007.keras", "ep009.keras.ckptname.json"]
+    for n in bait:
+        (outside / n).write_bytes(b"precious " + n.encode())
+    before = {n: (outside / n).read_bytes() for n in sorted(os.listdir(outside))}
+    link = root / ".swap"
+    link.symlink_to(outside, target_is_directory=True)
+    run_fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)  # follows the real folder wherever it is
+    records = [
+        Checkpoint(str(run / n), f"seed=1/{n}", {"seed": 1, "epoch": e}, e, template=template)
+        for e, n in enumerate(bait[:4], start=1)
+    ]
+    plan = plan_retention(records, keep_last=1)
+    cleaner = CheckpointFolder(str(root / template))
+    stop = tmp_path / "stop"
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", _SWAPPER, str(run), str(link), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    rounds = deleted = refused = 0
+    try:
+        assert swapper.stdout is not None and swapper.stdout.readline() == "swapping\n"
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            for n in bait:
+                _write_at(run_fd, n, b"ours")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                deleted += len(apply_retention(plan, root))
+                cleaner.clean_leftovers(records)
+            refused += sum("leads out of" in str(w.message) for w in caught)
+            rounds += 1
+    finally:
+        stop.write_bytes(b"")
+        out, _ = swapper.communicate(timeout=30)
+        os.close(run_fd)
+    assert swapper.returncode == 0, out
+    assert {n: (outside / n).read_bytes() for n in sorted(os.listdir(outside))} == before
+    # The race was met both ways: some deletes refused, some done in the real folder.
+    assert refused > 0 and deleted > 0, (rounds, refused, deleted, out)

@@ -807,3 +807,80 @@ def test_every_template_pattern_here_takes_the_fast_path() -> None:
 
     for template in [TEMPLATE, "b{batch:05d}.weights.h5", "step-{batch}", "ep{epoch}", SWEEP]:
         assert layout_for(template).fast is not None, template
+
+
+def test_a_name_whose_counter_is_not_a_number_is_never_the_latest(tmp_path: Path) -> None:
+    template = "ckpt-{epoch}.keras"
+    touch(tmp_path, "ckpt-final.keras")
+    assert find_latest(tmp_path, template) is None
+    state(tmp_path, template, "ckpt-final.keras")
+    assert find_latest(tmp_path) is None
+    for epoch in (9, 10):
+        touch(tmp_path, f"ckpt-{epoch}.keras")
+    assert names(scan(tmp_path, template)) == ["ckpt-final.keras", "ckpt-9.keras", "ckpt-10.keras"]
+    assert find_latest(tmp_path, template).name == "ckpt-10.keras"  # type: ignore[union-attr]
+    assert find_latest(tmp_path).name == "ckpt-10.keras"  # type: ignore[union-attr]
+
+
+def test_best_per_group_reads_a_metric_kept_only_in_the_sidecars(tmp_path: Path) -> None:
+    # The same sources as find_best: the sidecars where the names lack the metric.
+    template = "run={run:s}/ep{epoch:03d}.keras"
+    losses = {("a", 1): 0.5, ("a", 2): 0.3, ("a", 3): 0.4, ("b", 1): 0.2, ("b", 2): math.nan}
+    for (run_name, epoch), loss in losses.items():
+        name = f"run={run_name}/ep{epoch:03d}.keras"
+        touch(tmp_path, name)
+        sidecar(tmp_path, name, metrics={"val_loss": loss})
+    records = scan(tmp_path, template)
+    best = best_per_group(records, "val_loss", by="run")
+    assert {k: v.name for k, v in best.items()} == {
+        ("a",): "run=a/ep002.keras",
+        ("b",): "run=b/ep001.keras",
+    }
+    alone = find_best(tmp_path / "run=a", "val_loss", template="ep{epoch:03d}.keras")
+    assert alone is not None and alone.path == best[("a",)].path
+    with pytest.raises(MissingFieldError) as info:
+        best_per_group(records, "val_acc", by="run")
+    assert str(info.value) == (
+        "monitor 'val_acc' is in neither the names nor the sidecars of the 5 checkpoint(s) "
+        "given; rank by one of their fields (run, epoch) or by a metric the sidecars hold"
+    )
+    assert best_per_group([], "val_acc") == {}
+
+
+# ------------------------------------------------------------------ links
+
+
+def test_links_are_followed_only_where_they_stay_inside_the_root(tmp_path: Path) -> None:
+    """The rule pruning follows holds for reading too: scan, find_latest and find_best
+    follow a link to a checkpoint or a folder only where it leads inside the root."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    template = "ep{epoch:03d}-{loss:.2f}.keras"
+    touch(outside, "secret.keras")
+    touch(outside, "seed=2/ep001-0.01.keras")
+    touch(root, "ep001-0.50.keras")
+    touch(root, "archive/kept.keras")
+    (root / "ep002-0.40.keras").symlink_to(root / "archive" / "kept.keras")  # inside
+    (root / "ep003-0.30.keras").symlink_to("archive/kept.keras")  # inside, relative
+    (root / "ep009-0.01.keras").symlink_to(outside / "secret.keras")  # out of the root
+    assert names(scan(root, template)) == [
+        "ep001-0.50.keras",
+        "ep002-0.40.keras",
+        "ep003-0.30.keras",
+    ]
+    assert find_latest(root, template).name == "ep003-0.30.keras"  # type: ignore[union-attr]
+    assert find_best(root, "loss", template=template).name == "ep003-0.30.keras"  # type: ignore[union-attr]
+    state(root, template, "ep009-0.01.keras")
+    assert find_latest(root).name == "ep003-0.30.keras"  # type: ignore[union-attr]
+
+    sweep = "seed={seed:d}/ep{epoch:03d}-{loss:.2f}.keras"
+    touch(root, "seed=1/ep001-0.50.keras")
+    touch(root, "archive/s3/ep001-0.20.keras")
+    (root / "seed=2").symlink_to(outside / "seed=2", target_is_directory=True)  # out
+    (root / "seed=3").symlink_to(root / "archive" / "s3", target_is_directory=True)  # inside
+    assert names(scan(root, sweep)) == ["seed=1/ep001-0.50.keras", "seed=3/ep001-0.20.keras"]
+    assert find_best(root, "loss", template=sweep).name == "seed=3/ep001-0.20.keras"  # type: ignore[union-attr]
+    state(root, sweep, "seed=2/ep001-0.01.keras")
+    assert find_latest(root).name == "seed=3/ep001-0.20.keras"  # type: ignore[union-attr]
+
+    (root / "ckpts").symlink_to(outside / "seed=2", target_is_directory=True)  # out
+    assert scan(root, "ckpts/ep{epoch:03d}-{loss:.2f}.keras") == []

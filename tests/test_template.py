@@ -359,6 +359,53 @@ COMPILE_ERRORS = [
 ]
 
 
+SIZE_LIMIT = "a path part holds at most 255 bytes"
+COMPILE_ERRORS += [
+    (
+        "e{x:1000000000d}.keras",
+        f"width 1000000000 in field 'x' cannot fit in a file name: {SIZE_LIMIT}, so use a "
+        "width of at most 255\n  e{x:1000000000d}.keras\n      ^",
+    ),
+    (
+        "e{x:04294967296d}.keras",
+        f"width 4294967296 in field 'x' cannot fit in a file name: {SIZE_LIMIT}, so use a "
+        "width of at most 255\n  e{x:04294967296d}.keras\n       ^",
+    ),
+    (
+        "e{x:" + "9" * 5000 + "d}",
+        f"width 999999999999… (5000 digits) in field 'x' cannot fit in a file name: "
+        f"{SIZE_LIMIT}, so use a width of at most 255\n  e{{x:{'9' * 5000}d}}\n      ^",
+    ),
+    (
+        "<x:>256>",
+        f"width 256 in field 'x' cannot fit in a file name: {SIZE_LIMIT}, so use a width of "
+        "at most 255\n  <x:>256>\n      ^",
+    ),
+    (
+        "{loss:.300f}",
+        f"precision 300 in field 'loss' cannot fit in a file name: {SIZE_LIMIT}, so use a "
+        "precision of at most 255\n  {loss:.300f}\n         ^",
+    ),
+    (
+        "{run:.99999999999s}",
+        f"precision 99999999999 in field 'run' cannot fit in a file name: {SIZE_LIMIT}, so use "
+        "a precision of at most 255\n  {run:.99999999999s}\n        ^",
+    ),
+    (
+        "{x:_>300,.400e}",
+        f"width 300 in field 'x' cannot fit in a file name: {SIZE_LIMIT}, so use a width of "
+        "at most 255\n  {x:_>300,.400e}\n       ^",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "text", ["{x:255d}", "{x:0255d}", "{x:.255s}", "{x:0" + "0" * 5000 + "5d}"]
+)
+def test_widths_and_precisions_a_path_part_can_hold(text):
+    Template(text)
+
+
 @pytest.mark.parametrize(("text", "message"), COMPILE_ERRORS)
 def test_compile_error_text(text, message):
     with pytest.raises(TemplateError) as info:

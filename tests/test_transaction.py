@@ -219,3 +219,50 @@ def test_a_remote_save_uploads_then_writes_the_sidecar_then_the_state():
         folder.save("b010.keras", meta("b010.keras", 10), broken, best=None, previous_best=None)
     assert [r.name for r in ckptname.scan(root, "b{batch:03d}.keras")] == ["b005.keras"]
     assert ckptname.find_latest(root).name == "b005.keras"
+
+
+# ------------------------------------------------------------------ runs sharing one tree
+
+
+def test_a_run_never_prunes_below_another_runs_root(tmp_path):
+    """Run A's lr comes from the logs, so nothing fixes its folders; run B is rooted at
+    runs/lr=0.01 inside A's root and has written its state file there (or holds its
+    lock): B's checkpoints are B's, though A's template matches them."""
+    runs = tmp_path / "runs"
+    b = CheckpointFolder(str(runs / "lr=0.01" / "b{batch:03d}.keras"))
+    for batch in (1, 2, 3):
+        save(b, f"b{batch:03d}.keras", batch)
+    a = CheckpointFolder(str(runs / "lr={lr}" / "b{batch:03d}.keras"))
+    for batch in (4, 5, 6):
+        save(a, f"lr=0.1/b{batch:03d}.keras", batch)
+    assert [r.name for r in a.records()] == [f"lr=0.1/b00{n}.keras" for n in (4, 5, 6)]
+    a.prune(a.path("lr=0.1/b006.keras"), keep_last=1, keep_best=None, monitor="loss",
+            mode="auto", protect=())  # fmt: skip
+    assert files(runs / "lr=0.1") == ["b006.keras", "b006.keras.ckptname.json"]
+    assert [n for n in files(runs / "lr=0.01") if n.endswith(".keras")] == [
+        "b001.keras",
+        "b002.keras",
+        "b003.keras",
+    ]
+    # A lock alone (B training, before its first save) marks B's root as well.
+    (runs / "lr=0.01" / ".ckptname-state.json").unlink()
+    (runs / "lr=0.01" / ".ckptname.lock").write_text("{}")
+    assert [r.name for r in a.records()] == ["lr=0.1/b006.keras"]
+
+
+def test_values_fixed_for_a_run_scope_its_checkpoints_and_its_lock(tmp_path):
+    folder = CheckpointFolder(str(tmp_path / "lr={lr}" / "s{seed}" / "b{batch:03d}.keras"))
+    assert (folder.lock_folder, folder.resume_hint) == (str(tmp_path), str(tmp_path))
+    folder.bind_run({"lr": 0.01, "seed": 2})
+    assert folder.lock_folder == str(tmp_path / "lr=0.01" / "s2")
+    assert folder.resume_hint == str(tmp_path / "lr=0.01" / "s2" / "b{batch:03d}.keras")
+    folder.bind_run({"lr": "{x}"})  # braces in a value stay literal text
+    assert folder.lock_folder == str(tmp_path / "lr={x}")
+    assert folder.resume_hint == str(tmp_path / "lr={{x}}" / "s{seed}" / "b{batch:03d}.keras")
+    save(folder, "lr={x}/s1/b001.keras", 1)
+    save(folder, "lr=0.5/s1/b002.keras", 2)  # not this run's ...
+    folder.bind_run({"lr": "{x}"})
+    assert [r.name for r in folder.records()] == ["lr={x}/s1/b001.keras"]
+    assert folder.records()[0].values == {"lr": "{x}", "seed": 1, "batch": 1}
+    save(folder, "lr=0.7/s1/b003.keras", 3)  # ... unless it saves there (extras that change)
+    assert [r.name for r in folder.records()] == ["lr={x}/s1/b001.keras", "lr=0.7/s1/b003.keras"]

@@ -77,12 +77,14 @@ from typing import Any
 
 from ._errors import CkptnameWarning, FolderLockedError
 from ._metadata import LOCK_NAME
-from ._storage import temp_name
+from ._storage import LocalStorage, UnsafeFileError, temp_name
 from ._version import __version__
 
 __all__ = ["LOCK_FORMAT", "FolderLock", "LockOwner", "acquire", "read_owner"]
 
 LOCK_FORMAT = "ckptname.lock/1"
+# A lock file is a few hundred bytes; anything larger is not one.
+_LOCK_LIMIT = 1 << 16
 
 # Locks this process holds, by lock path: shared by every acquire in the
 # process, released at exit.
@@ -206,14 +208,21 @@ def acquire(folder: str, *, filepath: str | None = None, takeover: bool = False)
 def read_owner(path: str) -> LockOwner | None:
     """The owner a lock file names, or ``None`` if it is not a readable lock.
 
+    Only a regular file of at most 64 KiB is read, opened without blocking and
+    without following a link: a FIFO, a device, a folder or a symbolic link
+    (one to nowhere included) under the lock's name is not a lock (``None``,
+    so :func:`acquire` takes it over as stale, with a warning).
+
     Raises:
         FileNotFoundError: there is no lock file.
     """
-    with open(path, "rb") as fh:
-        raw = fh.read(1 << 16)
+    try:
+        raw = LocalStorage().read_small(path, _LOCK_LIMIT, follow=False)
+    except UnsafeFileError:
+        return None
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(data, dict) or data.get("format") != LOCK_FORMAT:
         return None
@@ -330,7 +339,10 @@ def _is_this_process(owner: LockOwner) -> bool:
 def _stale_reason(owner: LockOwner | None) -> str | None:
     """Why a lock's owner is certainly gone, or ``None`` if it may be alive."""
     if owner is None:
-        return "it is not a ckptname lock file (empty, truncated or written by something else)"
+        return (
+            "it is not a ckptname lock file (empty, truncated, not a regular file, or "
+            "written by something else)"
+        )
     if owner.host != socket.gethostname():
         return None  # its processes cannot be seen from here
     boot = _boot_id()

@@ -76,6 +76,18 @@ The state file (format ``ckptname.state/1``)::
 Names in both are relative to the folder that holds the state file. Floats that
 JSON cannot hold (NaN, inf) are written as the strings ``"nan"``, ``"inf"``,
 ``"-inf"`` and read back as floats.
+
+Reading is defensive, since anyone who can write into a checkpoint folder can
+put anything under these names. A sidecar or state file is read only if it
+is a regular file (opened without blocking: a FIFO never hangs a reader) of
+at most :data:`METADATA_LIMIT` bytes (16 MiB; ckptname writes a few hundred
+bytes, a few KiB with ``metric_state``); its JSON may nest at most as deep as
+the interpreter's recursion allows; and the sections readers rely on must
+have their types: ``metrics`` an object of numbers (or text), ``extras`` an
+object, ``metric_state`` an object of lists of numbers nested at most
+:data:`_MAX_STATE_DEPTH` deep, ``latest`` and ``best`` objects or ``null``.
+Anything else is a :class:`~ckptname.MetadataError` naming the file, which
+every caller turns into a warning and a listing of the folder.
 """
 
 from __future__ import annotations
@@ -88,12 +100,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._errors import MetadataError
-from ._storage import Storage, storage_for
+from ._storage import Storage, UnsafeFileError, storage_for
 from ._version import __version__
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "LOCK_NAME",
+    "METADATA_LIMIT",
     "SIDECAR_SUFFIX",
     "STATE_FORMAT",
     "STATE_NAME",
@@ -114,7 +127,11 @@ LOCK_NAME = ".ckptname.lock"
 CHECKPOINT_FORMAT = "ckptname.checkpoint/1"
 STATE_FORMAT = "ckptname.state/1"
 _RESERVED_MARK = ".ckptname"
-
+# The largest sidecar or state file read (16 MiB): far above what ckptname
+# writes, far below what would strain memory.
+METADATA_LIMIT = 16 << 20
+# metric_state holds each metric variable as a nested list of its shape.
+_MAX_STATE_DEPTH = 32
 
 
 def is_reserved(name: str) -> bool:
@@ -157,17 +174,25 @@ def encode(data: Mapping[str, Any]) -> bytes:
 
 
 def decode(raw: bytes, what: str) -> dict[str, Any]:
-    """Parse sidecar or state bytes.
+    """Parse sidecar or state bytes, and check the types of the sections readers use.
 
     Raises:
-        MetadataError: the bytes are not a JSON object.
+        MetadataError: the bytes are not a JSON object, nest too deeply, or a
+            section has the wrong type (see the module docstring).
     """
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MetadataError(f"{what} is not valid JSON ({exc}); it may be truncated") from None
+    except RecursionError:
+        raise MetadataError(
+            f"{what} nests its JSON too deeply to read; it was not written by ckptname"
+        ) from None
     if not isinstance(data, dict):
         raise MetadataError(f"{what} holds {type(data).__name__}, expected a JSON object")
+    problem = _schema_problem(data)
+    if problem is not None:
+        raise MetadataError(f"{what} {problem}; it was not written by ckptname, or is damaged")
     for key in ("metrics",):
         section = data.get(key)
         if isinstance(section, dict):
@@ -180,6 +205,74 @@ def decode(raw: bytes, what: str) -> dict[str, Any]:
     if isinstance(best, dict) and isinstance(best.get("value"), str):
         best["value"] = _NON_FINITE.get(best["value"], best["value"])
     return data
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+_SCALARS = (int, float, str, bool, type(None))
+
+
+def _schema_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the types of the sections readers use, or ``None``."""
+    for key in ("metrics", "extras"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"has {key!r} of type {_type_name(data[key])}, expected a JSON object"
+    metrics = data.get("metrics")
+    if isinstance(metrics, dict):
+        for name, value in metrics.items():
+            if not isinstance(value, _SCALARS):
+                return f"has metric {name!r} of type {_type_name(value)}, expected a number"
+    if data.get("metric_state") is not None:
+        state = data["metric_state"]
+        if not isinstance(state, dict):
+            return f"has 'metric_state' of type {_type_name(state)}, expected a JSON object"
+        for name, values in state.items():
+            if not isinstance(values, list) or not _numbers_nested(values):
+                return (
+                    f"has 'metric_state' entry {name!r} that is not a list of numbers "
+                    f"(nested at most {_MAX_STATE_DEPTH} deep)"
+                )
+    for key in ("latest", "best"):
+        if key in data and data[key] is not None and not isinstance(data[key], dict):
+            return f"has {key!r} of type {_type_name(data[key])}, expected a JSON object or null"
+    return None
+
+
+def _numbers_nested(values: list[Any]) -> bool:
+    """Whether ``values`` holds only numbers (or NaN/inf text), in lists at most so deep."""
+    stack = [(values, 1)]
+    while stack:
+        items, depth = stack.pop()
+        if depth > _MAX_STATE_DEPTH:
+            return False
+        for item in items:
+            if isinstance(item, list):
+                stack.append((item, depth + 1))
+            elif isinstance(item, str):
+                if item not in _NON_FINITE:
+                    return False
+            elif not isinstance(item, (int, float)):  # bools are ints: bool variables
+                return False
+    return True
+
+
+def _read(storage: Storage, path: str, what: str) -> bytes:
+    """A sidecar's or state file's bytes, read by :meth:`Storage.read_small`.
+
+    Raises:
+        FileNotFoundError, NotADirectoryError: nothing is there.
+        MetadataError: it is not a regular file, or is over :data:`METADATA_LIMIT`.
+        OSError: the storage cannot read it.
+    """
+    try:
+        return storage.read_small(path, METADATA_LIMIT)
+    except UnsafeFileError as exc:
+        raise MetadataError(
+            f"{what} is {exc.reason}; ckptname reads its files only as regular files "
+            "of at most 16 MiB"
+        ) from None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -200,14 +293,15 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     target = os.fspath(path)
     storage, inner = storage_for(target)
     side = sidecar_path(inner)
+    what = f"sidecar {side!r}"
     try:
-        raw = storage.read_bytes(side)
+        raw = _read(storage, side, what)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"checkpoint {target!r} has no metadata sidecar ({os.path.basename(side)}); "
             "it was not written by ckptname, or its save did not complete"
         ) from None
-    return decode(raw, f"sidecar {side!r}")
+    return decode(raw, what)
 
 
 def read_sidecar(storage: Storage, checkpoint_inner_path: str) -> dict[str, Any] | None:
@@ -224,15 +318,17 @@ def read_sidecar(storage: Storage, checkpoint_inner_path: str) -> dict[str, Any]
 
     Raises:
         MetadataError: the sidecar is not a JSON object (truncated, or
-            written by something else); the message names it by URL.
+            written by something else), not a regular file, or too large; the
+            message names it by URL.
         OSError: the sidecar exists but the storage fails to read it.
     """
     side = sidecar_path(checkpoint_inner_path)
+    what = f"sidecar {storage.url(side)!r}"
     try:
-        raw = storage.read_bytes(side)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raw = _read(storage, side, what)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    return decode(raw, f"sidecar {storage.url(side)!r}")
+    return decode(raw, what)
 
 
 def read_state(storage: Storage, folder: str) -> dict[str, Any] | None:
@@ -250,15 +346,16 @@ def read_state(storage: Storage, folder: str) -> dict[str, Any] | None:
         ``None`` where the folder has no state file.
 
     Raises:
-        MetadataError: the file is not valid JSON, is of another format, or
-            has no template; it may be truncated or written by something else.
+        MetadataError: the file is not valid JSON, is of another format, has
+            no template, is not a regular file or is too large; it may be
+            truncated or written by something else.
     """
     path = storage.join(folder, STATE_NAME) if folder else STATE_NAME
+    what = f"state file {storage.url(path)!r}"
     try:
-        raw = storage.read_bytes(path)
+        raw = _read(storage, path, what)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    what = f"state file {storage.url(path)!r}"
     data = decode(raw, what)
     if data.get("format") != STATE_FORMAT:
         raise MetadataError(f"{what} has format {data.get('format')!r}, expected {STATE_FORMAT!r}")

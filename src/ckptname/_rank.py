@@ -5,7 +5,8 @@ Every ordering ckptname applies lives here, so that ``scan``, ``find_latest``,
 
 * :data:`COUNTERS` names the fields that say how far training had got, and
   :func:`as_counter` reads one (``3``, ``3.0`` and ``'003'`` are all 3);
-* :func:`progress_key` orders checkpoints from oldest to newest;
+* :func:`progress_key` orders checkpoints from oldest to newest, and
+  :func:`in_sequence` says which belong to that order at all;
 * :func:`resolve_mode` decides whether a metric is better low or high;
 * :func:`is_number` says which logged values are metric values;
 * :func:`best_key` orders checkpoints from worst to best by a metric, and
@@ -42,6 +43,7 @@ __all__ = [
     "can_win",
     "check_mode",
     "improves",
+    "in_sequence",
     "is_number",
     "metric_value",
     "progress_key",
@@ -235,6 +237,32 @@ def progress_key(checkpoint: Record) -> tuple[Any, ...]:
         _NaturalName(name),
         name,
     )
+
+
+def in_sequence(checkpoint: Record) -> bool:
+    """Whether a checkpoint's name places it in the sequence of a run's saves.
+
+    ``False`` where the name holds a counter field (:data:`COUNTERS`) whose
+    text does not read as a whole number: with ``ckpt-{epoch}.keras`` (a
+    counter without a format type), a hand-saved ``ckpt-final.keras`` reads
+    as ``epoch='final'``. Such a checkpoint has no place in the progress
+    order, so it is never the latest and retention never deletes it.
+    Checkpoints of templates without counter fields are in sequence (their
+    order comes from their sidecars, or their times).
+
+    =========================================  =========
+    template, name                             result
+    =========================================  =========
+    ``ckpt-{epoch}.keras``, ``ckpt-12.keras``  ``True``
+    ``ckpt-{epoch}.keras``, ``ckpt-final.keras``  ``False``
+    ``{run:s}.keras``, ``best.keras``          ``True``
+    =========================================  =========
+    """
+    values = checkpoint.values
+    for counter in COUNTERS:
+        if counter in values and as_counter(values[counter]) is None:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------- mode

@@ -3,7 +3,9 @@
 The policy is a function of records only (:func:`plan_retention`), so the
 callback, the command line and a test can compute the same plan and show it
 before anything is deleted. Deleting is :func:`apply_retention`, which
-re-checks every path it is asked to delete.
+re-checks every path it is asked to delete, and deletes local files relative
+to folder descriptors walked down from the root, never by a path resolved
+twice.
 
 ===========================================  ====================================
 arguments                                    kept
@@ -16,7 +18,10 @@ any, with ``protect=(path,)``                also ``path`` (e.g. the one resumed
 ===========================================  ====================================
 
 The newest checkpoint is always kept: deleting it would lose the only point a
-crashed run can resume from.
+crashed run can resume from. A checkpoint whose counter does not read as a
+number (``ckpt-final.keras`` for ``ckpt-{epoch}.keras``, see
+``ckptname._rank.in_sequence``) is outside the sequence retention counts in:
+it is always kept, and never counted among the newest or the best.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ from ._errors import (
     advised,
 )
 from ._metadata import is_reserved, sidecar_path
-from ._rank import Mode, best_key, can_win, progress_key, resolve_mode
+from ._rank import Mode, best_key, can_win, in_sequence, progress_key, resolve_mode
 from ._roots import Layout, Root, layout_for, open_root
 from ._scan import Checkpoint
+from ._storage import LinkLeavesRootError, LocalTree
 from ._template import Template
 
 __all__ = ["RetentionPlan", "apply_retention", "check_keep", "plan_retention"]
@@ -54,7 +60,8 @@ class RetentionPlan:
         delete: the checkpoints to delete.
         reasons: for each kept checkpoint's path, why it is kept: any of
             ``"newest"``, ``"latest"`` (one of the ``keep_last``), ``"best"``
-            (one of the ``keep_best``), ``"protected"``, ``"no policy"``.
+            (one of the ``keep_best``), ``"protected"``, ``"no policy"``,
+            ``"not numbered"`` (its counter does not read as a number).
     """
 
     keep: tuple[Checkpoint, ...]
@@ -103,9 +110,11 @@ def plan_retention(
     ``ckptname._rank.progress_key``), the ``keep_best`` best by ``monitor``
     (``ckptname._rank.best_key``: NaN never counts, ties go to the exact value
     in ``Checkpoint.metadata`` where the records carry it, then to the earlier
-    checkpoint, as in Keras), the newest checkpoint, and every checkpoint in ``protect``.
-    Everything else is to be deleted. With neither ``keep_last`` nor
-    ``keep_best`` every checkpoint is kept.
+    checkpoint, as in Keras), the newest checkpoint, every checkpoint in
+    ``protect``, and every checkpoint whose counter does not read as a number
+    (which is not counted among the newest or the best). Everything else is to
+    be deleted. With neither ``keep_last`` nor ``keep_best`` every checkpoint is
+    kept.
 
     Args:
         records: the checkpoints of one template, e.g. from ``ckptname.scan``.
@@ -152,13 +161,18 @@ def plan_retention(
     if keep_last is None and keep_best is None:
         for r in ordered:
             reasons[r.path].append("no policy")
-    if keep_last:
-        for r in ordered[-keep_last:]:
+    numbered = [r for r in ordered if in_sequence(r)]
+    for r in ordered:
+        if not in_sequence(r):
+            reasons[r.path].append("not numbered")
+    if keep_last and numbered:
+        for r in numbered[-keep_last:]:
             reasons[r.path].append("latest")
-    if keep_best is not None and monitor is not None and resolved is not None:
-        for r in _best(ordered, keep_best, monitor, resolved):
+    if keep_best is not None and monitor is not None and resolved is not None and numbered:
+        for r in _best(numbered, keep_best, monitor, resolved):
             reasons[r.path].append("best")
-    reasons[ordered[-1].path].insert(0, "newest")
+    if numbered:
+        reasons[numbered[-1].path].insert(0, "newest")
     for r in _protected(ordered, protect):
         reasons[r.path].append("protected")
 
@@ -213,11 +227,16 @@ def apply_retention(
     Every record is checked before anything is deleted: its name must be a
     relative name without ``.ckptname``, read back with its template (and with
     ``template`` where given), and its path must be ``root`` joined with that
-    name; a record that fails any check stops the whole call. A local record
-    whose folder, once symbolic links are resolved, lies outside ``root`` is
-    skipped with a warning: pruning never follows a link out of ``root``. A
-    checkpoint that is itself a symbolic link is removed as a link; its target
-    is left alone.
+    name; a record that fails any check stops the whole call.
+
+    Local files are deleted relative to folder descriptors opened by walking
+    down from ``root`` (``ckptname._storage.LocalTree``), so no path is
+    resolved twice: a folder swapped for a symbolic link between the checks
+    and the delete cannot send the delete out of ``root``. A folder that is a
+    symbolic link is followed only where it leads to a folder inside
+    ``root``; a record under one that leads out is skipped with a warning. A
+    checkpoint that is itself a symbolic link is removed as a link; its
+    target is left alone.
 
     The checkpoint is deleted before its sidecar, so that an interruption
     leaves at worst a sidecar without a checkpoint, which scanning ignores.
@@ -239,25 +258,38 @@ def apply_retention(
     """
     where = open_root(root)
     required = layout_for(template) if template is not None else None
+    checked = _checked_deletions(plan, where, required)
     deleted: list[str] = []
-    root_real = os.path.realpath(where.inner or ".") if where.local else ""
-    for record, inner in _checked_deletions(plan, where, required):
-        if where.local and not _inside(root_real, os.path.dirname(inner) or "."):
-            warnings.warn(
-                f"not deleting {record.path!r}: its folder is a symbolic link that leads "
-                f"out of {where.text!r}",
-                CkptnameWarning,
-                stacklevel=2,
-            )
-            continue
-        try:
-            where.storage.remove(inner)
-        except FileNotFoundError:
-            pass
-        else:
-            deleted.append(record.path)
-        with contextlib.suppress(FileNotFoundError):
-            where.storage.remove(sidecar_path(inner))
+    if not checked:
+        return deleted
+    if not where.local:
+        for record, inner in checked:
+            try:
+                where.storage.remove(inner)
+            except FileNotFoundError:
+                pass
+            else:
+                deleted.append(record.path)
+            with contextlib.suppress(FileNotFoundError):
+                where.storage.remove(sidecar_path(inner))
+        return deleted
+    try:
+        tree = LocalTree(where.inner or ".")
+    except (FileNotFoundError, NotADirectoryError):
+        return deleted  # no root, so none of its files to delete
+    with tree:
+        for record, _ in checked:
+            try:
+                if tree.remove(record.name):
+                    deleted.append(record.path)
+                tree.remove(sidecar_path(record.name))
+            except LinkLeavesRootError:
+                warnings.warn(
+                    f"not deleting {record.path!r}: its folder is a symbolic link that leads "
+                    f"out of {where.text!r}",
+                    CkptnameWarning,
+                    stacklevel=2,
+                )
     return deleted
 
 
@@ -307,8 +339,3 @@ def _why_not_deletable(
         if layout.template.parse(name) is None:
             return f"its name does not match the template {layout.text!r}"
     return None
-
-
-def _inside(root_real: str, folder: str) -> bool:
-    real = os.path.realpath(folder)
-    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)

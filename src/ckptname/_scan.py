@@ -24,6 +24,9 @@ What counts as a checkpoint:
   checkpoint: an empty file is what a crash during a non-atomic save leaves);
 * its name holds no ``.ckptname`` (temporary files, sidecars, the state file
   and the lock belong to ckptname);
+* on the local disk, it is reached without leaving the root: a symbolic link
+  (to a checkpoint or to a folder) is followed only where it leads inside
+  the root, the rule pruning follows too;
 * on remote (fsspec) roots, where there is no atomic rename, a checkpoint in a
   folder that ckptname writes into counts only once its sidecar exists: the
   callback writes the sidecar last, as a commit marker. A folder counts as
@@ -70,6 +73,7 @@ from ._rank import (
     as_counter,
     best_key,
     can_win,
+    in_sequence,
     metric_value,
     progress_key,
     resolve_mode,
@@ -214,9 +218,10 @@ def _folders(root: Root, layout: Layout) -> list[_Folder]:
             # the listing below find out whether it exists.
             part = segment.render({})
             for f in folders:
-                found.append(
-                    _Folder(root.join(f.inner, part), f.prefix + part + "/", f.values, f.managed)
-                )
+                inner = root.join(f.inner, part)
+                if root.local and os.path.islink(inner) and not _inside_root(root, inner):
+                    continue  # a link out of the root is never followed
+                found.append(_Folder(inner, f.prefix + part + "/", f.values, f.managed))
             folders = found
             continue
         for f in folders:
@@ -234,6 +239,8 @@ def _folders(root: Root, layout: Layout) -> list[_Folder]:
                 merged = _merge(f.values, values)
                 if merged is None:
                     continue
+                if entry.link and not _inside_root(root, root.join(f.inner, entry.name)):
+                    continue  # a link out of the root is never followed
                 found.append(
                     _Folder(
                         root.join(f.inner, entry.name),
@@ -258,6 +265,31 @@ def _listdir_bytes(path: str) -> list[bytes]:
         return os.listdir(os.fsencode(path or "."))
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+def _inside_root(root: Root, path: str) -> bool:
+    """Whether a local path, once links are resolved, lies inside the root.
+
+    Called only where a link was met: a link is followed only where it
+    leads inside the root (the root itself may be a link: the user named
+    it), for reading as for pruning (``ckptname._storage.LocalTree``).
+    """
+    base = os.path.realpath(root.inner or ".")
+    real = os.path.realpath(path)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def _local_stat(root: Root, path: str) -> os.stat_result | None:
+    """``os.stat`` of a local checkpoint file, or ``None`` where it is gone or a link out."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            if not _inside_root(root, path):
+                return None
+            st = os.stat(path)
+    except OSError:
+        return None
+    return st
 
 
 # --------------------------------------------------------------------------- sidecars
@@ -333,12 +365,9 @@ def _local_records(
         if not check:
             out.append(_make(user_base + name, prefix + name, merged, text))
             continue
-        try:
-            st = os.stat(inner_base + name)
-        except OSError:
-            continue  # deleted since the listing, or a dangling link
-        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
-            continue
+        st = _local_stat(root, inner_base + name)
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            continue  # deleted since the listing, a dangling link or one out of the root
         out.append(
             _make(
                 user_base + name,
@@ -566,10 +595,17 @@ def _from_state(root: Root, template: Template, state: dict[str, Any]) -> Checkp
         )
         return None
     assert isinstance(name, str)
+    if not in_sequence(_make(name, name, values, template.text)):
+        return None  # not a name of the sequence: never the latest; list instead
+    found = _make(root.path(name), name, values, template.text)
+    if root.local:
+        if "/" in name and not _inside_root(root, root.inner_path(name)):
+            return None  # through a folder that is a link out of the root
+        return _checked_local(root, found)
     entry = root.storage.stat(root.inner_path(name))
     if entry is None or entry.is_dir or entry.size == 0:
         return None
-    return _make(root.path(name), name, values, template.text, size=entry.size, mtime=entry.mtime)
+    return replace(found, size=entry.size, mtime=entry.mtime)
 
 
 # --------------------------------------------------------------------------- latest
@@ -704,11 +740,8 @@ def _descending_general(
 
 def _checked_local(root: Root, record: Checkpoint) -> Checkpoint | None:
     """The record with its size and time, if it is a non-empty regular file."""
-    try:
-        st = os.stat(root.inner_path(record.name))
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+    st = _local_stat(root, root.inner_path(record.name))
+    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size == 0:
         return None
     return replace(record, size=st.st_size, mtime=st.st_mtime)
 
@@ -720,7 +753,7 @@ def _latest_by_listing(root: Root, layout: Layout) -> Checkpoint | None:
         for folder in folders:
             records.extend(_remote_records(root, layout, folder))
         ordered = _ordered(root, layout, records)
-        return ordered[-1] if ordered else None
+        return next((r for r in reversed(ordered) if in_sequence(r)), None)
     streams = [_descending_local(root, layout, folder) for folder in folders]
     if not streams:
         return None
@@ -730,6 +763,8 @@ def _latest_by_listing(root: Root, layout: Layout) -> Checkpoint | None:
         streams[0] if len(streams) == 1 else heapq.merge(*streams, key=progress_key, reverse=True)
     )
     for record in merged:
+        if not in_sequence(record):
+            continue  # 'ckpt-final' for 'ckpt-{epoch}': never the latest
         checked = _checked_local(root, record)
         if checked is not None:
             return checked
@@ -752,7 +787,9 @@ def find_latest(
     batch in epoch, then name, numbers compared as numbers (``ep100`` is newer
     than ``ep99``); only for templates with none of these counters, by the
     counters in the sidecars, then by modification time (see
-    ``ckptname._rank.progress_key``).
+    ``ckptname._rank.progress_key``). A name whose counter does not read as a
+    number (``ckpt-final.keras`` for ``ckpt-{epoch}.keras``) is never the
+    latest (see ``ckptname._rank.in_sequence``).
 
     Args:
         root: a folder path or an fsspec URL (``s3://bucket/run``).
@@ -964,9 +1001,10 @@ def best_per_group(
         ckptname.best_per_group(records, "val_loss", by=("lr",))
         # {(0.001,): Checkpoint(...lr=1e-03/seed=2/ep041-0.3120.keras), (0.01,): ...}
 
-    Ranking is :func:`find_best`'s: NaN never wins, ties on the value in the
-    name are broken by the exact value in the sidecars (read only for those
-    records), then by progress.
+    Ranking is :func:`find_best`'s, from the same sources: the value in the
+    name, or in the sidecar where the name lacks the metric; NaN never wins;
+    ties on the value in the name are broken by the exact value in the
+    sidecars (read only for those records), then by progress.
 
     Args:
         records: checkpoints, e.g. from :func:`scan`.
@@ -983,7 +1021,8 @@ def best_per_group(
 
     Raises:
         MonitorError: ``mode`` is invalid, or ``"auto"`` cannot tell.
-        MissingFieldError: a record lacks a field of ``by``.
+        MissingFieldError: a record lacks a field of ``by``; or records were
+            given and none has ``monitor`` in its name or its sidecar.
         TemplateError: ``by`` is ``None`` and a record has no template.
     """
     resolved = resolve_mode(monitor, mode)
@@ -1000,6 +1039,20 @@ def best_per_group(
         meta = problems.read(storage, inner)
         return record if meta is None else replace(record, metadata=meta)
 
+    # As find_best does: where a name lacks the metric, its sidecar holds it.
+    for group, members in groups.items():
+        groups[group] = [r if monitor in r.values else with_metadata(r) for r in members]
+    everyone = [r for members in groups.values() for r in members]
+    if everyone and not any(metric_value(r, monitor)[0] is not None for r in everyone):
+        problems.warn()
+        fields = tuple(dict.fromkeys(k for r in everyone for k in r.values))
+        raise MissingFieldError(
+            f"monitor {monitor!r} is in neither the names nor the sidecars of the "
+            f"{len(everyone)} checkpoint(s) given; rank by one of their fields "
+            f"({', '.join(fields) or 'none'}) or by a metric the sidecars hold",
+            (monitor,),
+            fields,
+        )
     out: dict[tuple[Any, ...], Checkpoint] = {}
     for group in _sorted_groups(groups):
         best = _pick_best(groups[group], monitor, resolved, with_metadata, lambda r: r)

@@ -30,22 +30,36 @@ one and scanning skips them.
 
 Local writes call ``open``, ``os.replace`` and ``os.unlink`` when they run
 (never a reference taken at import), so that a test can make them fail.
+
+Small files that anyone with write access to a folder could replace (the
+sidecars, the state file, the lock) are read with :meth:`Storage.read_small`:
+only a regular file, opened without blocking (a FIFO never hangs a reader),
+and at most ``limit`` bytes (a link to ``/dev/zero`` never fills memory).
+
+Deleting inside a local tree goes through :class:`LocalTree`, which walks
+down from the root with directory file descriptors and removes names
+relative to them, so that no path is resolved twice: a folder swapped for a
+symbolic link between a check and a delete cannot send the delete elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat as _stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "TMP_PREFIX",
     "Entry",
     "FsspecStorage",
+    "LinkLeavesRootError",
     "LocalStorage",
+    "LocalTree",
     "Storage",
+    "UnsafeFileError",
     "storage_for",
     "temp_name",
     "temp_target",
@@ -103,12 +117,51 @@ def temp_target(name: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One listed name in a folder."""
+    """One listed name in a folder.
+
+    ``link`` is true for a symbolic link on the local disk (``is_dir`` then
+    describes its target); object stores have none.
+    """
 
     name: str
     is_dir: bool
     size: int | None
     mtime: float | None
+    link: bool = field(default=False, compare=False)
+
+
+class UnsafeFileError(OSError):
+    """A file :meth:`Storage.read_small` refuses: not a regular file, or too large.
+
+    Attributes:
+        reason: what the file is, in words (``"a FIFO"``, ``"larger than 16 MiB"``).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{path!r} is {reason}")
+
+
+def _kind(mode: int) -> str:
+    for test, words in (
+        (_stat.S_ISDIR, "a directory"),
+        (_stat.S_ISFIFO, "a FIFO"),
+        (_stat.S_ISCHR, "a character device"),
+        (_stat.S_ISBLK, "a block device"),
+        (_stat.S_ISSOCK, "a socket"),
+        (_stat.S_ISLNK, "a symbolic link"),
+    ):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def _size_words(limit: int) -> str:
+    if limit % (1 << 20) == 0:
+        return f"{limit >> 20} MiB"
+    if limit % (1 << 10) == 0:
+        return f"{limit >> 10} KiB"
+    return f"{limit} bytes"
 
 
 class Storage:
@@ -137,6 +190,29 @@ class Storage:
         raise NotImplementedError
 
     def read_bytes(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def read_small(self, path: str, limit: int, *, follow: bool = True) -> bytes:
+        """The content of a small regular file, read without blocking, at most ``limit`` bytes.
+
+        For files that anyone who can write into a folder could replace
+        (sidecars, state files, locks): a FIFO, a device, a socket or a
+        folder is refused without reading (opening a FIFO does not wait for a
+        writer), and so is a file over ``limit`` bytes, whatever its size
+        claims (a link to ``/dev/zero`` says 0).
+
+        Args:
+            path: the file.
+            limit: the most bytes to accept.
+            follow: follow a symbolic link at ``path`` (local files); with
+                ``False`` a link is refused as :class:`UnsafeFileError`.
+
+        Raises:
+            FileNotFoundError: nothing is at ``path`` (or a link leads nowhere).
+            UnsafeFileError: ``path`` is not a regular file, or is larger than
+                ``limit``.
+            OSError: the storage cannot read it.
+        """
         raise NotImplementedError
 
     def temp_path(self, path: str) -> str:
@@ -201,7 +277,7 @@ class LocalStorage(Storage):
                     is_dir = e.is_dir()
                 except OSError:
                     continue
-                out.append(Entry(e.name, is_dir, None, None))
+                out.append(Entry(e.name, is_dir, None, None, e.is_symlink()))
         return out
 
     def exists(self, path: str) -> bool:
@@ -221,6 +297,37 @@ class LocalStorage(Storage):
     def read_bytes(self, path: str) -> bytes:
         with open(path, "rb") as fh:
             return fh.read()
+
+    def read_small(self, path: str, limit: int, *, follow: bool = True) -> bytes:
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        if not follow:
+            flags |= getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP and not follow:
+                raise UnsafeFileError(path, "a symbolic link") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not _stat.S_ISREG(st.st_mode):
+                raise UnsafeFileError(path, _kind(st.st_mode))
+            if st.st_size > limit:
+                raise UnsafeFileError(path, f"larger than {_size_words(limit)}")
+            chunks = []
+            left = limit + 1  # one byte more tells a file that grew past the limit
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise UnsafeFileError(path, f"larger than {_size_words(limit)}")
+        return data
 
     def temp_path(self, path: str) -> str:
         folder, base = os.path.split(path)
@@ -327,6 +434,17 @@ class FsspecStorage(Storage):
         data: bytes = self.fs.cat_file(path)
         return data
 
+    def read_small(self, path: str, limit: int, *, follow: bool = True) -> bytes:
+        # One ranged GET: an object store holds only whole objects (no FIFOs,
+        # no links), so the size is the one thing to bound.
+        try:
+            data: bytes = self.fs.cat_file(path, start=0, end=limit + 1)
+        except IsADirectoryError:
+            raise UnsafeFileError(path, "a directory") from None
+        if len(data) > limit:
+            raise UnsafeFileError(path, f"larger than {_size_words(limit)}")
+        return data
+
     def temp_path(self, path: str) -> str:
         folder, slash, base = path.rpartition("/")
         return folder + slash + temp_name(base)
@@ -363,6 +481,186 @@ class FsspecStorage(Storage):
         if self.protocol in ("file", "local"):
             return path
         return f"{self.protocol}://{path}"
+
+
+class LinkLeavesRootError(OSError):
+    """A folder on the way to a file is a symbolic link that leads out of the root."""
+
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# Walking with directory descriptors needs these; elsewhere (Windows) paths
+# are used, each folder checked with realpath before it is used.
+_BY_FD = (
+    os.open in os.supports_dir_fd
+    and os.unlink in os.supports_dir_fd
+    and os.stat in os.supports_dir_fd
+    and os.scandir in os.supports_fd
+    and _NOFOLLOW != 0
+)
+
+
+class LocalTree:
+    """A local root, opened to list and delete below it without resolving a path twice.
+
+    Each folder is opened once, relative to its parent's descriptor, with
+    ``O_NOFOLLOW``; a folder that is a symbolic link is followed only if the
+    folder it opens lies inside the root (checked on the opened descriptor,
+    by walking its ``..`` up to the root). Names are then listed, stat'ed and
+    removed relative to the folder's descriptor. Whatever is renamed or
+    swapped for a link meanwhile, a removal lands in a folder that was inside
+    the root when it was opened.
+
+    Use as a context manager; descriptors are closed on exit.
+
+    Args:
+        root: the root folder (followed if it is itself a link: the caller
+            named it).
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root or "."
+        self._fds: dict[str, int | None] = {}
+        self._paths: dict[str, str | None] = {}
+        if _BY_FD:
+            fd = os.open(self.root, _DIR_FLAGS)
+            st = os.fstat(fd)
+            self._root_id = (st.st_dev, st.st_ino)
+            self._fds[""] = fd
+        else:  # pragma: no cover - platforms without dir_fd
+            self._root_real = os.path.realpath(self.root)
+
+    def __enter__(self) -> LocalTree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _folder(self, rel: str) -> int | None:
+        """The descriptor of the folder ``rel`` (``""`` is the root), ``None`` if it leaves it.
+
+        Raises:
+            FileNotFoundError, NotADirectoryError: there is no such folder.
+        """
+        if rel in self._fds:
+            return self._fds[rel]
+        parent, _, last = rel.rpartition("/")
+        parent_fd = self._folder(parent)
+        if parent_fd is None:
+            self._fds[rel] = None
+            return None
+        try:
+            fd = os.open(last, _DIR_FLAGS | _NOFOLLOW, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            # A symbolic link (or no folder at all, which this open reports):
+            # follow it, then ask the opened folder where it lies.
+            fd = os.open(last, _DIR_FLAGS, dir_fd=parent_fd)
+            if not self._under_root(fd):
+                os.close(fd)
+                self._fds[rel] = None
+                return None
+        self._fds[rel] = fd
+        return fd
+
+    def _under_root(self, fd: int) -> bool:
+        """Whether the folder open as ``fd`` lies inside the root, walking ``..`` up."""
+        current = fd
+        previous = os.fstat(fd)
+        try:
+            for _ in range(4096):
+                if (previous.st_dev, previous.st_ino) == self._root_id:
+                    return True
+                up = os.open("..", _DIR_FLAGS, dir_fd=current)
+                if current != fd:
+                    os.close(current)
+                current = up
+                st = os.fstat(up)
+                if (st.st_dev, st.st_ino) == (previous.st_dev, previous.st_ino):
+                    return False  # '/' is its own parent
+                previous = st
+            return False
+        finally:
+            if current != fd:
+                os.close(current)
+
+    def _path_folder(self, rel: str) -> str | None:  # pragma: no cover - no dir_fd
+        if rel not in self._paths:
+            path = os.path.join(self.root, *rel.split("/")) if rel else self.root
+            real = os.path.realpath(path)
+            inside = real == self._root_real or real.startswith(
+                self._root_real.rstrip(os.sep) + os.sep
+            )
+            if not os.path.isdir(path):
+                raise FileNotFoundError(errno.ENOENT, "no such folder", path)
+            self._paths[rel] = path if inside else None
+        return self._paths[rel]
+
+    def listdir(self, rel: str) -> list[str]:
+        """The names in the folder ``rel`` (relative to the root, ``/`` between parts).
+
+        Raises:
+            LinkLeavesRootError: a folder on the way is a link out of the root.
+            FileNotFoundError, NotADirectoryError: there is no such folder.
+        """
+        if not _BY_FD:  # pragma: no cover
+            path = self._path_folder(rel)
+            if path is None:
+                raise LinkLeavesRootError(errno.ELOOP, "leads out of the root", rel)
+            return os.listdir(path)
+        fd = self._folder(rel)
+        if fd is None:
+            raise LinkLeavesRootError(errno.ELOOP, "leads out of the root", rel)
+        with os.scandir(fd) as it:
+            return [entry.name for entry in it]
+
+    def lstat(self, name: str) -> os.stat_result:
+        """``os.lstat`` of a name relative to the root (its last part not followed)."""
+        folder, _, last = name.rpartition("/")
+        if not _BY_FD:  # pragma: no cover
+            path = self._path_folder(folder)
+            if path is None:
+                raise LinkLeavesRootError(errno.ELOOP, "leads out of the root", name)
+            return os.lstat(os.path.join(path, last))
+        fd = self._folder(folder)
+        if fd is None:
+            raise LinkLeavesRootError(errno.ELOOP, "leads out of the root", name)
+        return os.stat(last, dir_fd=fd, follow_symlinks=False)
+
+    def remove(self, name: str) -> bool:
+        """Remove the file ``name`` (relative to the root); a link is removed, not its target.
+
+        Returns:
+            ``True`` where a file was removed, ``False`` where none was there
+            (or its folder is gone, or it is now a folder).
+
+        Raises:
+            LinkLeavesRootError: a folder on the way is a link out of the root.
+            OSError: removing failed (permission denied, say).
+        """
+        folder, _, last = name.rpartition("/")
+        try:
+            if not _BY_FD:  # pragma: no cover
+                path = self._path_folder(folder)
+                if path is None:
+                    raise LinkLeavesRootError(errno.ELOOP, "leads out of the root", name)
+                os.unlink(os.path.join(path, last))
+                return True
+            fd = self._folder(folder)
+            if fd is None:
+                raise LinkLeavesRootError(errno.ELOOP, "leads out of the root", name)
+            os.unlink(last, dir_fd=fd)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return False
+        return True
 
 
 def storage_for(target: str | os.PathLike[str]) -> tuple[Storage, str]:

@@ -355,6 +355,8 @@ def _compile_spec(text: str, name: str, spec: str, spec_start: int) -> _Spec:
             text,
             spec_start,
         )
+    for what in ("width", "precision"):
+        _check_size(text, name, what, m[what], spec_start + m.start(what))
     zero = m["zero"] is not None
     align = m["align"]
     if fill is None:
@@ -366,10 +368,32 @@ def _compile_spec(text: str, name: str, spec: str, spec_start: int) -> _Spec:
         z=m["z"] is not None,
         alt=m["alt"] is not None,
         zero=zero,
-        width=int(m["width"] or 0),
+        width=int(m["width"].lstrip("0") or 0) if m["width"] else 0,
         grouping=m["grouping"] or "",
-        precision=None if m["precision"] is None else int(m["precision"]),
+        precision=None if m["precision"] is None else int(m["precision"].lstrip("0") or 0),
         type=typ,
+    )
+
+
+def _check_size(text: str, name: str, what: str, digits: str | None, column: int) -> None:
+    """Refuse a width or precision that no path part could hold, before formatting anything.
+
+    A width asks for that many characters (``format(0, '1000000000d')``
+    allocates a gigabyte), and a precision for about as many digits; a path
+    part holds at most 255 bytes. The digits are compared as text first, so
+    that a 5,000-digit width is never converted to a number.
+    """
+    if digits is None:
+        return
+    significant = digits.lstrip("0") or "0"
+    if len(significant) <= 3 and int(significant) <= _MAX_PART_BYTES:
+        return
+    shown = digits if len(digits) <= 20 else f"{digits[:12]}… ({len(digits)} digits)"
+    raise TemplateError(
+        f"{what} {shown} in field '{name}' cannot fit in a file name: a path part holds at "
+        f"most {_MAX_PART_BYTES} bytes, so use a {what} of at most {_MAX_PART_BYTES}",
+        text,
+        column,
     )
 
 

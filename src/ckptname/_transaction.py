@@ -15,7 +15,10 @@ The local save order (see :meth:`CheckpointFolder.save`):
 4. the model is renamed to its name.
 
 On an object store the model is uploaded, then the sidecar (its commit
-marker), then the state file.
+marker), then the state file. Before the first upload into a root that has
+no state file yet, the state file is written (naming no checkpoint): it
+marks the folder as ckptname's, so that from the very first save an upload
+without its sidecar is an unfinished save, never a checkpoint.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import stat as _stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ._errors import CheckpointError, CheckpointSaveError, MetadataError
+from ._errors import CheckpointError, CheckpointSaveError, CkptnameError, MetadataError
 from ._metadata import (
     LOCK_NAME,
     SIDECAR_SUFFIX,
@@ -42,10 +46,11 @@ from ._metadata import (
     sidecar_path,
     state_record,
 )
-from ._rank import as_counter, can_win
+from ._rank import as_counter, can_win, progress_key
 from ._retention import RetentionPlan, apply_retention, plan_retention
+from ._roots import layout_for
 from ._scan import Checkpoint, scan
-from ._storage import storage_for, temp_target
+from ._storage import LocalTree, storage_for, temp_target
 from ._template import Template
 
 __all__ = ["CheckpointFolder", "StartCheck", "split_filepath"]
@@ -125,8 +130,76 @@ class StartCheck:
     superseded: tuple[tuple[Checkpoint, int], ...] = ()
 
 
+def _escape(text: str, style: str) -> str:
+    """Literal text for a template of ``style``: its field delimiters doubled."""
+    if style == "angle":
+        return text.replace("<", "<<").replace(">", ">>")
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """The part of a template's tree that one run writes into.
+
+    Attributes:
+        template: the template with the folder levels the run fixes filled in
+            (``lr=0.1/b{batch:04d}.keras`` for ``lr={lr}/b{batch:04d}.keras``
+            and ``lr=0.1``), relative to the root.
+        prefix: the leading folder levels it fixes (``"lr=0.1"``), or ``""``.
+    """
+
+    template: Template
+    prefix: str
+
+
+def _scope_of(template: Template, values: Mapping[str, Any]) -> _Scope | None:
+    """The scope of a run whose folder fields take ``values``, or ``None`` where none is fixed.
+
+    A folder level is fixed where ``values`` hold every field it has; levels
+    without fields are fixed as they are.
+    """
+    segments = template.segments
+    parts: list[str] = []
+    prefix: list[str] = []
+    leading = True
+    any_field = False
+    for segment in segments[:-1]:
+        rendered = None
+        if all(f in values for f in segment.fields):
+            try:
+                rendered = segment.render(values)
+            except CkptnameError:
+                rendered = None
+        if rendered is None:
+            leading = False
+            parts.append(segment.text)
+            continue
+        any_field = any_field or bool(segment.fields)
+        parts.append(_escape(rendered, template.style))
+        if leading:
+            prefix.append(rendered)
+    if not any_field:
+        return None
+    try:
+        scoped = Template("/".join([*parts, segments[-1].text]))
+        layout_for(scoped)  # walkable: inside the root, readable back
+    except CkptnameError:
+        return None
+    return _Scope(scoped, "/".join(prefix))
+
+
 class CheckpointFolder:
     """One checkpoint folder (the root) and the template of its checkpoints.
+
+    Several runs may share one root: sweep members writing
+    ``runs/lr={lr}/b{batch:04d}.keras`` with ``lr`` from their extras, or a run
+    whose root lies inside another's (``runs/lr=0.01``). A run's own
+    checkpoints are those in the folders its fixed values name
+    (:meth:`bind_run`), and never those below a folder that holds another
+    run's state file or lock: the start checks, retention and the advice in
+    errors look only at those, and the lock is taken in the deepest folder
+    the run fixes, so that two runs writing one folder still exclude each
+    other.
 
     Attributes:
         root: the folder as the user gave it (a path or URL).
@@ -140,6 +213,45 @@ class CheckpointFolder:
         self.storage, self.inner = storage_for(self.root)
         self.fsync = fsync
         self.latest: dict[str, Any] | None = None
+        self._scopes: list[_Scope] = []
+        self._marked = False  # the remote root is known to hold a state file
+
+    def bind_run(self, values: Mapping[str, Any]) -> None:
+        """Fix the folder levels this run writes into, from values fixed for the run.
+
+        Called at train begin with the run's extras: with
+        ``lr={lr}/b{batch:04d}.keras`` and ``{"lr": 0.1}``, this run's
+        checkpoints are those under ``lr=0.1/``. Folder fields the values do
+        not hold (metrics, counters) fix nothing.
+        """
+        scope = _scope_of(self.template, values)
+        self._scopes = [] if scope is None else [scope]
+
+    def _claim(self, name: str) -> None:
+        """Count the folder of a name this run saves among its own (extras that changed)."""
+        if not self._scopes or any(s.template.parse(name) is not None for s in self._scopes):
+            return
+        values = self.template.parse(name)
+        scope = None if values is None else _scope_of(self.template, values)
+        if scope is not None:
+            self._scopes.append(scope)
+
+    @property
+    def lock_folder(self) -> str:
+        """The folder whose lock this run takes: the deepest one its values fix."""
+        if self._scopes and self._scopes[0].prefix:
+            return self.path(self._scopes[0].prefix)
+        return self.inner
+
+    @property
+    def resume_hint(self) -> str:
+        """What to pass to ``resume`` for this run's checkpoints (a folder or a filepath)."""
+        if not self._scopes:
+            return self.root
+        text = self._scopes[0].template.text
+        if self.root in (".", ""):
+            return text
+        return self.root.rstrip("/") + "/" + text
 
     @property
     def remote(self) -> bool:
@@ -160,11 +272,64 @@ class CheckpointFolder:
     # ------------------------------------------------------------------ reading
 
     def records(self) -> list[Checkpoint]:
-        """The complete checkpoints of the template in the folder, oldest first."""
+        """This run's complete checkpoints of the template, oldest first.
+
+        Only those of its scope (see :meth:`bind_run`), and none below a
+        folder that is another run's root (see :meth:`_nested_root`).
+        """
         try:
-            return list(scan(self.root, self.template))
+            if not self._scopes:
+                found = list(scan(self.root, self.template))
+            else:
+                by_path: dict[str, Checkpoint] = {}
+                for scope in self._scopes:
+                    for rec in scan(self.root, scope.template):
+                        values = self.template.parse(rec.name)
+                        by_path.setdefault(
+                            rec.path,
+                            dataclasses.replace(
+                                rec,
+                                values=rec.values if values is None else values,
+                                template=self.template.text,
+                            ),
+                        )
+                found = sorted(by_path.values(), key=progress_key)
         except FileNotFoundError:
             return []
+        if self.remote:
+            return found
+        own = [s.prefix for s in self._scopes if s.prefix] or [""]
+        foreign: dict[str, bool] = {}
+        return [r for r in found if not self._nested_root(r.name, own, foreign)]
+
+    def _nested_root(self, name: str, own: list[str], seen: dict[str, bool]) -> bool:
+        """Whether ``name`` lies below a folder that is another run's root.
+
+        A folder strictly below this run's own folder that holds a state file
+        or a lock is the root of another run (``runs/lr=0.01`` inside
+        ``runs``): its checkpoints are that run's, whatever their names.
+        """
+        folder = name.rpartition("/")[0]
+        if not folder:
+            return False
+        base = max(
+            (p for p in own if not p or folder == p or folder.startswith(p + "/")),
+            key=len,
+            default="",
+        )
+        parts = folder.split("/")
+        start = len(base.split("/")) if base else 0
+        for depth in range(start + 1, len(parts) + 1):
+            level = "/".join(parts[:depth])
+            if level not in seen:
+                path = self.path(level)
+                seen[level] = any(
+                    self.storage.lexists(self.storage.join(path, marker))
+                    for marker in (STATE_NAME, LOCK_NAME)
+                )
+            if seen[level]:
+                return True
+        return False
 
     def read_state(self) -> dict[str, Any] | None:
         """The folder's state file, or ``None`` where it is missing or unreadable."""
@@ -237,7 +402,7 @@ class CheckpointFolder:
                 f"folder {self.root!r} already holds checkpoint {rec.name!r} of template "
                 f"'{self.template.text}' from batch {batch}, later than this run's "
                 f"batch count {seed}; resume from it "
-                f"(ckptname.keras.resume(model, {self.root!r})) or use another folder"
+                f"(ckptname.keras.resume(model, {self.resume_hint!r})) or use another folder"
             )
         return StartCheck(
             tuple(at_seed), unknown_epoch or None, tuple(earlier), seed, tuple(superseded)
@@ -263,7 +428,7 @@ class CheckpointFolder:
                 f"folder {self.root!r} already holds checkpoints of template "
                 f"'{self.template.text}' from epoch {latest}, later than the epoch "
                 f"this run starts at ({epoch}); resume from them "
-                f"(ckptname.keras.resume(model, {self.root!r})) or use another folder"
+                f"(ckptname.keras.resume(model, {self.resume_hint!r})) or use another folder"
             )
         clashes = sorted(item for item in start.earlier_by_epoch if item[0] >= epoch)
         if clashes:
@@ -300,12 +465,44 @@ class CheckpointFolder:
 
         Scanning ignores all of these anyway; removing them keeps the folder
         as an uninterrupted run leaves it. Other templates' files are left
-        alone.
+        alone. Local folders are listed and cleaned through descriptors walked
+        down from the root (``ckptname._storage.LocalTree``): a folder swapped
+        for a link out of the root meanwhile is never cleaned.
         """
-        folders = {self.inner}
+        folders = {""} | {s.prefix for s in self._scopes}
         for rec in records:
-            folders.add(os.path.dirname(self._inner_of(rec)))
-        for folder in folders:
+            folders.add(rec.name.rpartition("/")[0])
+        if self.remote:
+            self._clean_remote(sorted(folders))
+            return
+        try:
+            tree = LocalTree(self.inner or ".")
+        except OSError:
+            return
+        with tree:
+            for folder in sorted(folders):
+                try:
+                    names = tree.listdir(folder)
+                except OSError:
+                    continue  # gone, or a link out of the root
+                present = set(names)
+                for name in names:
+                    if not is_reserved(name):
+                        continue
+                    rel = f"{folder}/{name}" if folder else name
+
+                    def mtime(rel: str = rel) -> float | None:
+                        return tree.lstat(rel).st_mtime
+
+                    with contextlib.suppress(OSError):
+                        if _stat.S_ISDIR(tree.lstat(rel).st_mode):
+                            continue
+                        if self._is_leftover(name, present, mtime):
+                            tree.remove(rel)
+
+    def _clean_remote(self, folders: list[str]) -> None:
+        for rel in folders:
+            folder = self.path(rel) if rel else self.inner
             try:
                 entries = list(self.storage.listdir(folder))
             except OSError:
@@ -314,17 +511,26 @@ class CheckpointFolder:
             for entry in entries:
                 if entry.is_dir or not is_reserved(entry.name):
                     continue
-                if self._is_leftover(folder, entry.name, present):
-                    with contextlib.suppress(OSError):
-                        self.storage.remove(self.storage.join(folder, entry.name))
+                path = self.storage.join(folder, entry.name)
 
-    def _is_leftover(self, folder: str, name: str, present: set[str]) -> bool:
+                def mtime(path: str = path) -> float | None:
+                    found = self.storage.stat(path)
+                    return None if found is None else found.mtime
+
+                if self._is_leftover(entry.name, present, mtime):
+                    with contextlib.suppress(OSError):
+                        self.storage.remove(path)
+
+    def _is_leftover(
+        self, name: str, present: set[str], mtime: Callable[[], float | None]
+    ) -> bool:
         leaf = self.template.segments[-1]
         target = temp_target(name)
         if target is not None:
             if target == LOCK_NAME:
-                path = self.storage.join(folder, name)
-                return self._older_than(path, _STALE_LOCK_TEMP_SECONDS)
+                # Younger ones may belong to a run taking the lock right now.
+                when = mtime()
+                return when is not None and time.time() - when > _STALE_LOCK_TEMP_SECONDS
             if target == STATE_NAME:
                 return True
             return leaf.parse(target.removesuffix(SIDECAR_SUFFIX)) is not None
@@ -332,11 +538,6 @@ class CheckpointFolder:
             checkpoint = name[: -len(SIDECAR_SUFFIX)]
             return checkpoint not in present and leaf.parse(checkpoint) is not None
         return False
-
-    def _older_than(self, path: str, seconds: float) -> bool:
-        entry = self.storage.stat(path)
-        mtime = None if entry is None else entry.mtime
-        return mtime is not None and time.time() - mtime > seconds
 
     # ------------------------------------------------------------------ saving
 
@@ -381,6 +582,7 @@ class CheckpointFolder:
             CheckpointSaveError: a step failed; the message names the step, the
                 path and the cause, and ``errno`` is kept.
         """
+        self._claim(name)
         entry = {"name": name}
         entry.update((key, meta[key]) for key in ("epoch", "batch", "batch_in_epoch", "iterations"))
         save = _Save(self.path(name), encode(dict(meta)), write_model, entry, best, previous_best)
@@ -454,6 +656,7 @@ class CheckpointFolder:
         side = sidecar_path(path)
         created = False
         try:
+            self._mark_remote(save.previous_best)
             if storage.exists(side):
                 _step("remove the old sidecar", side, storage.remove, side)
             self._upload(path, save.write_model)
@@ -467,6 +670,21 @@ class CheckpointFolder:
                     with contextlib.suppress(OSError):
                         storage.remove(leftover)
             raise
+
+    def _mark_remote(self, best: Mapping[str, Any] | None) -> None:
+        """Write the state file before the first upload into a root that has none.
+
+        A remote folder counts as ckptname's (its checkpoints need their
+        sidecars, the commit markers) once it holds the state file; without
+        this, a kill between the first upload and its sidecar would leave a
+        model that every reader takes for a checkpoint of another tool.
+        """
+        if self._marked:
+            return
+        path = self.path(STATE_NAME)
+        if not self.storage.exists(path):
+            self.write_state(best)
+        self._marked = True
 
     def _upload(self, path: str, write_model: Callable[[str], None]) -> None:
         folder = tempfile.mkdtemp(prefix="ckptname-")

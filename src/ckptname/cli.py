@@ -1,7 +1,8 @@
 """The ``ckptname`` command: look at checkpoint folders and templates from a shell.
 
 Exit codes: 0 success; 1 nothing found, or a file system or network error
-(``OSError``); 2 bad usage: a bad template, bad arguments or values, or an
+(``OSError``; also, silently, when the program reading the output has gone,
+as in ``ckptname ls ROOT | head -1``); 2 bad usage: a bad template, bad arguments or values, or an
 optional package the command needs that is not installed. An error prints one
 line (or a template with a caret) on stderr, never a traceback; where the
 library's message says how to fix a call (``pass mode='min'``), the command
@@ -15,6 +16,8 @@ import functools
 import json
 import math
 import os
+import select
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import CkptnameError, TemplateError
 from ._metadata import read_metadata
-from ._rank import COUNTERS
+from ._rank import COUNTERS, as_counter
 from ._retention import apply_retention, plan_retention
 from ._scan import Checkpoint, find_best, find_latest, scan
 from ._template import Template
@@ -113,6 +116,15 @@ def check_notes(t: Template) -> list[str]:
             "no epoch, batch or batch_in_epoch field: the latest checkpoint is found from "
             "the metadata sidecars, then from modification times; add {epoch} or {batch}"
         )
+    for f in t.field_views:
+        if f.name in COUNTERS and f.kind != "int":
+            typed = f"<{f.name}:d>" if t.style == "angle" else f"{{{f.name}:d}}"
+            what = "has no format type" if f.kind == "shape" else f"is read as {f.kind}"
+            notes.append(
+                f"counter '{f.name}' {what}, so names whose '{f.name}' is not a number "
+                f"(e.g. '{f.name}=final') match too; they are not part of the sequence (never "
+                f"the latest, never pruned); give it an integer type, e.g. {typed}"
+            )
     if "batch" in t.fields:
         notes.append(
             "{batch} is the global batch count here (Keras's ModelCheckpoint writes the "
@@ -277,6 +289,19 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if not records:
         print(f"no checkpoints under {args.root!r}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    by_time = [r for r in records if _ordered_by_mtime(r)]
+    if by_time and not args.order_by_mtime:
+        raise _UsageError(
+            f"{len(by_time)} checkpoint(s) have no epoch, batch or batch_in_epoch in their "
+            f"names (template {by_time[0].template!r}) or sidecars, so only modification "
+            "times could tell the newest, and copies and restores change those; pass "
+            "--order-by-mtime to prune in modification-time order anyway"
+        )
+    if by_time:
+        print(
+            f"order:  by modification time (--order-by-mtime): {len(by_time)} checkpoint(s) "
+            "have no counter in their names or sidecars"
+        )
     plan = plan_retention(
         records,
         keep_last=args.keep_last,
@@ -299,6 +324,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
     deleted = apply_retention(plan, args.root, template=args.template)
     print(f"deleted {len(deleted)} checkpoint(s) and their sidecars")
     return EXIT_OK
+
+
+def _ordered_by_mtime(record: Checkpoint) -> bool:
+    """Whether only the file's modification time places ``record`` in progress order."""
+    if any(c in record.values for c in COUNTERS):
+        return False  # a counter in the name (or a name outside the sequence)
+    meta = record.metadata or {}
+    return all(as_counter(meta.get(c)) is None for c in COUNTERS)
 
 
 def _metric(record: Checkpoint, metric: str) -> float | None:
@@ -389,6 +422,11 @@ def _add_folder_commands(sub: _Subparsers) -> None:
     p.add_argument("--monitor", "-m")
     _mode_option(p)
     _template_option(p)
+    p.add_argument(
+        "--order-by-mtime",
+        action="store_true",
+        help="prune checkpoints whose names and sidecars hold no counter by modification time",
+    )
     p.add_argument("--yes", action="store_true", help="delete; without it, only show the plan")
 
     p = _folder_command(
@@ -448,6 +486,34 @@ def _in_cli_words(exc: BaseException) -> str:
     return message
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone; if so, silence it.
+
+    Unix tools exit quietly when the program reading their output stops
+    (``ckptname ls ROOT | head -1``). Standard output is pointed at
+    ``/dev/null`` so that the flush at interpreter exit does not fail again.
+    A broken pipe elsewhere (a network connection) is not this.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        events = poller.poll(0)
+    except (AttributeError, OSError, ValueError):
+        return False  # not a real descriptor (a test's capture), or no poll here
+    if not any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events):
+        return False
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except OSError:
+        pass
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
@@ -458,6 +524,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            return EXIT_IO_ERROR  # the reader went away (`ckptname ls | head -1`): quietly
+        print(f"ckptname {args.command}: {_in_cli_words(exc)}", file=sys.stderr)
+        return EXIT_IO_ERROR
     except OSError as exc:  # before CkptnameError: a failed save is both
         print(f"ckptname {args.command}: {_in_cli_words(exc)}", file=sys.stderr)
         return EXIT_IO_ERROR

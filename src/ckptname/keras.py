@@ -275,6 +275,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._schedule.configure((self.params or {}).get("steps"), spe, counter)
         self._saved_this_run = None
         self._skip_warned = False
+        # Folder fields filled from extras say which checkpoints are this run's.
+        self._folder.bind_run(self._extras_now())
         if self._is_chief:
             self._take_lock()
         try:
@@ -339,7 +341,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             return
         try:
             self._lock = acquire_lock(
-                folder.inner, filepath=self.filepath, takeover=self.lock == "takeover"
+                folder.lock_folder, filepath=self.filepath, takeover=self.lock == "takeover"
             )
         except OSError as exc:
             cause = exc.strerror or str(exc) or type(exc).__name__
