@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 # The Keras tests run once per backend, each in its own process (Keras fixes
 # its backend at import); the other tests once.
 KERAS_TESTS := tests/test_keras_callback.py tests/test_keras_resume.py \
-	tests/test_keras_save_errors.py tests/test_keras_loop.py tests/test_reliability_kill.py
+	tests/test_keras_save_errors.py tests/test_keras_loop.py tests/test_reliability_kill.py \
+	tests/test_keras_background.py
 
 # torch is pinned on the same command line to the CPU build: a bare `torch`
 # requirement resolves to the CUDA build (several GB).

@@ -29,6 +29,7 @@ from typing import Any, cast
 
 import keras
 
+from ._background import BackgroundSaver, in_worker
 from ._best import BestTracker
 from ._errors import (
     CheckpointError,
@@ -65,6 +66,7 @@ from ._rank import Mode, check_mode, is_number, resolve_mode
 from ._resume import fit_resumed, resume, resumed_point
 from ._retention import check_keep
 from ._schedule import ResumePoint, Schedule, position_from_sidecar
+from ._snapshot import Shadow, build_shadow
 from ._transaction import CheckpointFolder, StartCheck, normalized, split_filepath
 
 __all__ = ["BatchAwareCheckpoint", "ResumePoint", "fit_resumed", "resume", "split_filepath"]
@@ -155,6 +157,20 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             ``"takeover"`` also takes over a lock held by a live run or another
             host (with a warning); ``False`` takes no lock. Only the chief takes
             it, and only on local folders (``ckptname._lock`` has the rules).
+        save_on_background: ``True`` takes a snapshot of the model's state at
+            each due save (a copy of every variable the file holds, weights
+            and optimizer state, into a twin of the model built once) and
+            writes the file, its sidecar and the state file, then applies
+            retention, on a background thread while training goes on. The
+            files are those a synchronous save writes at that step. One save
+            is in flight at a time: the next one waits for it, and so do
+            ``on_train_end``, :func:`fit_resumed`, :meth:`wait` and interpreter
+            exit. Memory: one extra copy of the weights and optimizer state,
+            from the first save to the end of the fit. A failure is raised
+            (or warned about, with ``on_save_error="warn"``) at the next save,
+            at ``on_train_end`` or at :meth:`wait`. A model whose config
+            cannot be rebuilt (a subclassed model without ``get_config``) is
+            saved synchronously, with one warning.
 
     Raises:
         ValueError: an argument that ModelCheckpoint would refuse, an unknown
@@ -182,6 +198,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         fsync: bool = True,
         chief: bool | None = None,
         lock: bool | str = True,
+        save_on_background: bool = False,
     ) -> None:
         super().__init__()
         _check_filepath(filepath)
@@ -226,6 +243,10 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._lock: FolderLock | None = None
         # Above 0 while fit_resumed runs several fits (see _hold_lock).
         self._lock_hold = 0
+        self.save_on_background = bool(save_on_background)
+        self._saver = BackgroundSaver() if save_on_background else None
+        self._shadow: Shadow | None = None
+        self._no_shadow_warned = False
 
     @property
     def directory(self) -> str:
@@ -244,8 +265,21 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
 
     @property
     def last_checkpoint(self) -> str | None:
-        """The path of the latest checkpoint this callback saved, or ``None``."""
+        """The path of the latest checkpoint this callback saved, or ``None``.
+
+        With ``save_on_background``, the latest one whose save has finished.
+        """
         return self._last_path
+
+    def wait(self) -> None:
+        """Wait for the checkpoint being saved in the background, if any.
+
+        Raises:
+            CheckpointSaveError: that save (or an earlier one not yet
+                reported) failed and ``on_save_error="raise"``; with ``"warn"``
+                a :class:`~ckptname.CkptnameWarning` instead.
+        """
+        self._collect_background()
 
     # ------------------------------------------------------------------ hooks
 
@@ -262,6 +296,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
                 later point than this run's counter, or its lock cannot be taken.
             FolderLockedError: another live run holds the folder's lock.
         """
+        # A fit that raised never reached on_train_end: its last save may
+        # still be in flight.
+        self._collect_background()
         model = self.model
         self._is_chief = is_chief() if self.chief is None else bool(self.chief)
         check_fields_for_batches(
@@ -322,6 +359,14 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         """Apply retention once more, now without sparing the resumed-from checkpoint."""
         self._schedule.pending = None
         self._unwrap_first_step()
+        try:
+            self._collect_background()
+        except BaseException:
+            self._shadow = None
+            if not self._lock_hold:
+                self._release_lock()
+            raise
+        self._shadow = None  # its copy of the state is not needed between fits
         newest, self._saved_this_run = self._saved_this_run, None
         protected, self._protect = self._protect, set()
         retention = self.keep_last is not None or self.keep_best is not None
@@ -351,6 +396,10 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             ) from exc
 
     def _release_lock(self) -> None:
+        if self._saver is not None:
+            # Never give the folder up while a save is still writing to it
+            # (its error, if any, stays for the next wait).
+            self._saver.join()
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
@@ -454,6 +503,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
     # ------------------------------------------------------------------ saving
 
     def _save(self, logs: Mapping[str, Any] | None, *, end_of_epoch: bool) -> None:
+        # One save in flight: the previous one finishes (or reports) first.
+        self._collect_background()
         # Reading `self.model` puts the values of the last step back into the
         # model's variables on JAX, before anything (extras included) reads them.
         self.model  # noqa: B018
@@ -478,6 +529,10 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             self._last_path = shown
             return
         meta = self._sidecar(name, plain, extras, end_of_epoch)
+        if self._saver is not None and self._save_in_background(
+            name, meta, snapshot, previous, shown
+        ):
+            return
         try:
             path = self._folder.save(
                 name, meta, self._write_model, best=self._tracker.entry(), previous_best=previous
@@ -486,15 +541,81 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             self._tracker.reset(snapshot)
             self._failed(exc)
             return
+        self._saved(path, shown, s.batch, s.epoch + 1)
+
+    def _save_in_background(
+        self, name: str, meta: dict[str, Any], snapshot: Any, previous: Any, shown: str
+    ) -> bool:
+        """Snapshot the model and hand the save to the background thread.
+
+        Returns ``False`` where the model has no shadow (its config cannot be
+        rebuilt): the caller then saves synchronously.
+        """
+        saver = self._saver
+        assert saver is not None
+        model = self.model  # synced on JAX
+        if self._shadow is None:
+            built = build_shadow(model)
+            if isinstance(built, str):
+                if not self._no_shadow_warned:
+                    self._no_shadow_warned = True
+                    warnings.warn(
+                        f"save_on_background=True needs a copy of the model to save from, and "
+                        f"this model cannot be rebuilt from its config ({built}); saving "
+                        "synchronously instead (give the model a get_config, or pass "
+                        "save_on_background=False)",
+                        CkptnameWarning,
+                        stacklevel=5,
+                    )
+                return False
+            self._shadow = built
+        shadow = self._shadow
+        shadow.take(model)
+        weights_only = self.save_weights_only
+        folder, best, batch = self._folder, self._tracker.entry(), self._schedule.batch
+        epoch = self._schedule.epoch + 1
+
+        def write(target: str) -> None:
+            save_model(shadow.model, target, weights_only=weights_only)
+
+        def job() -> None:
+            try:
+                path = folder.save(name, meta, write, best=best, previous_best=previous)
+            except CheckpointSaveError as exc:
+                raise _SaveFailed(exc, snapshot) from exc
+            self._saved(path, shown, batch, epoch)
+
+        saver.submit(job)
+        return True
+
+    def _saved(self, path: str, shown: str, batch: int, epoch: int) -> None:
+        """After a complete save: record it, drop what it replaced, apply retention."""
         self._last_path = shown
         self._saved_this_run = path
         self._written.add(normalized(path))
         if self._superseded:
-            self._drop_replaced(s.batch)
+            self._drop_replaced(batch)
         if self.verbose > 0:
-            print(f"\nEpoch {s.epoch + 1}: finished saving model to {shown}")
+            print(f"\nEpoch {epoch}: finished saving model to {shown}")
         if self.keep_last is not None or self.keep_best is not None:
             self._prune(path)
+
+    def _collect_background(self) -> None:
+        """Wait for the save in flight; raise or warn about a failure, as ``on_save_error`` says."""
+        saver = self._saver
+        if saver is None:
+            return
+        error = saver.take_error()
+        if error is None:
+            return
+        if isinstance(error, _SaveFailed):
+            # The failed save is the last one the tracker recorded.
+            self._tracker.reset(error.tracker)
+            error = error.error
+        if isinstance(error, CheckpointSaveError):
+            self._failed(error)
+            return
+        raise error
 
     def _name_and_value(
         self, values: dict[str, Any], logs: dict[str, Any], end_of_epoch: bool, where: str
@@ -584,8 +705,12 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             self._failed(CheckpointSaveError(f"removing replaced checkpoints failed: {exc}"))
 
     def _failed(self, error: CheckpointSaveError) -> None:
-        """Raise or warn about a failed save or prune, as ``on_save_error`` says."""
-        if self.on_save_error == "raise":
+        """Raise or warn about a failed save or prune, as ``on_save_error`` says.
+
+        On the background thread it always raises: the training thread
+        reports the error (see :meth:`_collect_background`).
+        """
+        if self.on_save_error == "raise" or in_worker():
             raise error
         warnings.warn(
             f"{error}; training continues (on_save_error='warn')", CkptnameWarning, stacklevel=4
@@ -617,6 +742,15 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             if self.on_save_error == "raise":
                 raise err from exc
             self._failed(err)
+
+
+class _SaveFailed(Exception):
+    """A background save's error, with the best tracker as it was before that save."""
+
+    def __init__(self, error: CheckpointSaveError, tracker: Any) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.tracker = tracker
 
 
 # --------------------------------------------------------------------------- validators
