@@ -30,6 +30,7 @@ from ._rank import COUNTERS, is_number
 from ._template import Template
 
 __all__ = [
+    "announce",
     "check_extras",
     "check_extras_clash",
     "check_fields_for_batches",
@@ -148,6 +149,32 @@ def skipped_for_validation(error: MissingFieldError, subject: str, where: str) -
         "(fit validates only with validation data, and then every validation_freq epochs), "
         "so its save is skipped; later saves skipped for the same reason are not reported"
     )
+
+
+def announce(
+    verbose: int,
+    best_only: bool,
+    monitor: str,
+    epoch: int,
+    best: float | None,
+    improved: bool,
+    current: float | None,
+    shown: str,
+) -> bool:
+    """Print what ``verbose`` asks for, in Keras's words; whether the save goes ahead."""
+    best_text = "None" if best is None else f"{best:.5f}"
+    if best_only and not improved:
+        if verbose > 0:
+            print(f"\nEpoch {epoch}: {monitor} did not improve from {best_text}")
+        return False
+    if verbose > 0 and best_only:
+        print(
+            f"\nEpoch {epoch}: {monitor} improved from {best_text} to "
+            f"{current:.5f}, saving model to {shown}"
+        )
+    elif verbose > 0:
+        print(f"\nEpoch {epoch}: saving model to {shown}")
+    return True
 
 
 def check_extras(extras: object) -> None:

@@ -20,6 +20,9 @@ import keras
 import numpy as np
 
 from ._errors import CkptnameWarning
+from ._metadata import sidecar_record
+from ._rank import is_number
+from ._schedule import Schedule
 
 __all__ = [
     "batch_counter",
@@ -31,7 +34,42 @@ __all__ = [
     "pythonify",
     "restore_metric_state",
     "save_model",
+    "sidecar_for",
 ]
+
+
+def sidecar_for(
+    model: Any,
+    schedule: Schedule,
+    template: str,
+    name: str,
+    logs: Mapping[str, Any],
+    extras: dict[str, Any],
+    end_of_epoch: bool,
+    *,
+    weights_only: bool,
+) -> dict[str, Any]:
+    """The sidecar of a save at the position ``schedule`` stands at (see ``_metadata``)."""
+    meta = sidecar_record(
+        name=name,
+        template=template,
+        epoch=schedule.epoch + 1,
+        batch=schedule.batch,
+        batch_in_epoch=schedule.batch_in_epoch,
+        iterations=public_iterations(model),
+        end_of_epoch=end_of_epoch,
+        steps_per_epoch=schedule.steps_per_epoch,
+        metrics={k: v for k, v in logs.items() if is_number(v)},
+        extras=extras,
+        save_weights_only=weights_only,
+    )
+    if not end_of_epoch:
+        # Only a resume into the middle of this epoch needs the running sums;
+        # end-of-epoch sidecars stay as small as before.
+        state = metric_state(model)
+        if state:
+            meta["metric_state"] = state
+    return meta
 
 
 def save_model(model: Any, target: str, *, weights_only: bool) -> None:
@@ -317,9 +355,7 @@ def is_chief() -> bool:
     return False
 
 
-def restore_metrics(
-    model: Any, state: Mapping[str, Any], epoch: int, still_first: Any
-) -> Any:
+def restore_metrics(model: Any, state: Mapping[str, Any], epoch: int, still_first: Any) -> Any:
     """Put the running sums of an interrupted epoch back into the model's metrics.
 
     Keras resets the metrics right before ``on_epoch_begin`` (TensorFlow

@@ -34,11 +34,14 @@ synchronously.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
 
-__all__ = ["Shadow", "build_shadow"]
+from ._errors import CkptnameWarning
+
+__all__ = ["Shadow", "Snapshots", "build_shadow"]
 
 
 class Shadow:
@@ -56,6 +59,43 @@ class Shadow:
             raise ValueError("the model's variables changed since its shadow was built")
         for (_, twin), variable in zip(self._pairs, source, strict=True):
             self._copy(variable, twin)
+
+
+class Snapshots:
+    """The twin a callback's background saves write from: built at the first, reused after."""
+
+    def __init__(self) -> None:
+        self.shadow: Shadow | None = None
+        self._warned = False
+
+    def take(self, model: Any) -> Shadow | None:
+        """The twin, holding ``model``'s state now; ``None`` where none can be built.
+
+        A model that cannot be rebuilt from its config is saved synchronously
+        instead, with one warning per callback: a checkpoint late is better
+        than none.
+        """
+        if self.shadow is None:
+            built = build_shadow(model)
+            if isinstance(built, str):
+                if not self._warned:
+                    self._warned = True
+                    warnings.warn(
+                        "save_on_background=True needs a copy of the model to save from, and "
+                        f"this model cannot be rebuilt from its config ({built}); saving "
+                        "synchronously instead (give the model a get_config, or pass "
+                        "save_on_background=False)",
+                        CkptnameWarning,
+                        stacklevel=6,
+                    )
+                return None
+            self.shadow = built
+        self.shadow.take(model)
+        return self.shadow
+
+    def drop(self) -> None:
+        """Let the copy of the state go (between fits it is not needed)."""
+        self.shadow = None
 
 
 def build_shadow(model: Any) -> Shadow | str:

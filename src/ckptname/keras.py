@@ -37,9 +37,9 @@ from ._errors import (
     CkptnameWarning,
     MissingFieldError,
     MonitorError,
-    TemplateError,
 )
 from ._fields import (
+    announce,
     check_extras,
     check_extras_clash,
     check_fields_for_batches,
@@ -53,20 +53,19 @@ from ._keras_backend import (
     direction_from_model,
     is_chief,
     jsonable,
-    metric_state,
-    public_iterations,
     pythonify,
     restore_metrics,
     save_model,
+    sidecar_for,
 )
 from ._lock import FolderLock
 from ._lock import acquire as acquire_lock
-from ._metadata import sidecar_record
-from ._rank import Mode, check_mode, is_number, resolve_mode
+from ._options import check_choices, check_filepath, check_reversible, check_suffix
+from ._rank import Mode, resolve_mode
 from ._resume import fit_resumed, resume, resumed_point
 from ._retention import check_keep
 from ._schedule import ResumePoint, Schedule, position_from_sidecar
-from ._snapshot import Shadow, build_shadow
+from ._snapshot import Snapshots
 from ._transaction import CheckpointFolder, StartCheck, normalized, split_filepath
 
 __all__ = ["BatchAwareCheckpoint", "ResumePoint", "fit_resumed", "resume", "split_filepath"]
@@ -76,44 +75,25 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
     """Save a Keras model or its weights under names that carry global counters.
 
     Accepts every argument of ``keras.callbacks.ModelCheckpoint``, in the same
-    order and with the same meaning and file-suffix rules, and differs where
-    ``ModelCheckpoint`` loses work or names:
+    order and with the same meaning and file-suffix rules. Where it differs
+    (the README's "The callback" section has each rule, and the module that
+    holds it says why):
 
-    * ``{batch}`` is the global count of training batches since the run began
-      (1-based, across epochs and resumes); ``{batch_in_epoch}`` is what Keras
-      calls ``{batch}``. Both work with ``save_freq='epoch'`` too. An integer
-      ``save_freq`` N saves when the global count crosses a multiple of N, so a
-      resumed run saves at the same batches, under the same names, as an
-      uninterrupted one (the rules: ``ckptname._schedule``).
-    * Fields that can never have a value when saves happen (``val_*`` with an
-      integer ``save_freq``) fail at ``on_train_begin``; other missing fields or
-      monitors raise :class:`~ckptname.MissingFieldError` at the save (another
-      callback may add keys to the logs). Never a silent save or ``0``.
-    * Saves are atomic and safe to kill at any moment, get a JSON sidecar with
-      exact metrics and counters, and update the folder's state file; what a
-      killed save leaves is removed at the next ``on_train_begin``; a failed
-      save leaves the folder as it was (the rules: ``ckptname._transaction``).
-    * ``keep_last``/``keep_best`` prune after the new checkpoint is complete;
-      the checkpoint a run resumed from is spared while the run trains and
-      pruned like any other when it ends cleanly.
-    * The best survives a resume, NaN never improves, equal values keep the
-      earlier best, and ``initial_value_threshold`` combines with the restored
-      best (the rules: ``ckptname._best``).
-    * A folder that already holds later checkpoints of the template is an
-      error, not an overwrite. The folder of the checkpoints (the root) is the
-      part of ``filepath`` before the first path part with a field
-      (:func:`split_filepath`); the state file, the checks and retention work
-      there, on this template only. Extras may not reuse a counter name or a
-      key of the logs.
-    * Only the chief writes (``chief=None`` reads ``TF_CONFIG``; on JAX,
-      process 0); the others count and name identically but touch no file.
-      The chief takes the folder's lock at ``on_train_begin`` and gives it back
-      at ``on_train_end``, the end of :func:`fit_resumed`, or its exit.
-    * A save inside an epoch records the running sums behind Keras's epoch
-      means, and entering that epoch again puts them back, so the means and
-      the names of later saves continue as in an uninterrupted run.
-    * The batch hook adds one Python call and a few integer operations; it
-      reads no metric value unless a save is due.
+    * ``{batch}`` is the global batch count, and an integer ``save_freq`` N
+      saves when it crosses a multiple of N, resumes included
+      (``ckptname._schedule``); ``{batch_in_epoch}`` is Keras's ``{batch}``.
+    * A field or monitor that can never have a value fails before training; a
+      missing one is an error at the save, or, on an epoch that ran no
+      validation, a skipped save with one warning (``ckptname._fields``).
+    * Saves are atomic, safe to kill, and get a sidecar and the folder's state
+      file; retention runs after the new checkpoint is complete; later
+      checkpoints are refused unless this job restarted behind them
+      (``ckptname._transaction``). With ``save_on_background=True`` the file is
+      written by a background thread from a snapshot (``ckptname._snapshot``).
+    * The best survives a resume; NaN never improves; an equal value keeps the
+      earlier best (``ckptname._best``).
+    * Only the chief writes and locks the folder; the others count and name
+      identically. The batch hook reads no metric unless a save is due.
 
     Args:
         filepath: where to save: a template such as
@@ -201,7 +181,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         save_on_background: bool = False,
     ) -> None:
         super().__init__()
-        _check_filepath(filepath)
+        check_filepath(filepath)
         self.filepath = os.fspath(filepath)
         self.monitor = monitor
         self.verbose = verbose
@@ -217,17 +197,23 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self.fsync = fsync
         self.chief = chief
         self.lock = lock
-        _check_choices(lock, save_freq, mode, on_save_error)
+        check_choices(lock, save_freq, mode, on_save_error)
         check_keep("keep_last", keep_last)
         check_keep("keep_best", keep_best)
-        _check_suffix(self.filepath, self.save_weights_only)
+        check_suffix(self.filepath, self.save_weights_only)
         check_extras(extras)
         self._folder = CheckpointFolder(self.filepath, fsync=fsync)
         self.template = self._folder.template
-        _check_reversible(self.template)
-        fixed: Mode | None = None if mode == "auto" else cast(Mode, mode)
-        self._tracker = BestTracker(monitor, fixed, initial_value_threshold)
-        self._schedule = Schedule(0 if save_freq == "epoch" else int(save_freq))
+        check_reversible(self.template)
+        self.save_on_background = bool(save_on_background)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """The run state the hooks keep: counting, the best, the folder's checks, the lock."""
+        fixed: Mode | None = None if self.mode == "auto" else cast(Mode, self.mode)
+        self._tracker = BestTracker(self.monitor, fixed, self.initial_value_threshold)
+        every = self.save_freq
+        self._schedule = Schedule(0 if every == "epoch" else int(cast(int, every)))
         self._start: StartCheck | None = None  # checked when the first epoch begins
         self._protect: set[str] = set()
         self._saved_this_run: str | None = None
@@ -243,10 +229,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._lock: FolderLock | None = None
         # Above 0 while fit_resumed runs several fits (see _hold_lock).
         self._lock_hold = 0
-        self.save_on_background = bool(save_on_background)
-        self._saver = BackgroundSaver() if save_on_background else None
-        self._shadow: Shadow | None = None
-        self._no_shadow_warned = False
+        self._saver = BackgroundSaver() if self.save_on_background else None
+        self._snapshots = Snapshots()
 
     @property
     def directory(self) -> str:
@@ -362,11 +346,11 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         try:
             self._collect_background()
         except BaseException:
-            self._shadow = None
+            self._snapshots.drop()
             if not self._lock_hold:
                 self._release_lock()
             raise
-        self._shadow = None  # its copy of the state is not needed between fits
+        self._snapshots.drop()  # its copy of the state is not needed between fits
         newest, self._saved_this_run = self._saved_this_run, None
         protected, self._protect = self._protect, set()
         retention = self.keep_last is not None or self.keep_best is not None
@@ -520,7 +504,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         name, current = found
         shown = self._folder.url(self._folder.path(name))
         improved = current is not None and self._tracker.improves(current)
-        if not self._announce(improved, current, shown):
+        best_only, epoch = self.save_best_only, self._schedule.epoch + 1
+        if not announce(self.verbose, best_only, self.monitor, epoch, self._tracker.value,
+                        improved, current, shown):  # fmt: skip
             return
         snapshot, previous = self._tracker.snapshot(), self._tracker.entry()
         if improved and current is not None:
@@ -528,7 +514,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         if not self._is_chief:
             self._last_path = shown
             return
-        meta = self._sidecar(name, plain, extras, end_of_epoch)
+        meta = sidecar_for(self.model, self._schedule, self.template.text, name, plain, extras,
+                           end_of_epoch, weights_only=self.save_weights_only)  # fmt: skip
         if self._saver is not None and self._save_in_background(
             name, meta, snapshot, previous, shown
         ):
@@ -553,24 +540,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         """
         saver = self._saver
         assert saver is not None
-        model = self.model  # synced on JAX
-        if self._shadow is None:
-            built = build_shadow(model)
-            if isinstance(built, str):
-                if not self._no_shadow_warned:
-                    self._no_shadow_warned = True
-                    warnings.warn(
-                        f"save_on_background=True needs a copy of the model to save from, and "
-                        f"this model cannot be rebuilt from its config ({built}); saving "
-                        "synchronously instead (give the model a get_config, or pass "
-                        "save_on_background=False)",
-                        CkptnameWarning,
-                        stacklevel=5,
-                    )
-                return False
-            self._shadow = built
-        shadow = self._shadow
-        shadow.take(model)
+        shadow = self._snapshots.take(self.model)  # the model is synced on JAX
+        if shadow is None:
+            return False
         weights_only = self.save_weights_only
         folder, best, batch = self._folder, self._tracker.entry(), self._schedule.batch
         epoch = self._schedule.epoch + 1
@@ -650,50 +622,6 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             self._resolve_mode(required=True)
         return name, current
 
-    def _announce(self, improved: bool, current: float | None, shown: str) -> bool:
-        """Print what ``verbose`` asks for; whether the save goes ahead."""
-        epoch = self._schedule.epoch + 1
-        best = self._tracker.value
-        best_text = "None" if best is None else f"{best:.5f}"
-        if self.save_best_only and not improved:
-            if self.verbose > 0:
-                print(f"\nEpoch {epoch}: {self.monitor} did not improve from {best_text}")
-            return False
-        if self.verbose > 0 and self.save_best_only:
-            print(
-                f"\nEpoch {epoch}: {self.monitor} improved from {best_text} to "
-                f"{current:.5f}, saving model to {shown}"
-            )
-        elif self.verbose > 0:
-            print(f"\nEpoch {epoch}: saving model to {shown}")
-        return True
-
-    def _sidecar(
-        self, name: str, logs: Mapping[str, Any], extras: dict[str, Any], end_of_epoch: bool
-    ) -> dict[str, Any]:
-        s = self._schedule
-        model = self.model  # synced on JAX
-        meta = sidecar_record(
-            name=name,
-            template=self.template.text,
-            epoch=s.epoch + 1,
-            batch=s.batch,
-            batch_in_epoch=s.batch_in_epoch,
-            iterations=public_iterations(model),
-            end_of_epoch=end_of_epoch,
-            steps_per_epoch=s.steps_per_epoch,
-            metrics={k: v for k, v in logs.items() if is_number(v)},
-            extras=extras,
-            save_weights_only=self.save_weights_only,
-        )
-        if not end_of_epoch:
-            # Only a resume into the middle of this epoch needs the running
-            # sums; end-of-epoch sidecars stay as small as before.
-            state = metric_state(model)
-            if state:
-                meta["metric_state"] = state
-        return meta
-
     def _write_model(self, target: str) -> None:
         save_model(self.model, target, weights_only=self.save_weights_only)
 
@@ -751,69 +679,3 @@ class _SaveFailed(Exception):
         super().__init__(str(error))
         self.error = error
         self.tracker = tracker
-
-
-# --------------------------------------------------------------------------- validators
-
-
-def _check_choices(lock: object, save_freq: object, mode: object, on_save_error: object) -> None:
-    if lock not in (True, False, "takeover"):
-        raise ValueError(f"lock must be True, False or 'takeover', got {lock!r}")
-    if not (save_freq == "epoch" or (type(save_freq) is int and save_freq > 0)):
-        # Keras's own words first: code written against ModelCheckpoint matches them.
-        raise ValueError(
-            f"Unrecognized save_freq: {save_freq}. Expected save_freq are 'epoch' or integer "
-            f"values; ckptname needs 'epoch' or a whole number of batches above 0, "
-            f"got {save_freq!r}"
-        )
-    check_mode(mode)
-    if on_save_error not in ("raise", "warn"):
-        raise ValueError(f"on_save_error must be 'raise' or 'warn', got {on_save_error!r}")
-
-
-def _check_filepath(filepath: object) -> None:
-    """A path template; a ``ModelCheckpoint`` given instead gets the call to write."""
-    if isinstance(filepath, (str, os.PathLike)):
-        return
-    if isinstance(filepath, keras.callbacks.ModelCheckpoint):
-        given = vars(filepath)
-        args = [repr(given.get("filepath"))]
-        for key, default in (("monitor", "val_loss"), ("save_best_only", False),
-                             ("save_weights_only", False), ("mode", "auto"),
-                             ("save_freq", "epoch")):  # fmt: skip
-            if given.get(key, default) != default:
-                args.append(f"{key}={given[key]!r}")
-        raise TypeError(
-            "BatchAwareCheckpoint replaces keras.callbacks.ModelCheckpoint rather than "
-            "wrapping it; pass the same arguments instead: "
-            f"BatchAwareCheckpoint({', '.join(args)})"
-        )
-    raise TypeError(
-        "filepath must be a path template such as 'ckpts/b{batch:05d}.keras', "
-        f"got {type(filepath).__name__}"
-    )
-
-
-def _check_suffix(filepath: str, weights_only: bool) -> None:
-    """Keras's file-suffix rules, checked before training rather than at the first save."""
-    if weights_only:
-        if not filepath.endswith(".weights.h5"):
-            raise ValueError(
-                "with save_weights_only=True the filepath must end in '.weights.h5' "
-                f"(Keras weights format), got {filepath!r}"
-            )
-    elif not filepath.endswith((".keras", ".h5")) or filepath.endswith(".weights.h5"):
-        raise ValueError(
-            "the filepath must end in '.keras' (or '.h5') to save the whole model, "
-            f"got {filepath!r}; to save weights only, end it in '.weights.h5' "
-            "and pass save_weights_only=True"
-        )
-
-
-def _check_reversible(template: Any) -> None:
-    reason = template.why_not_reversible
-    if reason is not None:
-        raise TemplateError(
-            f"template '{template.text}' cannot be read back: {reason}; ckptname must read "
-            "names back to find and resume checkpoints"
-        )
