@@ -490,8 +490,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         # One save in flight: the previous one finishes (or reports) first.
         self._collect_background()
         # Reading `self.model` puts the values of the last step back into the
-        # model's variables on JAX, before anything (extras included) reads them.
-        self.model  # noqa: B018
+        # model's variables on JAX, before anything (extras included) reads
+        # them; once a save, since the sync copies every variable.
+        model = self.model
         plain = pythonify(logs)
         extras = self._extras_now()
         check_extras_clash(extras, plain)
@@ -514,15 +515,20 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         if not self._is_chief:
             self._last_path = shown
             return
-        meta = sidecar_for(self.model, self._schedule, self.template.text, name, plain, extras,
-                           end_of_epoch, weights_only=self.save_weights_only)  # fmt: skip
+        weights_only = self.save_weights_only
+        meta = sidecar_for(model, self._schedule, self.template.text, name, plain, extras,
+                           end_of_epoch, weights_only=weights_only)  # fmt: skip
         if self._saver is not None and self._save_in_background(
-            name, meta, snapshot, previous, shown
+            model, name, meta, snapshot, previous, shown
         ):
             return
+
+        def write(target: str) -> None:
+            save_model(model, target, weights_only=weights_only)
+
         try:
             path = self._folder.save(
-                name, meta, self._write_model, best=self._tracker.entry(), previous_best=previous
+                name, meta, write, best=self._tracker.entry(), previous_best=previous
             )
         except CheckpointSaveError as exc:
             self._tracker.reset(snapshot)
@@ -531,7 +537,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._saved(path, shown, s.batch, s.epoch + 1)
 
     def _save_in_background(
-        self, name: str, meta: dict[str, Any], snapshot: Any, previous: Any, shown: str
+        self, model: Any, name: str, meta: dict[str, Any], snapshot: Any, previous: Any, shown: str
     ) -> bool:
         """Snapshot the model and hand the save to the background thread.
 
@@ -540,7 +546,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         """
         saver = self._saver
         assert saver is not None
-        shadow = self._snapshots.take(self.model)  # the model is synced on JAX
+        shadow = self._snapshots.take(model)
         if shadow is None:
             return False
         weights_only = self.save_weights_only
@@ -621,9 +627,6 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         if current is not None and self._tracker.mode is None and use:
             self._resolve_mode(required=True)
         return name, current
-
-    def _write_model(self, target: str) -> None:
-        save_model(self.model, target, weights_only=self.save_weights_only)
 
     def _drop_replaced(self, batch: int) -> None:
         """Delete this run's superseded checkpoints that the saves up to ``batch`` replaced."""
