@@ -72,15 +72,16 @@ import socket
 import time
 import uuid
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import CkptnameWarning, FolderLockedError
+from ._errors import CheckpointError, CkptnameWarning, FolderLockedError
 from ._metadata import LOCK_NAME
 from ._storage import LocalStorage, UnsafeFileError, temp_name
 from ._version import __version__
 
-__all__ = ["LOCK_FORMAT", "FolderLock", "LockOwner", "acquire", "read_owner"]
+__all__ = ["LOCK_FORMAT", "FolderLock", "LockKeeper", "LockOwner", "acquire", "read_owner"]
 
 LOCK_FORMAT = "ckptname.lock/1"
 # A lock file is a few hundred bytes; anything larger is not one.
@@ -445,3 +446,66 @@ def _boot_id() -> str | None:
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+class LockKeeper:
+    """A training run's hold on its folder's lock: taken at train begin, kept across
+    the fits of ``fit_resumed``, given back when the last of them ends.
+
+    Args:
+        mode: ``True``, ``False`` (take none) or ``"takeover"`` (see :func:`acquire`).
+        filepath: what the run writes, recorded in the lock for other runs to read.
+        before_release: called before the lock is given back (to let a save
+            in flight finish first), or ``None``.
+    """
+
+    def __init__(
+        self, mode: bool | str, filepath: str, before_release: Callable[[], None] | None = None
+    ) -> None:
+        self.mode = mode
+        self.filepath = filepath
+        self.before_release = before_release
+        self._lock: FolderLock | None = None
+        self._holds = 0  # above 0 while several fits run as one (see hold)
+
+    def take(self, folder: str, root: str) -> None:
+        """Take the lock of local ``folder`` (shown to users as ``root``), unless held.
+
+        Raises:
+            FolderLockedError: another live run holds it.
+            CheckpointError: the lock cannot be written.
+        """
+        if self.mode is False or (self._lock is not None and self._lock.held):
+            return
+        try:
+            self._lock = acquire(folder, filepath=self.filepath, takeover=self.mode == "takeover")
+        except OSError as exc:
+            cause = exc.strerror or str(exc) or type(exc).__name__
+            raise CheckpointError(
+                f"could not take the lock of checkpoint folder {root!r}: {cause}; "
+                "make the folder writable, or pass lock=False to write without a lock"
+            ) from exc
+
+    def release(self) -> None:
+        """Give the lock back now (after ``before_release``)."""
+        if self.before_release is not None:
+            self.before_release()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def end_of_fit(self) -> None:
+        """A fit ended: give the lock back unless several fits run as one."""
+        if not self._holds:
+            self.release()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep the lock across the fits run inside; give it back after the last."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if not self._holds:
+                self.release()

@@ -21,10 +21,9 @@ save needs (``ckptname._fields``) and the save transaction
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import keras
@@ -32,7 +31,6 @@ import keras
 from ._background import BackgroundSaver, in_worker
 from ._best import BestTracker
 from ._errors import (
-    CheckpointError,
     CheckpointSaveError,
     CkptnameWarning,
     MissingFieldError,
@@ -58,8 +56,7 @@ from ._keras_backend import (
     save_model,
     sidecar_for,
 )
-from ._lock import FolderLock
-from ._lock import acquire as acquire_lock
+from ._lock import LockKeeper
 from ._options import check_choices, check_filepath, check_reversible, check_suffix
 from ._rank import Mode, resolve_mode
 from ._resume import fit_resumed, resume, resumed_point
@@ -226,9 +223,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         # resume as broken: replaced as training reaches them.
         self._superseded: list[tuple[Any, int]] = []
         self._written: set[str] = set()
-        self._lock: FolderLock | None = None
-        # Above 0 while fit_resumed runs several fits (see _hold_lock).
-        self._lock_hold = 0
+        self._locks = LockKeeper(self.lock, self.filepath, before_release=self._join_saver)
         self._saver = BackgroundSaver() if self.save_on_background else None
         self._snapshots = Snapshots()
 
@@ -298,12 +293,13 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._skip_warned = False
         # Folder fields filled from extras say which checkpoints are this run's.
         self._folder.bind_run(self._extras_now())
-        if self._is_chief:
-            self._take_lock()
+        if self._is_chief and not self._folder.remote:
+            # Taken before the folder is cleaned or checked.
+            self._locks.take(self._folder.lock_folder, self._folder.root)
         try:
             self._seed(model)
         except BaseException:
-            self._release_lock()
+            self._locks.release()
             raise
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
@@ -347,8 +343,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             self._collect_background()
         except BaseException:
             self._snapshots.drop()
-            if not self._lock_hold:
-                self._release_lock()
+            self._locks.end_of_fit()
             raise
         self._snapshots.drop()  # its copy of the state is not needed between fits
         newest, self._saved_this_run = self._saved_this_run, None
@@ -358,46 +353,19 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             if newest is not None and protected and retention and self._is_chief:
                 self._prune(newest)
         finally:
-            if not self._lock_hold:
-                self._release_lock()
+            self._locks.end_of_fit()
 
     # ------------------------------------------------------------------ train begin
 
-    def _take_lock(self) -> None:
-        """Take the folder's lock before the folder is cleaned or checked."""
-        folder = self._folder
-        if self.lock is False or folder.remote or (self._lock is not None and self._lock.held):
-            return
-        try:
-            self._lock = acquire_lock(
-                folder.lock_folder, filepath=self.filepath, takeover=self.lock == "takeover"
-            )
-        except OSError as exc:
-            cause = exc.strerror or str(exc) or type(exc).__name__
-            raise CheckpointError(
-                f"could not take the lock of checkpoint folder {folder.root!r}: {cause}; "
-                "make the folder writable, or pass lock=False to write without a lock"
-            ) from exc
-
-    def _release_lock(self) -> None:
+    def _join_saver(self) -> None:
+        # Never give the folder up while a save is still writing to it (its
+        # error, if any, stays for the next wait).
         if self._saver is not None:
-            # Never give the folder up while a save is still writing to it
-            # (its error, if any, stays for the next wait).
             self._saver.join()
-        lock, self._lock = self._lock, None
-        if lock is not None:
-            lock.release()
 
-    @contextlib.contextmanager
-    def _hold_lock(self) -> Iterator[None]:
-        """Keep the folder's lock across several fits (``fit_resumed``); give it back after."""
-        self._lock_hold += 1
-        try:
-            yield
-        finally:
-            self._lock_hold -= 1
-            if not self._lock_hold:
-                self._release_lock()
+    def _hold_lock(self) -> Any:
+        """Keep the folder's lock across the fits of ``fit_resumed`` (a context manager)."""
+        return self._locks.hold()
 
     def _unwrap_first_step(self) -> None:
         unwrap, self._unwrap = self._unwrap, None
