@@ -24,11 +24,11 @@ import pytest
 from keras_util import BACKEND, fit, leftovers, model, names, ours, read_state
 from test_keras_save_errors import fail_replace
 
-import ckptname.keras as ckeras
+import ckptname._snapshot as snapshot_module
 from ckptname import CheckpointSaveError, CkptnameWarning, read_metadata
 from ckptname.keras import BatchAwareCheckpoint
 
-_real_save_model = ckeras.save_model
+_real_save_model = snapshot_module.save_model
 
 
 def slow_writes(monkeypatch, seconds, seen=None):
@@ -45,7 +45,7 @@ def slow_writes(monkeypatch, seconds, seen=None):
             time.sleep(seconds)
         _real_save_model(m, target, weights_only=weights_only)
 
-    monkeypatch.setattr(ckeras, "save_model", save_model)
+    monkeypatch.setattr(snapshot_module, "save_model", save_model)
 
 
 class SaveEvery(keras.callbacks.Callback):
@@ -284,11 +284,11 @@ def test_save_on_background_is_recorded(tmp_path):
 _CHILD = """
 import os, sys, threading, time
 import keras_util as ku
-import ckptname.keras as ck
+import ckptname._snapshot as snapshot
 from ckptname.keras import BatchAwareCheckpoint, fit_resumed, resume
 
 folder, template = sys.argv[1], sys.argv[2]
-real = ck.save_model
+real = snapshot.save_model
 
 def say(*parts):
     sys.stdout.write(" ".join(str(p) for p in parts) + "\\n")
@@ -299,7 +299,7 @@ def save_model(m, target, *, weights_only):
     real(m, target, weights_only=weights_only)
     time.sleep(0.03)  # a slow disk: the file written, not yet renamed into place
 
-ck.save_model = save_model
+snapshot.save_model = save_model  # the background thread's writer
 m = ku.model()
 say("READY")  # imported; the folder is read only once the parent says the last run is dead
 sys.stdin.buffer.read(1)

@@ -35,13 +35,17 @@ synchronously.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
 
-from ._errors import CkptnameWarning
+from ._background import BackgroundSaver
+from ._errors import CheckpointSaveError, CkptnameWarning
+from ._keras_backend import save_model
+from ._transaction import CheckpointFolder
 
-__all__ = ["Shadow", "Snapshots", "build_shadow"]
+__all__ = ["BackgroundSaves", "SaveFailed", "Shadow", "Snapshots", "build_shadow"]
 
 
 class Shadow:
@@ -147,3 +151,60 @@ def _copier() -> Any:
         # Keras's torch variables assign with copy_ into their own tensor.
         return lambda source, twin: twin.assign(source.value)
     return lambda source, twin: twin.assign(keras.ops.copy(source.value))
+
+
+class SaveFailed(Exception):
+    """A background save's error, with the best tracker as it was before that save."""
+
+    def __init__(self, error: CheckpointSaveError, tracker: Any) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.tracker = tracker
+
+
+class BackgroundSaves:
+    """A callback's background saves: the twin of its model and the one worker thread."""
+
+    def __init__(self) -> None:
+        self.saver = BackgroundSaver()
+        self.snapshots = Snapshots()
+
+    def submit(
+        self,
+        model: Any,
+        folder: CheckpointFolder,
+        name: str,
+        meta: dict[str, Any],
+        *,
+        weights_only: bool,
+        best: Mapping[str, Any] | None,
+        previous: Mapping[str, Any] | None,
+        tracker: Any,
+        done: Callable[[str], None],
+    ) -> bool:
+        """Snapshot ``model`` and hand its save to the worker; ``done(path)`` runs there after.
+
+        Returns ``False`` where the model has no twin (its config cannot be
+        rebuilt): the caller then saves synchronously. A failure reaches
+        :meth:`collect` as a :class:`SaveFailed` carrying ``tracker``.
+        """
+        shadow = self.snapshots.take(model)
+        if shadow is None:
+            return False
+
+        def write(target: str) -> None:
+            save_model(shadow.model, target, weights_only=weights_only)
+
+        def job() -> None:
+            try:
+                path = folder.save(name, meta, write, best=best, previous_best=previous)
+            except CheckpointSaveError as exc:
+                raise SaveFailed(exc, tracker) from exc
+            done(path)
+
+        self.saver.submit(job)
+        return True
+
+    def collect(self) -> BaseException | None:
+        """Wait for the save in flight; its error (or an earlier one not yet reported)."""
+        return self.saver.take_error()

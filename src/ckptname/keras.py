@@ -28,7 +28,7 @@ from typing import Any, cast
 
 import keras
 
-from ._background import BackgroundSaver, in_worker
+from ._background import in_worker
 from ._best import BestTracker
 from ._errors import (
     CheckpointSaveError,
@@ -62,7 +62,7 @@ from ._rank import Mode, resolve_mode
 from ._resume import fit_resumed, resume, resumed_point
 from ._retention import check_keep
 from ._schedule import ResumePoint, Schedule, position_from_sidecar
-from ._snapshot import Snapshots
+from ._snapshot import BackgroundSaves, SaveFailed
 from ._transaction import CheckpointFolder, StartCheck, normalized, split_filepath
 
 __all__ = ["BatchAwareCheckpoint", "ResumePoint", "fit_resumed", "resume", "split_filepath"]
@@ -224,8 +224,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._superseded: list[tuple[Any, int]] = []
         self._written: set[str] = set()
         self._locks = LockKeeper(self.lock, self.filepath, before_release=self._join_saver)
-        self._saver = BackgroundSaver() if self.save_on_background else None
-        self._snapshots = Snapshots()
+        self._background = BackgroundSaves() if self.save_on_background else None
 
     @property
     def directory(self) -> str:
@@ -342,10 +341,10 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         try:
             self._collect_background()
         except BaseException:
-            self._snapshots.drop()
+            self._drop_twin()
             self._locks.end_of_fit()
             raise
-        self._snapshots.drop()  # its copy of the state is not needed between fits
+        self._drop_twin()  # its copy of the state is not needed between fits
         newest, self._saved_this_run = self._saved_this_run, None
         protected, self._protect = self._protect, set()
         retention = self.keep_last is not None or self.keep_best is not None
@@ -360,8 +359,12 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
     def _join_saver(self) -> None:
         # Never give the folder up while a save is still writing to it (its
         # error, if any, stays for the next wait).
-        if self._saver is not None:
-            self._saver.join()
+        if self._background is not None:
+            self._background.saver.join()
+
+    def _drop_twin(self) -> None:
+        if self._background is not None:
+            self._background.snapshots.drop()
 
     def _hold_lock(self) -> Any:
         """Keep the folder's lock across the fits of ``fit_resumed`` (a context manager)."""
@@ -486,9 +489,12 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         weights_only = self.save_weights_only
         meta = sidecar_for(model, self._schedule, self.template.text, name, plain, extras,
                            end_of_epoch, weights_only=weights_only)  # fmt: skip
-        if self._saver is not None and self._save_in_background(
-            model, name, meta, snapshot, previous, shown
-        ):
+        batch, epoch = s.batch, s.epoch + 1
+        if self._background is not None and self._background.submit(
+            model, self._folder, name, meta, weights_only=weights_only,
+            best=self._tracker.entry(), previous=previous, tracker=snapshot,
+            done=lambda path: self._saved(path, shown, batch, epoch),
+        ):  # fmt: skip
             return
 
         def write(target: str) -> None:
@@ -504,36 +510,6 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             return
         self._saved(path, shown, s.batch, s.epoch + 1)
 
-    def _save_in_background(
-        self, model: Any, name: str, meta: dict[str, Any], snapshot: Any, previous: Any, shown: str
-    ) -> bool:
-        """Snapshot the model and hand the save to the background thread.
-
-        Returns ``False`` where the model has no shadow (its config cannot be
-        rebuilt): the caller then saves synchronously.
-        """
-        saver = self._saver
-        assert saver is not None
-        shadow = self._snapshots.take(model)
-        if shadow is None:
-            return False
-        weights_only = self.save_weights_only
-        folder, best, batch = self._folder, self._tracker.entry(), self._schedule.batch
-        epoch = self._schedule.epoch + 1
-
-        def write(target: str) -> None:
-            save_model(shadow.model, target, weights_only=weights_only)
-
-        def job() -> None:
-            try:
-                path = folder.save(name, meta, write, best=best, previous_best=previous)
-            except CheckpointSaveError as exc:
-                raise _SaveFailed(exc, snapshot) from exc
-            self._saved(path, shown, batch, epoch)
-
-        saver.submit(job)
-        return True
-
     def _saved(self, path: str, shown: str, batch: int, epoch: int) -> None:
         """After a complete save: record it, drop what it replaced, apply retention."""
         self._last_path = shown
@@ -548,13 +524,12 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
 
     def _collect_background(self) -> None:
         """Wait for the save in flight; raise or warn about a failure, as ``on_save_error`` says."""
-        saver = self._saver
-        if saver is None:
+        if self._background is None:
             return
-        error = saver.take_error()
+        error = self._background.collect()
         if error is None:
             return
-        if isinstance(error, _SaveFailed):
+        if isinstance(error, SaveFailed):
             # The failed save is the last one the tracker recorded.
             self._tracker.reset(error.tracker)
             error = error.error
@@ -643,10 +618,3 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             self._failed(err)
 
 
-class _SaveFailed(Exception):
-    """A background save's error, with the best tracker as it was before that save."""
-
-    def __init__(self, error: CheckpointSaveError, tracker: Any) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.tracker = tracker
