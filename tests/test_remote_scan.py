@@ -494,3 +494,14 @@ def test_missing_root_and_empty_tree(root: str) -> None:
     assert find_best(root, "val_loss", template=SWEEP) is None
     write(root, {"sweeps/notes.txt": b"w"})
     assert scan(root, SWEEP) == []
+
+
+def test_a_flat_listing_leaves_no_listing_cached(server: CountingMotoServer) -> None:
+    # fsspec shares one S3 file system per process; a listing cached by the
+    # scan would answer other callers after the tree changed.
+    root = f"s3://{BUCKET}/cache-{uuid.uuid4().hex[:8]}"
+    write(root, sweep_of(2, 2, 2))
+    storage, inner = storage_for(root)
+    fs = storage.fs  # type: ignore[attr-defined]
+    assert len(scan(root, SWEEP)) == 8
+    assert [key for key in fs.dircache if key.startswith(inner)] == []

@@ -61,6 +61,8 @@ The order of checkpoints is :func:`ckptname._rank.progress_key`.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import os
 import stat
@@ -412,11 +414,20 @@ def _local_records(
 ) -> list[Checkpoint]:
     """Every name in a local leaf folder that reads back with the template.
 
-    With ``check``, each is also stat'ed: only non-empty files are kept, with
-    their size and time. Without it, records are unchecked (the caller checks
-    the few it returns). ``names`` is the folder's listing where the caller
-    has it already.
+    With ``check``, each is also stat'ed: only complete files are kept (see
+    :func:`_complete`), with their size and time. Without it, records are
+    unchecked (the caller checks the few it returns). ``names`` is the
+    folder's listing where the caller has it already.
     """
+    if names is None:
+        names = _listdir_names(folder.inner)
+    with _records_in_bulk():
+        return _records_of_names(root, layout, folder, names, check=check)
+
+
+def _records_of_names(
+    root: Root, layout: Layout, folder: _Folder, names: list[str], *, check: bool
+) -> list[Checkpoint]:
     parse = layout.leaf.parse
     out: list[Checkpoint] = []
     text = layout.text
@@ -424,7 +435,7 @@ def _local_records(
     # Joined once per folder, not once per name: this loop runs per file.
     user_base = root.path(prefix)
     inner_base = os.path.join(folder.inner, "") if folder.inner else ""
-    for name in _listdir_names(folder.inner) if names is None else names:
+    for name in names:
         if is_reserved(name):
             continue
         values = parse(name)
@@ -455,6 +466,27 @@ def _local_records(
     return out
 
 
+@contextlib.contextmanager
+def _records_in_bulk() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a listing is turned into records.
+
+    Each record is an object the collector tracks, so making 100,000 of them
+    sets off collections, and each of those walks the objects of the whole
+    process: with Keras loaded, they double the cost of a scan. Records hold
+    no reference cycles, so there is nothing for the collector to find
+    among them. It is paused only for loops over listed names (no I/O but
+    ``stat``), and runs again as before when the block ends, if it was on.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _local_checked(
     root: Root, layout: Layout, folder: _Folder, *, sizes: bool
 ) -> list[Checkpoint]:
@@ -470,7 +502,7 @@ def _local_checked(
     the same rule. With ``sizes``, every match is stat'ed, and its record
     carries its size and time.
     """
-    with _LocalFolder(folder.inner) as listing:
+    with _LocalFolder(folder.inner) as listing, _records_in_bulk():
         if listing.missing:
             return []
         files = listing.files
@@ -655,7 +687,21 @@ def _remote_flat(root: Root, layout: Layout) -> list[Checkpoint] | None:
     entries = root.storage.find(base)
     if entries is None:
         return None
-    below = dirs[lead:]
+    with _records_in_bulk():
+        return _tree_records(root, layout, lead_prefix, dirs[lead:], entries)
+
+
+def _tree_records(
+    root: Root, layout: Layout, lead_prefix: str, below: tuple[Template, ...], entries: list[Entry]
+) -> list[Checkpoint]:
+    """The records of a flat listing of a tree (see :func:`_remote_flat`).
+
+    Args:
+        lead_prefix: the template's leading literal folders, ending in ``/``
+            (or ``''``): where the listing was made, relative to root.
+        below: the template's folder levels below them.
+        entries: every file below, named relative to where it was listed.
+    """
     depth = len(below)
     literal = [None if seg.fields else seg.render({}) for seg in below]
     # The folders the walk folder by folder would list on the way down: the
@@ -742,7 +788,8 @@ def _ordered(root: Root, layout: Layout, records: list[Checkpoint]) -> list[Chec
         if root.local:
             records = [_with_mtime(root, r) for r in records]
         problems.warn(stacklevel=5)
-    sort_by_progress(records)
+    with _records_in_bulk():
+        sort_by_progress(records)
     return records
 
 

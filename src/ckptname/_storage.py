@@ -364,15 +364,14 @@ class FsspecStorage(Storage):
     def find(self, path: str) -> list[Entry] | None:
         if self.protocol not in _FLAT_LISTING:
             return None
-        # As for listdir: ask the store, not a cache; and leave no cached
-        # listing of the tree behind for later calls on this (shared) instance.
+        # As for listdir: ask the store, not a cache.
         self.fs.invalidate_cache(path)
         try:
             infos = self.fs.find(path, detail=True, withdirs=False)
         except (FileNotFoundError, NotADirectoryError):
             return []
         finally:
-            self.fs.invalidate_cache(path)
+            self._forget_tree(path)
         here = path.rstrip("/")
         prefixes = (here + "/", here.lstrip("/") + "/")
         out = []
@@ -389,6 +388,21 @@ class FsspecStorage(Storage):
             if name and not name.endswith("/"):  # "a/" is a folder's marker object
                 out.append(Entry(name, False, info.get("size"), None))
         return out
+
+    def _forget_tree(self, path: str) -> None:
+        """Drop the listings of ``path`` and every folder below it from fsspec's cache.
+
+        s3fs fills its cache with a listing of every folder a ``find``
+        passed; this fsspec instance is shared by the whole process, and
+        other callers would be answered from it long after the tree changed.
+        """
+        self.fs.invalidate_cache(path)
+        cache = getattr(self.fs, "dircache", None)
+        if not cache:
+            return
+        below = path.rstrip("/") + "/"
+        for key in [k for k in list(cache) if isinstance(k, str) and k.startswith(below)]:
+            cache.pop(key, None)
 
     def read_many(self, paths: list[str]) -> list[bytes | OSError]:
         if not paths:
