@@ -17,7 +17,14 @@ checks each answer:
 * the ``parse`` package doing the same scan (``parse.compile``), which reads
   ``{epoch:02d}`` as at most two digits, so epoch 100 and batch 100000 vanish;
 * Keras's own helper (``ModelCheckpoint._get_most_recently_modified_file_
-  matching_pattern``), which turns fields into ``.*`` and picks by mtime.
+  matching_pattern``), which turns fields into ``.*`` and picks by mtime;
+* ``ckptname.scan(root, template)``: every record, against ``os.listdir``
+  too, with the steps it takes timed one by one. Here 99% of the checkpoints
+  have no sidecar (they were written the way Keras writes them), so each
+  must be stat'ed once to drop empty files.
+
+Then the same checkpoints as ``BatchAwareCheckpoint`` writes them, each with
+its sidecar: a full scan there stats nothing.
 
 Run: ``python benchmarks/bench_scan.py`` (``--count``, ``--repeats``).
 """
@@ -33,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from itertools import filterfalse
 from typing import Any
 
 import ckptname
@@ -173,6 +181,128 @@ def first_call_in_new_process(root: str) -> tuple[float, str]:
     return statistics.median(runs), answer
 
 
+def build_committed(root: str, count: int) -> str:
+    """The same checkpoints as BatchAwareCheckpoint writes them: each with its sidecar."""
+    last = ""
+    for i in range(1, count + 1):
+        batch = i * SAVE_EVERY
+        epoch = (batch - 1) // BATCHES_PER_EPOCH + 1
+        last = f"ep{epoch:02d}-b{batch:05d}.keras"
+        path = os.path.join(root, last)
+        with open(path + ".ckptname.json", "wb") as fh:
+            fh.write(encode({"format": "ckptname.checkpoint/1", "name": last, "batch": batch}))
+        with open(path, "wb") as fh:
+            fh.write(b"w")
+    state = {
+        "format": "ckptname.state/1",
+        "template": TEMPLATE,
+        "latest": {"name": last, "epoch": None, "batch": count * SAVE_EVERY},
+        "best": None,
+        "time": 0.0,
+    }
+    with open(os.path.join(root, STATE_NAME), "wb") as fh:
+        fh.write(encode(state))
+    return last
+
+
+def where_scan_time_goes(root: str, repeats: int) -> list[tuple[str, float]]:
+    """The steps of a full local scan, each timed alone with ckptname's own pieces.
+
+    ``scan`` lists with ``os.scandir`` (types, no stat), reads every name
+    back, stats the matches no sidecar vouches for, makes one record each,
+    and sorts them into progress order.
+    """
+    from ckptname._rank import sort_by_progress
+    from ckptname._roots import layout_for
+    from ckptname._scan import _LocalFolder, _make, _records_in_bulk
+
+    layout = layout_for(TEMPLATE)
+    parse = layout.leaf.parse
+
+    def listing() -> list[str]:
+        with _LocalFolder(root) as folder:
+            return folder.files
+
+    def make(matched: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        with _records_in_bulk():  # as scan makes them: no cycle collection meanwhile
+            return [_make(root + "/" + n, n, v, TEMPLATE) for n, v in matched]
+
+    names = listing()
+    listed = set(names)
+    matched = [(n, v) for n in names if ".ckptname" not in n for v in [parse(n)] if v is not None]
+    unvouched = [n for n, _ in matched if n + ".ckptname.json" not in listed]
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        steps = [
+            ("os.scandir, entry types (no stat)", listing),
+            (
+                "read every name back (Template.parse)",
+                lambda: [parse(n) for n in names if ".ckptname" not in n],
+            ),
+            (
+                f"stat the {len(unvouched):,} matches no sidecar vouches for",
+                lambda: [os.stat(n, dir_fd=fd, follow_symlinks=False) for n in unvouched],
+            ),
+            (f"make {len(matched):,} Checkpoint records", lambda: make(matched)),
+        ]
+        records = make(matched)
+        steps.append(("sort them into progress order", lambda: sort_by_progress(list(records))))
+        times = interleaved_ms(dict(steps), repeats)
+    finally:
+        os.close(fd)
+    return [(label, times[label][0]) for label, _ in steps]
+
+
+def where_latest_time_goes(root: str, repeats: int) -> list[tuple[str, float]]:
+    """The steps of find_latest(root, template), each timed alone with ckptname's own pieces."""
+    from ckptname._roots import layout_for
+
+    search = layout_for(TEMPLATE).fast_bytes
+    assert search is not None
+    broot = os.fsencode(root)
+    raw = os.listdir(broot)
+    joined = b"\x00".join([b"", *raw, b""])
+    texts = search.findall(joined)
+    refused = {int(max(texts, key=int))}
+    steps = [
+        ("os.listdir, names as bytes", lambda: os.listdir(broot)),
+        ("join the names with NUL", lambda: b"\x00".join([b"", *raw, b""])),
+        (
+            f"search the counter of every name ({len(texts):,} found)",
+            lambda: search.findall(joined),
+        ),
+        ("the newest counter (max by int)", lambda: max(texts, key=int)),
+        (
+            "the next newest, the newest being an empty file",
+            lambda: max(filterfalse(refused.__contains__, list(map(int, texts)))),
+        ),
+    ]
+    times = interleaved_ms(dict(steps), repeats)
+    return [(label, times[label][0]) for label, _ in steps]
+
+
+def print_rows(rows: list[tuple[str, float | None, str, str]], floor: float) -> None:
+    width = max(len(r[0]) for r in rows)
+    print()
+    print(f"{'method':<{width}}  {'time':>10}  {'vs floor':>8}  correct  answer")
+    print(f"{'-' * width}  {'-' * 10}  {'-' * 8}  -------  {'-' * 28}")
+    for label, ms, ok, answer in rows:
+        t = "-" if ms is None else (f"{ms:.3f} ms" if ms < 1 else f"{ms:.1f} ms")
+        ratio = "-" if ms is None else f"{ms / floor:.2f}x"
+        print(f"{label:<{width}}  {t:>10}  {ratio:>8}  {ok:<7}  {answer}")
+
+
+def print_breakdown(
+    steps: list[tuple[str, float]], total_ms: float, floor: float, what: str = "a full scan's"
+) -> None:
+    width = max(len(label) for label, _ in steps)
+    print(f"\nwhere {what} {total_ms:.0f} ms go (each step timed alone):")
+    for label, ms in steps:
+        print(f"  {label:<{width}}  {ms:>7.1f} ms  {ms / floor:>5.2f}x floor")
+    total = sum(ms for _, ms in steps)
+    print(f"  {'sum of the steps':<{width}}  {total:>7.1f} ms  {total / floor:>5.2f}x floor")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000, help="checkpoints to write")
@@ -180,6 +310,7 @@ def main() -> None:
     args = parser.parse_args()
 
     root = tempfile.mkdtemp(prefix="ckptname-bench-")
+    committed = tempfile.mkdtemp(prefix="ckptname-bench-")
     try:
         start = time.perf_counter()
         truth = build(root, args.count)
@@ -203,7 +334,12 @@ def main() -> None:
             records = ckptname.scan(root, TEMPLATE)
             return records[-1].name if records else None
 
+        def ours_scan_sizes() -> str | None:
+            records = ckptname.scan(root, TEMPLATE, sizes=True)
+            return records[-1].name if records else None
+
         listing = "ckptname.find_latest(root, template), listing"
+        full = "ckptname.scan(root, template)[-1], all records"
         fast = interleaved_ms(
             {
                 "floor": lambda: os.listdir(root),
@@ -211,6 +347,7 @@ def main() -> None:
                 # it parses); shown so that what it stands on is visible.
                 "bytes": lambda: os.listdir(os.fsencode(root)),
                 listing: ours_scanning,
+                full: ours_scan_all,
             },
             args.repeats,
         )
@@ -221,17 +358,19 @@ def main() -> None:
         )
         ms, answer = fast[listing]
         rows.append((listing, ms, "yes" if answer == truth else "NO", str(answer)))
+        scan_ms, answer = fast[full]
+        rows.append((full, scan_ms, "yes" if answer == truth else "NO", str(answer)))
 
         for label, fn, repeats in [
             ("ckptname.find_latest(root), state file", ours_state, 1000),
-            ("ckptname.scan(root, template)[-1], all records", ours_scan_all, 3),
+            ("  scan(root, template, sizes=True)", ours_scan_sizes, max(3, args.repeats // 3)),
             ("parse.compile(template), same scan", parse_package(root), args.repeats),
         ]:
             ms, answer = median_ms(fn, repeats)
             rows.append((label, ms, "yes" if answer == truth else "NO", str(answer)))
         cold, answer = first_call_in_new_process(root)
         rows.insert(
-            4,
+            5,
             (
                 "  the same, first call in a new process",
                 cold,
@@ -252,17 +391,49 @@ def main() -> None:
                     str(answer),
                 )
             )
+        print_rows(rows, floor)
+        print_breakdown(
+            where_latest_time_goes(root, args.repeats), fast[listing][0], floor, "find_latest's"
+        )
+        print_breakdown(where_scan_time_goes(root, args.repeats), scan_ms, floor)
 
-        width = max(len(r[0]) for r in rows)
-        print()
-        print(f"{'method':<{width}}  {'time':>10}  {'vs floor':>8}  correct  answer")
-        print(f"{'-' * width}  {'-' * 10}  {'-' * 8}  -------  {'-' * 28}")
-        for label, ms, ok, answer in rows:
-            t = "-" if ms is None else (f"{ms:.3f} ms" if ms < 1 else f"{ms:.1f} ms")
-            ratio = "-" if ms is None else f"{ms / floor:.2f}x"
-            print(f"{label:<{width}}  {t:>10}  {ratio:>8}  {ok:<7}  {answer}")
+        # The same checkpoints as the callback writes them: every one has its
+        # sidecar, which vouches for it, so a full scan stats nothing.
+        start = time.perf_counter()
+        truth = build_committed(committed, args.count)
+        entries = len(os.listdir(committed))
+        print(
+            f"\n{entries:,} entries: the same {args.count:,} checkpoints as BatchAwareCheckpoint "
+            f"writes them (each with its sidecar, no decoys), built in "
+            f"{time.perf_counter() - start:.1f} s"
+        )
+
+        def committed_scan() -> str | None:
+            records = ckptname.scan(committed, TEMPLATE)
+            return records[-1].name if records else None
+
+        def committed_latest() -> str | None:
+            found = ckptname.find_latest(committed, TEMPLATE)
+            return None if found is None else found.name
+
+        times = interleaved_ms(
+            {
+                "floor": lambda: os.listdir(committed),
+                listing: committed_latest,
+                full: committed_scan,
+            },
+            args.repeats,
+        )
+        floor = times["floor"][0]
+        rows = [("os.listdir alone (the floor)", floor, "-", f"{entries:,} names")]
+        for label in (listing, full):
+            ms, answer = times[label]
+            rows.append((label, ms, "yes" if answer == truth else "NO", str(answer)))
+        print_rows(rows, floor)
+        print_breakdown(where_scan_time_goes(committed, args.repeats), times[full][0], floor)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(committed, ignore_errors=True)
 
 
 if __name__ == "__main__":

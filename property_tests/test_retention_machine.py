@@ -100,7 +100,9 @@ class RetentionMachine(RuleBasedStateMachine):
             "temp": f".ckptname-tmp-1a-b{b:05d}-0.01.h5",
             "other run": f"run2-b{b:05d}-0.01.h5",
             "empty": f"b{b:05d}-0.01.h5",
-            "sidecar": f"b{b:05d}-0.01.h5.ckptname.json",
+            # A sidecar with no checkpoint (not beside the empty decoy: a sidecar
+            # vouches for the file next to it, see ckptname._scan).
+            "sidecar": f"b{b:05d}-0.02.h5.ckptname.json",
             "prefix": f"xb{b:05d}-0.01.h5",
         }[kind]
         self._write(name, b"" if kind == "empty" else b"not a checkpoint")

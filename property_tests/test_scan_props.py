@@ -1,9 +1,9 @@
 """scan and find_latest against a plain reference, on real folders.
 
 The reference parses every written name with the template, drops empty files
-and ckptname's own files, and orders by (batch, epoch, name with digits as
-numbers). find_latest's fast path (one search over the joined listing) and
-its general path must both agree with it.
+(unless their sidecar vouches for them) and ckptname's own files, and orders
+by (batch, epoch, name with digits as numbers). find_latest's fast path (one
+search over the joined listing) and its general path must both agree with it.
 """
 
 from __future__ import annotations
@@ -58,10 +58,15 @@ def natural(name: str) -> tuple[Any, ...]:
 
 def reference(text: str, files: list[tuple[str, bool]]) -> list[str]:
     template = Template(text)
+    listed = {name for name, _ in files}
     found = []
     for name, non_empty in files:
         values = template.parse(name)
-        if values is None or not non_empty or ".ckptname" in name:
+        if values is None or ".ckptname" in name:
+            continue
+        # An empty file is never a checkpoint, unless its sidecar vouches for
+        # it: the callback renames only complete files into place beside one.
+        if not non_empty and name + ".ckptname.json" not in listed:
             continue
         found.append(
             (
@@ -79,6 +84,12 @@ def reference(text: str, files: list[tuple[str, bool]]) -> list[str]:
 @example(("e{epoch:02d}-b{batch:05d}.h5", [("e100-b100000.h5", True), ("e99-b99999.h5", True)]))
 @example(("ck-{batch}.pt", [("ck-10.pt", True), ("ck-9.pt", True), ("ck-11.pt", False)]))
 @example(("b{batch:d}-{loss:.2f}.h5", [("b7-0.50.h5", True), ("b7-0.25.h5", True)]))
+@example(
+    (
+        "e{epoch:02d}-b{batch:05d}.h5",
+        [("e00-b00000.h5", False), ("e00-b00000.h5.ckptname.json", True), ("e00-b00001.h5", False)],
+    )
+)
 def test_scan_and_find_latest_agree_with_reference(
     folder: tuple[str, list[tuple[str, bool]]],
 ) -> None:

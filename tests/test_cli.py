@@ -503,3 +503,127 @@ def test_ls_into_a_reader_that_stops_early_exits_quietly(tmp_path):
     err = proc.stderr.read()
     proc.stderr.close()
     assert (proc.wait(timeout=60), err) == (1, "")
+
+
+# ------------------------------------------------------------------ sweep views
+
+BY_SWEEP = "lr={lr:.0e}/seed={seed:d}/ep{epoch:03d}-{val_loss:.4f}.keras"
+
+
+def _small_sweep(root):
+    """3 learning rates x seeds 2 and 10 x 2 epochs, files two hours old."""
+    import os
+    import time
+
+    from ckptname import Template
+
+    t = Template(BY_SWEEP)
+    old = time.time() - 2 * HOUR
+    for lr in (1e-2, 1e-3, 3e-4):
+        for seed in (2, 10):
+            for epoch in (1, 2):
+                loss = 0.6 / epoch + lr + seed / 1000
+                f = root / t.render(lr=lr, seed=seed, epoch=epoch, val_loss=loss)
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_bytes(b"w" * 10)
+                os.utime(f, (old, old))
+    return root
+
+
+def test_best_by_prints_the_best_of_each_group_in_number_order(capsys, tmp_path):
+    root = _small_sweep(tmp_path / "sweeps")
+    assert run(capsys, "best", str(root), "-m", "val_loss", "-t", BY_SWEEP, "--by", "lr,seed") == (
+        0,
+        "    lr  seed  val_loss  epoch  name\n"
+        "0.0003     2    0.3023      2  lr=3e-04/seed=2/ep002-0.3023.keras\n"
+        "0.0003    10    0.3103      2  lr=3e-04/seed=10/ep002-0.3103.keras\n"
+        " 0.001     2     0.303      2  lr=1e-03/seed=2/ep002-0.3030.keras\n"
+        " 0.001    10     0.311      2  lr=1e-03/seed=10/ep002-0.3110.keras\n"
+        "  0.01     2     0.312      2  lr=1e-02/seed=2/ep002-0.3120.keras\n"
+        "  0.01    10      0.32      2  lr=1e-02/seed=10/ep002-0.3200.keras\n",
+        "",
+    )
+    code, out, _ = run(
+        capsys, "best", str(root), "-m", "val_loss", "--mode", "max", "-t", BY_SWEEP, "--by", "lr",
+        "--json",
+    )
+    assert code == 0
+    assert [(r["lr"], r["name"]) for r in json.loads(out)] == [
+        (0.0003, "lr=3e-04/seed=10/ep001-0.6103.keras"),
+        (0.001, "lr=1e-03/seed=10/ep001-0.6110.keras"),
+        (0.01, "lr=1e-02/seed=10/ep001-0.6200.keras"),
+    ]
+
+
+def test_ls_by_lists_group_by_group(capsys, tmp_path):
+    root = _small_sweep(tmp_path / "sweeps")
+    code, out, err = run(capsys, "ls", str(root), "-t", BY_SWEEP, "--by", "seed")
+    assert (code, err) == (0, "")
+    assert out == (
+        "seed=2:\n"
+        "name                                 epoch  batch      lr  val_loss  size  age\n"
+        "lr=3e-04/seed=2/ep001-0.6023.keras       1      -  0.0003    0.6023  10 B   2h\n"
+        "lr=3e-04/seed=2/ep002-0.3023.keras       2      -  0.0003    0.3023  10 B   2h\n"
+        "lr=1e-03/seed=2/ep001-0.6030.keras       1      -   0.001     0.603  10 B   2h\n"
+        "lr=1e-03/seed=2/ep002-0.3030.keras       2      -   0.001     0.303  10 B   2h\n"
+        "lr=1e-02/seed=2/ep001-0.6120.keras       1      -    0.01     0.612  10 B   2h\n"
+        "lr=1e-02/seed=2/ep002-0.3120.keras       2      -    0.01     0.312  10 B   2h\n"
+        "\n"
+        "seed=10:\n"
+        "name                                 epoch  batch      lr  val_loss  size  age\n"
+        "lr=3e-04/seed=10/ep001-0.6103.keras      1      -  0.0003    0.6103  10 B   2h\n"
+        "lr=3e-04/seed=10/ep002-0.3103.keras      2      -  0.0003    0.3103  10 B   2h\n"
+        "lr=1e-03/seed=10/ep001-0.6110.keras      1      -   0.001     0.611  10 B   2h\n"
+        "lr=1e-03/seed=10/ep002-0.3110.keras      2      -   0.001     0.311  10 B   2h\n"
+        "lr=1e-02/seed=10/ep001-0.6200.keras      1      -    0.01      0.62  10 B   2h\n"
+        "lr=1e-02/seed=10/ep002-0.3200.keras      2      -    0.01      0.32  10 B   2h\n"
+    )
+    code, out, _ = run(capsys, "ls", str(root), "-t", BY_SWEEP, "--by", "lr", "--json")
+    groups = json.loads(out)
+    assert code == 0
+    assert [(g["group"], len(g["checkpoints"])) for g in groups] == [
+        ({"lr": 0.0003}, 4),
+        ({"lr": 0.001}, 4),
+        ({"lr": 0.01}, 4),
+    ]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("best", "-m", "val_loss", "--by", "lr,batch_size"),
+        ("ls", "--by", "batch_size"),
+    ],
+)
+def test_by_a_field_the_template_lacks_names_the_fields_it_has(capsys, tmp_path, argv):
+    root = _small_sweep(tmp_path / "sweeps")
+    command, *rest = argv
+    assert run(capsys, command, str(root), "-t", BY_SWEEP, *rest) == (
+        2,
+        "",
+        f"ckptname {command}: cannot group by 'batch_size': it is not a field of template "
+        "'lr={lr:.0e}/seed={seed:d}/ep{epoch:03d}-{val_loss:.4f}.keras' "
+        "(fields: lr, seed, epoch, val_loss)\n",
+    )
+
+
+def test_best_by_a_metric_no_checkpoint_carries_names_the_fields(capsys, tmp_path):
+    root = _small_sweep(tmp_path / "sweeps")
+    assert run(capsys, "best", str(root), "-m", "val_accuracy", "-t", BY_SWEEP, "--by", "lr") == (
+        2,
+        "",
+        "ckptname best: monitor 'val_accuracy' is not a field of template "
+        "'lr={lr:.0e}/seed={seed:d}/ep{epoch:03d}-{val_loss:.4f}.keras' and no checkpoint's "
+        "sidecar records it; rank by one of the template's fields (lr, seed, epoch, val_loss) "
+        "or by a metric the sidecars hold\n",
+    )
+
+
+def test_by_needs_field_names(capsys, tmp_path):
+    root = _small_sweep(tmp_path / "sweeps")
+    assert run(capsys, "best", str(root), "-m", "val_loss", "-t", BY_SWEEP, "--by", "lr,") == (
+        2,
+        "",
+        "ckptname best: --by takes field names separated by commas, e.g. --by lr,seed; "
+        "got 'lr,'\n",
+    )

@@ -308,6 +308,93 @@ def test_accepts_template_objects_and_path_objects(tmp_path: Path) -> None:
     assert find_latest(tmp_path, template) == find_latest(str(tmp_path), "ep{epoch}.keras")
 
 
+# ------------------------------------------------------------------ what a full scan reads
+
+
+@pytest.fixture
+def stats(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The base names of every file stat'ed (os.stat, os.lstat) during the test."""
+    seen: list[str] = []
+    real_stat, real_lstat = os.stat, os.lstat
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(os.path.basename(os.fsdecode(path)))
+        return real_stat(path, *args, **kwargs)
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(os.path.basename(os.fsdecode(path)))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "lstat", lstat)
+    return seen
+
+
+def committed_folder(root: Path) -> None:
+    """Checkpoints the callback committed (with sidecars), and others without."""
+    for batch in (10, 20, 30):
+        touch(root, f"b{batch:05d}.h5")
+        sidecar(root, f"b{batch:05d}.h5", batch=batch)
+    touch(root, "b00040.h5")  # uploaded by hand: no sidecar
+    touch(root, "b00050.h5", b"")  # a crash during a non-atomic save
+    (root / "b00060.h5").mkdir()  # a folder is never a checkpoint
+    touch(root, "b00070.h5.backup")
+    touch(root, ".ckptname-tmp-1a2b3c4d5e6f-b00080.h5", b"")
+
+
+def test_full_scan_stats_only_what_no_sidecar_vouches_for(tmp_path: Path, stats: list[str]) -> None:
+    committed_folder(tmp_path)
+    stats.clear()
+    records = scan(tmp_path, "b{batch:05d}.h5")
+    assert names(records) == ["b00010.h5", "b00020.h5", "b00030.h5", "b00040.h5"]
+    assert stats == ["b00040.h5", "b00050.h5"]  # not the folder, not the decoys
+    assert [r.size for r in records] == [None, None, None, 1]  # read only where stat'ed
+
+
+def test_full_scan_with_sizes_stats_every_match(tmp_path: Path, stats: list[str]) -> None:
+    committed_folder(tmp_path)
+    stats.clear()
+    records = scan(tmp_path, "b{batch:05d}.h5", sizes=True)
+    assert names(records) == ["b00010.h5", "b00020.h5", "b00030.h5", "b00040.h5"]
+    assert sorted(stats) == ["b00010.h5", "b00020.h5", "b00030.h5", "b00040.h5", "b00050.h5"]
+    assert all(r.size == 1 and r.mtime is not None for r in records)
+    # Records name checkpoints: what was read along the way does not make them differ.
+    assert records == scan(tmp_path, "b{batch:05d}.h5")
+    assert find_latest(tmp_path, "b{batch:05d}.h5") == records[-1]
+
+
+def test_an_empty_file_counts_only_where_its_sidecar_vouches_for_it(tmp_path: Path) -> None:
+    template = "ep{epoch:02d}-{val_loss:.2f}.keras"
+    touch(tmp_path, "ep01-0.50.keras")
+    touch(tmp_path, "ep02-0.10.keras", b"")  # empty, and no sidecar: never a checkpoint
+    touch(tmp_path, "ep03-0.20.keras", b"")
+    sidecar(tmp_path, "ep03-0.20.keras", epoch=3)  # committed by the callback
+    for sizes in (False, True):
+        found = scan(tmp_path, template, sizes=sizes)
+        assert names(found) == ["ep01-0.50.keras", "ep03-0.20.keras"]
+    assert find_latest(tmp_path, template).name == "ep03-0.20.keras"  # type: ignore[union-attr]
+    assert find_best(tmp_path, "val_loss", template=template).name == "ep03-0.20.keras"  # type: ignore[union-attr]
+    (tmp_path / "ep03-0.20.keras.ckptname.json").unlink()
+    assert names(scan(tmp_path, template)) == ["ep01-0.50.keras"]
+    assert find_latest(tmp_path, template).name == "ep01-0.50.keras"  # type: ignore[union-attr]
+    assert find_best(tmp_path, "val_loss", template=template).name == "ep01-0.50.keras"  # type: ignore[union-attr]
+
+
+def test_linked_checkpoints_inside_the_root_are_followed(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    store = run / "store"  # inside the root: links there are followed
+    touch(store, "model.keras")
+    touch(store, "empty.keras", b"")
+    (run / "ep01.keras").symlink_to(store / "model.keras")
+    (run / "ep02.keras").symlink_to(store / "empty.keras")
+    (run / "ep03.keras").symlink_to(store / "gone.keras")
+    (run / "ep04.keras").symlink_to(store)  # a folder
+    records = scan(run, "ep{epoch:02d}.keras")
+    assert names(records) == ["ep01.keras"]
+    assert records[0].size == 1
+    assert find_latest(run, "ep{epoch:02d}.keras") == records[0]
+
+
 # ------------------------------------------------------------------ folders
 
 
@@ -841,8 +928,9 @@ def test_best_per_group_reads_a_metric_kept_only_in_the_sidecars(tmp_path: Path)
     with pytest.raises(MissingFieldError) as info:
         best_per_group(records, "val_acc", by="run")
     assert str(info.value) == (
-        "monitor 'val_acc' is in neither the names nor the sidecars of the 5 checkpoint(s) "
-        "given; rank by one of their fields (run, epoch) or by a metric the sidecars hold"
+        "monitor 'val_acc' is not a field of template 'run={run:s}/ep{epoch:03d}.keras' and no "
+        "checkpoint's sidecar records it; rank by one of the template's fields (run, epoch) or "
+        "by a metric the sidecars hold"
     )
     assert best_per_group([], "val_acc") == {}
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any, Literal, Protocol, TypeGuard
 
 from ._errors import Advice, MonitorError, advised
@@ -48,6 +49,7 @@ __all__ = [
     "metric_value",
     "progress_key",
     "resolve_mode",
+    "sort_by_progress",
     "tie_break",
 ]
 
@@ -237,6 +239,40 @@ def progress_key(checkpoint: Record) -> tuple[Any, ...]:
         _NaturalName(name),
         name,
     )
+
+
+def sort_by_progress(records: list[Any]) -> None:
+    """Sort records in place into :func:`progress_key` order, faster than by that key.
+
+    The order is exactly that of ``records.sort(key=progress_key)``. Building
+    the whole key for every record costs several times the sort itself, so
+    where every record holds its first counter (``batch``, else ``epoch``,
+    else ``batch_in_epoch``; a counter no record holds is skipped, as it
+    orders nothing) as an ``int``, records are sorted by that number, and
+    only runs that share it are sorted by the whole key. Elsewhere the whole
+    key sorts everything.
+    """
+    if len(records) < 2:
+        return
+    for counter in COUNTERS:
+        get = attrgetter(counter)
+        values = list(map(get, records))
+        if values.count(None) == len(values):
+            continue  # absent from every record: equal everywhere
+        if set(map(type, values)) != {int}:
+            break  # mixed, or not plain ints: let the whole key decide
+        records.sort(key=get)
+        if len(set(values)) == len(values):
+            return
+        values = list(map(get, records))
+        start = 0
+        for i in range(1, len(records) + 1):
+            if i == len(records) or values[i] != values[start]:
+                if i - start > 1:
+                    records[start:i] = sorted(records[start:i], key=progress_key)
+                start = i
+        return
+    records.sort(key=progress_key)
 
 
 def in_sequence(checkpoint: Record) -> bool:

@@ -18,10 +18,13 @@ template (relative to ``root``)                  names it finds
 What counts as a checkpoint:
 
 * the whole name matches the template (``step-100.backup`` is not
-  ``step-{step}``), level by level: one listing per folder level, never a
-  recursive walk, a glob or a search;
+  ``step-{step}``), part by part: each folder part with its folder level of
+  the template, never a glob;
 * it is a file of at least one byte (a directory or an empty file is never a
-  checkpoint: an empty file is what a crash during a non-atomic save leaves);
+  checkpoint: an empty file is what a crash during a non-atomic save leaves).
+  Locally, a file whose sidecar sits next to it was renamed into place
+  complete by the callback: the sidecar vouches for it, and it is taken
+  without a ``stat`` (so, whatever its size); any other file is stat'ed;
 * its name holds no ``.ckptname`` (temporary files, sidecars, the state file
   and the lock belong to ckptname);
 * on the local disk, it is reached without leaving the root: a symbolic link
@@ -37,18 +40,41 @@ What counts as a checkpoint:
   not at all. Local saves are atomic by rename, so local checkpoints need no
   marker.
 
+How a tree is listed:
+
+=====================================  ========================================
+root                                   listing
+=====================================  ========================================
+local folder                           one ``os.scandir`` per folder level of
+                                       the template (entry types, no stat);
+                                       ``find_latest`` one ``os.listdir`` of
+                                       names as bytes, searched in one pass
+object store that lists a prefix       one flat listing of the tree below the
+flatly (S3, GCS, Azure, memory), a     template's leading literal folders,
+template with a field in a folder      1,000 keys a request on S3
+other remote roots and templates       one ``ls`` per folder level
+=====================================  ========================================
+
+Sidecars are read only where a rule needs them: to order checkpoints whose
+names hold no counter, to break a tie on a rounded metric, and to rank by a
+metric the names lack; on object stores all at once, each in one GET.
+
 The order of checkpoints is :func:`ckptname._rank.progress_key`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import os
 import stat
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import filterfalse
+from operator import contains
 from typing import Any, AnyStr
 
 from ._errors import (
@@ -62,9 +88,11 @@ from ._errors import (
 from ._metadata import (
     SIDECAR_SUFFIX,
     STATE_NAME,
+    decode,
     is_reserved,
     read_sidecar,
     read_state,
+    sidecar_path,
 )
 from ._rank import (
     COUNTERS,
@@ -77,10 +105,11 @@ from ._rank import (
     metric_value,
     progress_key,
     resolve_mode,
+    sort_by_progress,
     tie_break,
 )
 from ._roots import Layout, Root, cached_template, layout_for, open_root
-from ._storage import Storage, storage_for, temp_target
+from ._storage import Entry, Storage, storage_for, temp_target
 from ._template import Template, same_value
 
 __all__ = ["Checkpoint", "best_per_group", "find_best", "find_latest", "scan"]
@@ -96,6 +125,12 @@ class Checkpoint:
     """One checkpoint found on disk or in an object store.
 
     Records are values: frozen, cheap, comparable, hashable and picklable.
+    Two records are equal when they name the same checkpoint the same way
+    (``path``, ``name``, ``values``, counters, ``template``); ``size``,
+    ``mtime`` and ``metadata`` are what was read along the way, where it
+    was, and take no part in comparisons, so that a record from
+    :func:`find_latest` (which stats the file it returns) equals the same
+    checkpoint's record from :func:`scan` (which may not).
 
     Attributes:
         path: the full path, or the URL for a URL root (``root`` joined with
@@ -107,11 +142,14 @@ class Checkpoint:
             lacks it.
         batch: the ``batch`` field (the global batch count), or ``None``.
         batch_in_epoch: the ``batch_in_epoch`` field, or ``None``.
-        size: the size in bytes where it was read (local checkpoints that were
-            checked, every remote checkpoint), else ``None``.
-        mtime: the modification time of a local file where it was read; it
-            orders checkpoints only when neither name nor sidecar hold a
-            counter.
+        size: the size in bytes where it was read, else ``None``: every
+            remote checkpoint (from the listing); the local checkpoint that
+            :func:`find_latest` or :func:`find_best` returns; local records
+            of ``scan(..., sizes=True)``, and those ``scan`` stat'ed anyway
+            (no sidecar vouched for them, or they are links).
+        mtime: the modification time of a local file where it was read (as
+            for ``size``); it orders checkpoints only when neither name nor
+            sidecar hold a counter.
         template: the text of the template the name matched.
         metadata: the checkpoint's sidecar where it was read (to order by its
             counters, or to break a tie by its exact metric values), else
@@ -124,8 +162,8 @@ class Checkpoint:
     epoch: int | None = None
     batch: int | None = None
     batch_in_epoch: int | None = None
-    size: int | None = field(default=None, kw_only=True)
-    mtime: float | None = field(default=None, kw_only=True)
+    size: int | None = field(default=None, kw_only=True, compare=False, hash=False)
+    mtime: float | None = field(default=None, kw_only=True, compare=False, hash=False)
     template: str | None = field(default=None, kw_only=True)
     metadata: dict[str, Any] | None = field(
         default=None, kw_only=True, compare=False, hash=False, repr=False
@@ -168,13 +206,24 @@ def _make(
     metadata: dict[str, Any] | None = None,
 ) -> Checkpoint:
     get = values.get
+    # This runs once per listed checkpoint: as_counter only where a counter
+    # is not already a plain int (most templates write counters with 'd').
+    epoch = get("epoch")
+    if epoch is not None and type(epoch) is not int:
+        epoch = as_counter(epoch)
+    batch = get("batch")
+    if batch is not None and type(batch) is not int:
+        batch = as_counter(batch)
+    in_epoch = get("batch_in_epoch")
+    if in_epoch is not None and type(in_epoch) is not int:
+        in_epoch = as_counter(in_epoch)
     return Checkpoint(
         path,
         name,
         values,
-        as_counter(get("epoch")),
-        as_counter(get("batch")),
-        as_counter(get("batch_in_epoch")),
+        epoch,
+        batch,
+        in_epoch,
         size=size,
         mtime=mtime,
         template=template,
@@ -321,11 +370,68 @@ class _SidecarProblems:
         )
 
 
-def _with_metadata(root: Root, record: Checkpoint, problems: _SidecarProblems) -> Checkpoint:
-    if record.metadata is not None:
-        return record
-    meta = problems.read(root.storage, root.inner_path(record.name))
-    return record if meta is None else replace(record, metadata=meta)
+def _in_root(root: Root) -> Callable[[Checkpoint], tuple[Storage, str] | None]:
+    """Where the records of one root are: its storage, and the name joined to it."""
+
+    def locate(record: Checkpoint) -> tuple[Storage, str] | None:
+        return root.storage, root.inner_path(record.name)
+
+    return locate
+
+
+def _by_path(record: Checkpoint) -> tuple[Storage, str] | None:
+    """Where a record is, from its path alone (records of any root)."""
+    try:
+        return storage_for(record.path)
+    except ImportError:
+        return None  # a URL whose file system is not installed: no sidecar to read
+
+
+def _with_sidecars(
+    records: Sequence[Checkpoint],
+    problems: _SidecarProblems,
+    locate: Callable[[Checkpoint], tuple[Storage, str] | None],
+) -> list[Checkpoint]:
+    """The records, each with its sidecar where it has one (``metadata``).
+
+    Records that carry their metadata already are not read again. Local
+    sidecars are read one by one (a read is a system call or two); remote
+    ones with one :meth:`Storage.read_many` per file system, so that an
+    object store serves them concurrently, each in one GET.
+    """
+    out = list(records)
+    remote: dict[int, tuple[Storage, list[int], list[str]]] = {}
+    for i, record in enumerate(out):
+        if record.metadata is not None:
+            continue
+        where = locate(record)
+        if where is None:
+            continue
+        storage, inner = where
+        if not storage.remote:
+            meta = problems.read(storage, inner)
+            if meta is not None:
+                out[i] = replace(record, metadata=meta)
+            continue
+        # Requests to one file system go out together, however the records
+        # reached it (fsspec shares one instance per file system and options).
+        key = id(getattr(storage, "fs", storage))
+        _, indices, paths = remote.setdefault(key, (storage, [], []))
+        indices.append(i)
+        paths.append(sidecar_path(inner))
+    for storage, indices, paths in remote.values():
+        for i, path, raw in zip(indices, paths, storage.read_many(paths)):
+            if isinstance(raw, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+                continue
+            if isinstance(raw, OSError):
+                raise raw
+            try:
+                meta = decode(raw, f"sidecar {storage.url(path)!r}")
+            except MetadataError as exc:
+                problems.messages.append(str(exc))
+                continue
+            out[i] = replace(out[i], metadata=meta)
+    return out
 
 
 # --------------------------------------------------------------------------- listing
@@ -341,11 +447,20 @@ def _local_records(
 ) -> list[Checkpoint]:
     """Every name in a local leaf folder that reads back with the template.
 
-    With ``check``, each is also stat'ed: only non-empty files are kept, with
-    their size and time. Without it, records are unchecked (the caller checks
-    the few it returns). ``names`` is the folder's listing where the caller
-    has it already.
+    With ``check``, each is also stat'ed: only complete files are kept (see
+    :func:`_complete`), with their size and time. Without it, records are
+    unchecked (the caller checks the few it returns). ``names`` is the
+    folder's listing where the caller has it already.
     """
+    if names is None:
+        names = _listdir_names(folder.inner)
+    with _records_in_bulk():
+        return _records_of_names(root, layout, folder, names, check=check)
+
+
+def _records_of_names(
+    root: Root, layout: Layout, folder: _Folder, names: list[str], *, check: bool
+) -> list[Checkpoint]:
     parse = layout.leaf.parse
     out: list[Checkpoint] = []
     text = layout.text
@@ -353,7 +468,7 @@ def _local_records(
     # Joined once per folder, not once per name: this loop runs per file.
     user_base = root.path(prefix)
     inner_base = os.path.join(folder.inner, "") if folder.inner else ""
-    for name in _listdir_names(folder.inner) if names is None else names:
+    for name in names:
         if is_reserved(name):
             continue
         values = parse(name)
@@ -366,7 +481,8 @@ def _local_records(
             out.append(_make(user_base + name, prefix + name, merged, text))
             continue
         st = _local_stat(root, inner_base + name)
-        if st is None or not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        vouched = partial(os.path.lexists, sidecar_path(inner_base + name))
+        if st is None or not _complete(st, vouched):
             continue  # deleted since the listing, a dangling link or one out of the root
         out.append(
             _make(
@@ -381,16 +497,168 @@ def _local_records(
     return out
 
 
-def _remote_records(root: Root, layout: Layout, folder: _Folder) -> list[Checkpoint]:
-    """Every complete, non-empty object in a remote leaf folder that reads back."""
-    entries = root.storage.listdir(folder.inner)
-    names = {e.name for e in entries}
+@contextlib.contextmanager
+def _records_in_bulk() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a listing is turned into records.
+
+    Each record is an object the collector tracks, so making 100,000 of them
+    sets off collections, and each of those walks the objects of the whole
+    process: with Keras loaded, they double the cost of a scan. Records hold
+    no reference cycles, so there is nothing for the collector to find
+    among them. It is paused only for loops over listed names (no I/O but
+    ``stat``), and runs again as before when the block ends, if it was on.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _local_checked(
+    root: Root, layout: Layout, folder: _Folder, *, sizes: bool
+) -> list[Checkpoint]:
+    """Every complete checkpoint in a local leaf folder, reading no more than the rules need.
+
+    One ``os.scandir``: entry types come with the listing (no system call),
+    so folders and other non-files are dropped unread. A regular file whose
+    sidecar is listed next to it is a checkpoint the callback committed (it
+    renames the complete file into place after writing the sidecar) and is
+    not stat'ed; any other match is stat'ed once, and dropped if it is
+    empty (see :func:`_complete`). A symbolic link is followed with a
+    ``stat`` only where it leads inside the root: it counts where it leads to
+    a regular file that is complete by the same rule. With ``sizes``, every match is stat'ed, and its record
+    carries its size and time.
+    """
+    with _LocalFolder(folder.inner) as listing, _records_in_bulk():
+        if listing.missing:
+            return []
+        files = listing.files
+        suffix = SIDECAR_SUFFIX
+        listed = set(files)
+        parse = layout.leaf.parse
+        text = layout.text
+        prefix = folder.prefix
+        outer = folder.values
+        user_base = root.path(prefix)  # joined once per folder: the loop runs per file
+        stat_at = listing.stat
+        out: list[Checkpoint] = []
+        for names, follow in ((files, False), (listing.links, True)):
+            for name in names:
+                if _RESERVED in name:
+                    continue
+                values = parse(name)
+                if values is None:
+                    continue
+                if outer:
+                    values = _merge(outer, values)
+                    if values is None:
+                        continue
+                if not sizes and not follow and name + suffix in listed:
+                    out.append(_make(user_base + name, prefix + name, values, text))
+                    continue
+                if follow and not _inside_root(root, os.path.join(folder.inner or ".", name)):
+                    continue  # a link that leads out of the root is never followed
+                try:
+                    st = stat_at(name, follow)
+                except OSError:
+                    continue  # deleted since the listing, or a dangling link
+                if not _complete(st, partial(contains, listed, name + suffix)):
+                    continue
+                out.append(
+                    _make(
+                        user_base + name,
+                        prefix + name,
+                        values,
+                        text,
+                        size=st.st_size,
+                        mtime=st.st_mtime,
+                    )
+                )
+        return out
+
+
+_RESERVED = ".ckptname"  # what is_reserved looks for, inlined into the loop above
+
+
+class _LocalFolder:
+    """A local folder's regular files and symbolic links, and a ``stat`` for its names.
+
+    A context manager: on entry the folder is listed once with
+    ``os.scandir`` (entries whose type the listing does not give, on some
+    file systems, are typed by ``os.scandir`` with one ``lstat`` each).
+    Where the platform allows, the folder stays open until exit and
+    :meth:`stat` reads names relative to it, so no path is resolved again.
+    ``missing`` is true where the folder does not exist.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path or "."
+        self.files: list[str] = []
+        self.links: list[str] = []
+        self.missing = False
+        self._fd: int | None = None
+
+    def __enter__(self) -> _LocalFolder:
+        target: str | int = self.path
+        if os.scandir in os.supports_fd and os.stat in os.supports_dir_fd:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            except (FileNotFoundError, NotADirectoryError):
+                self.missing = True
+                return self
+            target = self._fd
+        try:
+            with os.scandir(target) as it:
+                for entry in it:
+                    if entry.is_file(follow_symlinks=False):
+                        self.files.append(entry.name)
+                    elif entry.is_symlink():
+                        self.links.append(entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            self.missing = True
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def stat(self, name: str, follow: bool) -> os.stat_result:
+        """``os.stat`` of a name in this folder (``follow``: through a link)."""
+        if self._fd is not None:
+            return os.stat(name, dir_fd=self._fd, follow_symlinks=follow)
+        return os.stat(os.path.join(self.path, name), follow_symlinks=follow)
+
+
+def _leaf_records(
+    root: Root,
+    layout: Layout,
+    prefix: str,
+    outer: dict[str, Any],
+    managed: bool,
+    entries: Iterable[Entry],
+    names: set[str],
+) -> list[Checkpoint]:
+    """Every complete, non-empty object of a remote leaf folder that reads back.
+
+    Args:
+        prefix: the folder relative to root, ending in ``/``, or ``''``.
+        outer: the values read from the folder's path.
+        managed: a state file was seen in a folder listed on the way down.
+        entries: the folder's entries (folders among them are skipped).
+        names: the names of every entry of the folder, folders included.
+    """
     managed = (
-        folder.managed
-        or STATE_NAME in names
-        or any(name.endswith(SIDECAR_SUFFIX) for name in names)
+        managed or STATE_NAME in names or any(name.endswith(SIDECAR_SUFFIX) for name in names)
     )
-    leaf = layout.leaf
+    parse = layout.leaf.parse
     out: list[Checkpoint] = []
     for entry in entries:
         name = entry.name
@@ -398,24 +666,150 @@ def _remote_records(root: Root, layout: Layout, folder: _Folder) -> list[Checkpo
             continue
         if managed and name + SIDECAR_SUFFIX not in names:
             continue  # uploaded, but its save has not been committed
-        values = leaf.parse(name)
+        values = parse(name)
         if values is None:
             continue
-        merged = _merge(folder.values, values)
+        merged = _merge(outer, values)
         if merged is None:
             continue
-        rel = folder.prefix + name
+        rel = prefix + name
         out.append(_make(root.path(rel), rel, merged, layout.text, size=entry.size))
     return out
 
 
-def _all_records(root: Root, layout: Layout, *, check: bool) -> list[Checkpoint]:
+def _remote_by_level(root: Root, layout: Layout) -> list[Checkpoint]:
+    """Every complete checkpoint of a remote tree, listing folder by folder."""
     records: list[Checkpoint] = []
     for folder in _folders(root, layout):
-        if root.local:
-            records.extend(_local_records(root, layout, folder, check=check))
+        entries = root.storage.listdir(folder.inner)
+        names = {e.name for e in entries}
+        records.extend(
+            _leaf_records(
+                root, layout, folder.prefix, folder.values, folder.managed, entries, names
+            )
+        )
+    return records
+
+
+def _remote_flat(root: Root, layout: Layout) -> list[Checkpoint] | None:
+    """Every complete checkpoint of a remote tree, from one flat listing of it.
+
+    The tree below the template's leading literal folders (``runs/`` in
+    ``runs/lr={lr}/ep{epoch}.h5``) is listed once (:meth:`Storage.find`),
+    and each path is read part by part with the template's folder
+    templates, as the walk folder by folder reads them: the same records,
+    the same values, and the same commit rule, where a state file counts in
+    the folders that walk lists (those that hold a field level, and the leaf
+    folder).
+
+    Returns ``None`` where the walk lists only one folder anyway (no field
+    in a folder part), or where the storage cannot list a tree flatly.
+    """
+    dirs = layout.dirs
+    lead = 0
+    while lead < len(dirs) and not dirs[lead].fields:
+        lead += 1
+    if lead == len(dirs):
+        return None
+    base = root.inner
+    lead_prefix = ""
+    for segment in dirs[:lead]:
+        part = segment.render({})
+        base = root.join(base, part)
+        lead_prefix += part + "/"
+    entries = root.storage.find(base)
+    if entries is None:
+        return None
+    with _records_in_bulk():
+        return _tree_records(root, layout, lead_prefix, dirs[lead:], entries)
+
+
+def _tree_records(
+    root: Root, layout: Layout, lead_prefix: str, below: tuple[Template, ...], entries: list[Entry]
+) -> list[Checkpoint]:
+    """The records of a flat listing of a tree (see :func:`_remote_flat`).
+
+    Args:
+        lead_prefix: the template's leading literal folders, ending in ``/``
+            (or ``''``): where the listing was made, relative to root.
+        below: the template's folder levels below them.
+        entries: every file below, named relative to where it was listed.
+    """
+    depth = len(below)
+    literal = [None if seg.fields else seg.render({}) for seg in below]
+    # The folders the walk folder by folder would list on the way down: the
+    # folder above each field level.
+    listed_depths = [d for d in range(depth) if below[d].fields]
+    states: set[str] = set()  # folders (relative to base) that hold a state file
+    leaf_names: dict[str, set[str]] = {}
+    leaf_files: dict[str, list[Entry]] = {}
+    for entry in entries:
+        parts = entry.name.split("/")
+        if "" in parts:
+            continue  # an empty key part: no folder the walk would see
+        if STATE_NAME in parts:
+            for j, part in enumerate(parts[: depth + 1]):
+                if part == STATE_NAME:
+                    states.add("/".join(parts[:j]))
+        if len(parts) <= depth:
+            continue  # above the leaf folders
+        folder = "/".join(parts[:depth])
+        names = leaf_names.get(folder)
+        if names is None:
+            names = leaf_names[folder] = set()
+            leaf_files[folder] = []
+        names.add(parts[depth])
+        if len(parts) == depth + 1:
+            leaf_files[folder].append(Entry(parts[depth], False, entry.size, None))
+    records: list[Checkpoint] = []
+    for folder in sorted(leaf_names):
+        parts = folder.split("/")
+        values: dict[str, Any] | None = {}
+        for segment, fixed, part in zip(below, literal, parts):
+            if fixed is not None:
+                if part != fixed:
+                    values = None
+                    break
+                continue
+            read = None if is_reserved(part) else segment.parse(part)
+            values = None if read is None else _merge(values or {}, read)
+            if values is None:
+                break
+        if values is None:
+            continue
+        managed = any("/".join(parts[:d]) in states for d in listed_depths)
+        records.extend(
+            _leaf_records(
+                root,
+                layout,
+                lead_prefix + folder + "/",
+                values,
+                managed,
+                leaf_files[folder],
+                leaf_names[folder],
+            )
+        )
+    return records
+
+
+def _all_records(
+    root: Root, layout: Layout, *, check: bool, sizes: bool = False
+) -> list[Checkpoint]:
+    """Every checkpoint under ``root``, unordered.
+
+    ``check=False`` asks local roots only for names (the caller checks the
+    few records it returns); remote records are always complete, as the
+    listing gives sizes.
+    """
+    if not root.local:
+        flat = _remote_flat(root, layout)
+        return flat if flat is not None else _remote_by_level(root, layout)
+    records: list[Checkpoint] = []
+    for folder in _folders(root, layout):
+        if check:
+            records.extend(_local_checked(root, layout, folder, sizes=sizes))
         else:
-            records.extend(_remote_records(root, layout, folder))
+            records.extend(_local_records(root, layout, folder, check=False))
     return records
 
 
@@ -423,11 +817,12 @@ def _ordered(root: Root, layout: Layout, records: list[Checkpoint]) -> list[Chec
     """Records in progress order, reading what the order needs where names lack counters."""
     if not layout.has_counter and records:
         problems = _SidecarProblems()
-        records = [_with_metadata(root, r, problems) for r in records]
+        records = _with_sidecars(records, problems, _in_root(root))
         if root.local:
             records = [_with_mtime(root, r) for r in records]
         problems.warn(stacklevel=5)
-    records.sort(key=progress_key)
+    with _records_in_bulk():
+        sort_by_progress(records)
     return records
 
 
@@ -666,24 +1061,31 @@ def _descending_fast(
     if not texts:
         return
     try:
-        counters = list(map(int, texts))
+        # The newest first, in one pass: most calls need no more.
+        text = max(texts, key=int)
     except ValueError:
         # A field without a format type also matches text that is no integer
         # ('step-abc' for 'step-{batch}'); let parse decide about those.
         yield from _descending_general(root, layout, folder, all_names())
         return
+    top: int | None = int(text)
+    count = texts.count(text)  # where one number is written two ways, parse disagrees below
+    counters: list[int] = []
     refused: set[int] = set()
     given: set[str] = set()
     for _ in range(8):
         if refused:
+            # The newest were all refused (empty files, say): the next newest.
+            if not counters:
+                counters = list(map(int, texts))
             top = max(filterfalse(refused.__contains__, counters), default=None)
             if top is None:
                 return
-        else:
-            top = max(counters)
-        text = texts[counters.index(top)]
+            text = texts[counters.index(top)]
+            count = counters.count(top)
+        assert top is not None
         matched, records = _names_with_counter(root, layout, folder, joined, text, top)
-        if len(matched) != counters.count(top):
+        if len(matched) != count:
             break  # parse and the search disagree: trust parse
         records.sort(key=progress_key, reverse=True)
         for record in records:
@@ -739,21 +1141,35 @@ def _descending_general(
 
 
 def _checked_local(root: Root, record: Checkpoint) -> Checkpoint | None:
-    """The record with its size and time, if it is a non-empty regular file."""
-    st = _local_stat(root, root.inner_path(record.name))
-    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+    """The record with its size and time, if it is a complete file (see :func:`_complete`)."""
+    path = root.inner_path(record.name)
+    st = _local_stat(root, path)
+    if st is None or not _complete(st, partial(os.path.lexists, sidecar_path(path))):
         return None
     return replace(record, size=st.st_size, mtime=st.st_mtime)
 
 
+def _complete(st: os.stat_result, vouched: Callable[[], bool]) -> bool:
+    """Whether a local file counts as a checkpoint: a regular file, and not empty.
+
+    An empty file is what a crash during a non-atomic save leaves (Keras
+    writes in place). A file whose sidecar sits next to it was renamed into
+    place complete by the callback: it counts whatever its size, as it does
+    where :func:`scan` takes it without a stat. ``vouched`` is asked only
+    for an empty file.
+    """
+    return stat.S_ISREG(st.st_mode) and (st.st_size > 0 or vouched())
+
+
 def _latest_by_listing(root: Root, layout: Layout) -> Checkpoint | None:
-    folders = _folders(root, layout)
     if not root.local:
-        records = []
-        for folder in folders:
-            records.extend(_remote_records(root, layout, folder))
-        ordered = _ordered(root, layout, records)
-        return next((r for r in reversed(ordered) if in_sequence(r)), None)
+        records = [r for r in _all_records(root, layout, check=True) if in_sequence(r)]
+        if not records:
+            return None
+        if layout.has_counter:
+            return max(records, key=progress_key)
+        return _ordered(root, layout, records)[-1]
+    folders = _folders(root, layout)
     streams = [_descending_local(root, layout, folder) for folder in folders]
     if not streams:
         return None
@@ -826,17 +1242,35 @@ def find_latest(
 # --------------------------------------------------------------------------- scan
 
 
-def scan(root: str | os.PathLike[str], template: Template | str | None = None) -> list[Checkpoint]:
+def scan(
+    root: str | os.PathLike[str],
+    template: Template | str | None = None,
+    *,
+    sizes: bool = False,
+) -> list[Checkpoint]:
     """Every complete checkpoint under ``root``, oldest first.
 
-    Lists one folder per folder level of the template (``lr={lr}/ep{epoch}.h5``
-    lists ``root`` and each matching ``lr=...`` folder); each local match is
-    stat'ed once, to drop empty files and record its size.
+    A local folder is listed once per folder level of the template
+    (``lr={lr}/ep{epoch}.h5`` lists ``root`` and each matching ``lr=...``
+    folder), with ``os.scandir``, whose entry types need no system call. A
+    match is stat'ed only where a rule needs it: to drop an empty file where
+    no sidecar vouches for the checkpoint, to follow a symbolic link, or
+    because ``sizes`` was asked for.
+
+    A remote tree whose store lists a prefix flatly (S3, GCS, Azure,
+    ``memory://``) is listed once, page by page, and each path is read with
+    the template's folder parts; elsewhere, folder by folder. Sizes come with
+    the listing; no sidecar is read unless the template has no progress
+    counter (the sidecars' counters order the checkpoints then).
 
     Args:
         root: a folder path or an fsspec URL (``s3://bucket/run``).
         template: the template the checkpoints were saved with, relative to
             ``root``; ``None`` reads it from the folder's state file.
+        sizes: read every local checkpoint's size and modification time
+            (one ``stat`` each) into its record. Without it, a local record
+            carries them only where it was stat'ed anyway; remote records
+            always carry the size the listing gave.
 
     Returns:
         Checkpoints in progress order (see :func:`find_latest`); empty where
@@ -851,25 +1285,16 @@ def scan(root: str | os.PathLike[str], template: Template | str | None = None) -
     layout = _layout_to_walk(where, template, "scan")
     if layout is None:
         return []
-    return _ordered(where, layout, _all_records(where, layout, check=True))
+    return _ordered(where, layout, _all_records(where, layout, check=True, sizes=sizes))
 
 
 # --------------------------------------------------------------------------- best
 
 
-def _pick_best(
-    records: Iterable[Checkpoint],
-    monitor: str,
-    mode: Mode,
-    read_metadata: Callable[[Checkpoint], Checkpoint],
-    check: Callable[[Checkpoint], Checkpoint | None],
-) -> Checkpoint | None:
-    """The best record by ``monitor``, reading sidecars only to break ties.
+def _top_ties(records: Iterable[Checkpoint], monitor: str, mode: Mode) -> list[list[Checkpoint]]:
+    """Records that can win, in groups of equal value in their names, best group first.
 
-    Records are ranked by the value in their names; where several share the
-    best value, their sidecars are read and :func:`ckptname._rank.best_key`
-    orders them by exact value, then progress. ``check`` may refuse a record
-    (an empty file), and the next best is taken.
+    Each group is in descending progress order; sidecars are not read.
     """
     sign = -1.0 if mode == "min" else 1.0
 
@@ -879,28 +1304,50 @@ def _pick_best(
         return sign * value
 
     ranked = sorted(
-        (r for r in records if can_win(r, monitor)),
-        key=lambda r: (named(r), tie_break(r)),
+        ((named(r), r) for r in records if can_win(r, monitor)),
+        key=lambda pair: (pair[0], tie_break(pair[1])),
         reverse=True,
     )
-    i = 0
-    while i < len(ranked):
-        value = named(ranked[i])
-        j = i + 1
-        while j < len(ranked) and named(ranked[j]) == value:
-            j += 1
-        group = ranked[i:j]
+    groups: list[list[Checkpoint]] = []
+    last: float | None = None
+    for value, record in ranked:
+        if groups and value == last:
+            groups[-1].append(record)
+        else:
+            groups.append([record])
+            last = value
+    return groups
+
+
+def _by_exact_value(group: list[Checkpoint], monitor: str, mode: Mode) -> list[Checkpoint]:
+    """Records that tie on the value in their names, best first by :func:`best_key`."""
+    if len(group) == 1:
+        return group
+    return sorted(group, key=lambda r: best_key(r, monitor, mode), reverse=True)
+
+
+def _pick_best(
+    records: Iterable[Checkpoint],
+    monitor: str,
+    mode: Mode,
+    read_metadata: Callable[[list[Checkpoint]], list[Checkpoint]],
+    check: Callable[[Checkpoint], Checkpoint | None],
+) -> Checkpoint | None:
+    """The best record by ``monitor``, reading sidecars only to break ties.
+
+    Records are ranked by the value in their names; where several share the
+    best value, their sidecars are read (all at once) and
+    :func:`ckptname._rank.best_key` orders them by exact value, then
+    progress. ``check`` may refuse a record (an empty file), and the next
+    best is taken.
+    """
+    for group in _top_ties(records, monitor, mode):
         if len(group) > 1:
-            group = sorted(
-                (read_metadata(r) for r in group),
-                key=lambda r: best_key(r, monitor, mode),
-                reverse=True,
-            )
+            group = _by_exact_value(read_metadata(group), monitor, mode)
         for record in group:
             checked = check(record)
             if checked is not None:
                 return checked
-        i = j
     return None
 
 
@@ -946,8 +1393,9 @@ def find_best(
     if not records:
         return None
     problems = _SidecarProblems()
+    locate = _in_root(where)
     if monitor not in layout.template.fields:
-        records = _with_sidecar_metric(where, layout, records, monitor, problems)
+        records = _with_sidecar_metric(layout, records, monitor, problems, locate)
     if not layout.has_counter:
         records = _ordered(where, layout, records)
 
@@ -955,35 +1403,38 @@ def find_best(
         return _checked_local(where, record) if where.local else record
 
     best = _pick_best(
-        records, monitor, resolved, lambda r: _with_metadata(where, r, problems), check
+        records, monitor, resolved, lambda group: _with_sidecars(group, problems, locate), check
     )
     problems.warn()
     return best
 
 
 def _with_sidecar_metric(
-    root: Root,
     layout: Layout,
     records: list[Checkpoint],
     monitor: str,
     problems: _SidecarProblems,
+    locate: Callable[[Checkpoint], tuple[Storage, str] | None],
 ) -> list[Checkpoint]:
     """Records with their sidecars, for a monitor that is not in the names.
 
     Raises:
         MissingFieldError: no sidecar holds ``monitor`` either.
     """
-    records = [_with_metadata(root, r, problems) for r in records]
+    records = _with_sidecars(records, problems, locate)
     if not any(metric_value(r, monitor)[0] is not None for r in records):
-        fields = layout.template.fields
-        raise MissingFieldError(
-            f"monitor {monitor!r} is not a field of template {layout.text!r} and no "
-            f"checkpoint's sidecar records it; rank by one of the template's fields "
-            f"({', '.join(fields) or 'none'}) or by a metric the sidecars hold",
-            (monitor,),
-            fields,
-        )
+        raise _no_monitor(monitor, layout.text, layout.template.fields)
     return records
+
+
+def _no_monitor(monitor: str, template: str, fields: Sequence[str]) -> MissingFieldError:
+    return MissingFieldError(
+        f"monitor {monitor!r} is not a field of template {template!r} and no "
+        f"checkpoint's sidecar records it; rank by one of the template's fields "
+        f"({', '.join(fields) or 'none'}) or by a metric the sidecars hold",
+        (monitor,),
+        tuple(fields),
+    )
 
 
 def best_per_group(
@@ -1001,10 +1452,11 @@ def best_per_group(
         ckptname.best_per_group(records, "val_loss", by=("lr",))
         # {(0.001,): Checkpoint(...lr=1e-03/seed=2/ep041-0.3120.keras), (0.01,): ...}
 
-    Ranking is :func:`find_best`'s, from the same sources: the value in the
-    name, or in the sidecar where the name lacks the metric; NaN never wins;
-    ties on the value in the name are broken by the exact value in the
-    sidecars (read only for those records), then by progress.
+    Ranking is :func:`find_best`'s: NaN never wins, ties on the value in the
+    name are broken by the exact value in the sidecars (read only for those
+    records), then by progress. A record whose name lacks ``monitor`` is
+    ranked by the value in its sidecar. Sidecars are read only for such
+    records and for ties, all at once (concurrently on object stores).
 
     Args:
         records: checkpoints, e.g. from :func:`scan`.
@@ -1021,45 +1473,57 @@ def best_per_group(
 
     Raises:
         MonitorError: ``mode`` is invalid, or ``"auto"`` cannot tell.
-        MissingFieldError: a record lacks a field of ``by``; or records were
-            given and none has ``monitor`` in its name or its sidecar.
+        MissingFieldError: a record lacks a field of ``by``; or no record
+            has a value for ``monitor``, in its name or its sidecar.
         TemplateError: ``by`` is ``None`` and a record has no template.
     """
     resolved = resolve_mode(monitor, mode)
-    groups = _grouped(records, by)
+    records = list(records)
+    groups = _grouped(records, by)  # checks ``by`` before anything is read
     problems = _SidecarProblems()
-
-    def with_metadata(record: Checkpoint) -> Checkpoint:
-        if record.metadata is not None:
-            return record
-        try:
-            storage, inner = storage_for(record.path)
-        except ImportError:
-            return record
-        meta = problems.read(storage, inner)
-        return record if meta is None else replace(record, metadata=meta)
-
-    # As find_best does: where a name lacks the metric, its sidecar holds it.
-    for group, members in groups.items():
-        groups[group] = [r if monitor in r.values else with_metadata(r) for r in members]
-    everyone = [r for members in groups.values() for r in members]
-    if everyone and not any(metric_value(r, monitor)[0] is not None for r in everyone):
-        problems.warn()
-        fields = tuple(dict.fromkeys(k for r in everyone for k in r.values))
-        raise MissingFieldError(
-            f"monitor {monitor!r} is in neither the names nor the sidecars of the "
-            f"{len(everyone)} checkpoint(s) given; rank by one of their fields "
-            f"({', '.join(fields) or 'none'}) or by a metric the sidecars hold",
-            (monitor,),
-            fields,
-        )
-    out: dict[tuple[Any, ...], Checkpoint] = {}
+    lacking = [i for i, r in enumerate(records) if monitor not in r.values]
+    if lacking:
+        # A metric that is not in the names is read from the sidecars, all at once.
+        found = _with_sidecars([records[i] for i in lacking], problems, _by_path)
+        for i, record in zip(lacking, found):
+            records[i] = record
+        if not any(metric_value(r, monitor)[0] is not None for r in records):
+            problems.warn()
+            raise _no_monitor_in(records, monitor)
+        groups = _grouped(records, by)
+    tops: dict[tuple[Any, ...], list[Checkpoint]] = {}
     for group in _sorted_groups(groups):
-        best = _pick_best(groups[group], monitor, resolved, with_metadata, lambda r: r)
-        if best is not None:
-            out[group] = best
+        ties = _top_ties(groups[group], monitor, resolved)
+        if ties:
+            tops[group] = ties[0]
+    # Ties on the value in the names are broken by the exact values in the
+    # sidecars: those of every group are read at once.
+    tied = [r for top in tops.values() if len(top) > 1 for r in top]
+    read = iter(_with_sidecars(tied, problems, _by_path))
+    out: dict[tuple[Any, ...], Checkpoint] = {}
+    for group, top in tops.items():
+        if len(top) > 1:
+            top = _by_exact_value([next(read) for _ in top], monitor, resolved)
+        out[group] = top[0]
     problems.warn()
     return out
+
+
+def _no_monitor_in(records: list[Checkpoint], monitor: str) -> MissingFieldError:
+    """The error for a monitor that no record has, in its name or its sidecar."""
+    templates = {r.template for r in records}
+    if len(templates) == 1 and None not in templates:
+        (text,) = templates
+        assert text is not None
+        return _no_monitor(monitor, text, cached_template(text).fields)
+    fields = tuple(dict.fromkeys(k for r in records for k in r.values))
+    return MissingFieldError(
+        f"no checkpoint has a value for monitor {monitor!r}, in its name or its sidecar; "
+        f"rank by one of the fields the names hold ({', '.join(fields) or 'none'}) or by a "
+        "metric the sidecars hold",
+        (monitor,),
+        fields,
+    )
 
 
 def _grouped(

@@ -6,8 +6,24 @@ it (formats, locks, scanning, retention, the callback) asks a :class:`Storage`.
 
 Local paths use ``os`` directly (``os.scandir`` lists a folder with sizes in
 one system call per entry batch). URLs (``s3://bucket/run``, ``memory://x``,
-``file://...``) go through fsspec, imported only when a URL is used. Listing
-is always one ``ls`` per folder: never a glob, never a walk of the whole tree.
+``file://...``) go through fsspec, imported only when a URL is used.
+
+Listing never globs. A folder is one ``ls`` (:meth:`Storage.listdir`). A
+whole tree is one flat listing (:meth:`Storage.find`) only where the store
+lists every key under a prefix in one paginated request sequence, without
+asking folder by folder:
+
+==========================================  ===================================
+storage                                     :meth:`Storage.find`
+==========================================  ===================================
+``s3``, ``s3a``, ``gs``, ``gcs``, ``az``,   fsspec ``find(detail=True)``: one
+``abfs``, ``abfss``, ``memory``             listing without a delimiter, 1,000
+                                            keys a page on S3
+local disk, other fsspec protocols          ``None``: list folder by folder
+                                            (a generic fsspec ``find`` walks
+                                            the tree one ``ls`` per folder, and
+                                            the local disk has its own paths)
+==========================================  ===================================
 
 A file is written so that it appears under its name complete or not at all:
 
@@ -176,6 +192,39 @@ class Storage:
     def listdir(self, path: str) -> list[Entry]:
         """The entries of a folder (a symbolic link to nothing is listed as a file)."""
         raise NotImplementedError
+
+    def find(self, path: str) -> list[Entry] | None:
+        """Every file below a folder, in one flat listing; ``None`` where there is none.
+
+        Args:
+            path: the folder.
+
+        Returns:
+            One entry per file at any depth below ``path``, its ``name`` the
+            path relative to ``path`` with ``/`` between parts and its
+            ``size`` as listed; ``[]`` where ``path`` holds nothing. ``None``
+            where this storage cannot list a tree flatly: the caller lists
+            folder by folder with :meth:`listdir` instead.
+        """
+        return None
+
+    def read_many(self, paths: list[str]) -> list[bytes | OSError]:
+        """The contents of several small files, read concurrently where the storage can.
+
+        Args:
+            paths: the files.
+
+        Returns:
+            For each path, in order, its bytes, or the ``OSError`` reading it
+            raised (``FileNotFoundError`` where nothing is there).
+        """
+        out: list[bytes | OSError] = []
+        for path in paths:
+            try:
+                out.append(self.read_bytes(path))
+            except OSError as exc:
+                out.append(exc)
+        return out
 
     def exists(self, path: str) -> bool:
         """Whether ``path`` exists (a symbolic link to nothing does not)."""
@@ -378,6 +427,12 @@ class LocalStorage(Storage):
             os.close(fd)
 
 
+# Protocols whose fsspec ``find`` lists a whole prefix without a delimiter
+# (s3fs, gcsfs, adlfs) or from one mapping (memory), rather than walking it
+# folder by folder as fsspec's generic ``find`` does.
+_FLAT_LISTING = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"})
+
+
 class FsspecStorage(Storage):
     """Files on any fsspec file system (object stores, ``memory://``...)."""
 
@@ -411,6 +466,73 @@ class FsspecStorage(Storage):
             is_dir = info.get("type") == "directory"
             size = None if is_dir else info.get("size")
             out.append(Entry(name, is_dir, size, None))
+        return out
+
+    def find(self, path: str) -> list[Entry] | None:
+        if self.protocol not in _FLAT_LISTING:
+            return None
+        # As for listdir: ask the store, not a cache.
+        self.fs.invalidate_cache(path)
+        try:
+            infos = self.fs.find(path, detail=True, withdirs=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        finally:
+            self._forget_tree(path)
+        here = path.rstrip("/")
+        prefixes = (here + "/", here.lstrip("/") + "/")
+        out = []
+        for info in infos.values():
+            if info.get("type") == "directory":
+                continue
+            full = info["name"]
+            for prefix in prefixes:
+                if full.startswith(prefix):
+                    name = full[len(prefix) :]
+                    break
+            else:
+                continue  # the folder itself, where it is also an object
+            if name and not name.endswith("/"):  # "a/" is a folder's marker object
+                out.append(Entry(name, False, info.get("size"), None))
+        return out
+
+    def _forget_tree(self, path: str) -> None:
+        """Drop the listings of ``path`` and every folder below it from fsspec's cache.
+
+        s3fs fills its cache with a listing of every folder a ``find``
+        passed; this fsspec instance is shared by the whole process, and
+        other callers would be answered from it long after the tree changed.
+        """
+        self.fs.invalidate_cache(path)
+        cache = getattr(self.fs, "dircache", None)
+        if not cache:
+            return
+        below = path.rstrip("/") + "/"
+        for key in [k for k in list(cache) if isinstance(k, str) and k.startswith(below)]:
+            cache.pop(key, None)
+
+    def read_many(self, paths: list[str]) -> list[bytes | OSError]:
+        if not paths:
+            return []
+        # A ranged read from byte 0 is one GET: s3fs asks for the size first
+        # (a HEAD) only for a read without a range. Async file systems run
+        # the reads concurrently.
+        results = self.fs.cat_ranges(list(paths), 0, None, on_error="return")
+        out: list[bytes | OSError] = []
+        for path, result in zip(paths, results):
+            if isinstance(result, bytes):
+                out.append(result)
+                continue
+            if isinstance(result, FileNotFoundError):
+                out.append(result)
+                continue
+            # Any failure of the ranged read (an empty object refuses a range
+            # on some stores) is settled by a plain read, which raises the
+            # error a single read would.
+            try:
+                out.append(self.read_bytes(path))
+            except OSError as exc:
+                out.append(exc)
         return out
 
     def exists(self, path: str) -> bool:

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import CkptnameError, TemplateError
 from ._metadata import read_metadata
-from ._rank import COUNTERS, as_counter
+from ._rank import COUNTERS, as_counter, metric_value
 from ._retention import apply_retention, plan_retention
-from ._scan import Checkpoint, find_best, find_latest, scan
+from ._scan import Checkpoint, best_per_group, find_best, find_latest, scan
 from ._template import Template
 from ._version import __version__
 
@@ -221,9 +221,15 @@ def _records_json(records: Sequence[Checkpoint]) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    records = scan(args.root, args.template)
+    by = _by_fields(args.by)
+    records = scan(args.root, args.template, sizes=True)  # the table shows sizes and ages
+    if records and by:
+        _check_by(by, records)
     if args.json:
-        print(_records_json(records))
+        if by:
+            print(_groups_json(_groups(records, by), by))
+        else:
+            print(_records_json(records))
         return EXIT_OK if records else EXIT_NOT_FOUND
     if not records:
         print(f"no checkpoints under {args.root!r}", file=sys.stderr)
@@ -234,21 +240,108 @@ def cmd_ls(args: argparse.Namespace) -> int:
     metrics: list[str] = []
     for record in records:
         for key in record.values:
-            if key not in COUNTERS and key not in metrics:
+            if key not in COUNTERS and key not in metrics and key not in by:
                 metrics.append(key)
     header = ["name", "epoch", "batch", *metrics, "size", "age"]
     now = time.time()
-    rows = [
-        [record.name, _cell(record.epoch), _cell(record.batch)]
-        + [_cell(record.values.get(m)) for m in metrics]
-        + [_size(record.size), _age(record, now)]
-        for record in records
-    ]
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
-    for row in [header, *rows]:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
-        print("  ".join(cells).rstrip())
+
+    def row(record: Checkpoint) -> list[str]:
+        return (
+            [record.name, _cell(record.epoch), _cell(record.batch)]
+            + [_cell(record.values.get(m)) for m in metrics]
+            + [_size(record.size), _age(record, now)]
+        )
+
+    if not by:
+        _print_table(header, [row(r) for r in records])
+        return EXIT_OK
+    # One table, aligned across groups; each group under a heading, as
+    # `ls` prints folders.
+    groups = _groups(records, by)
+    tables = {group: [row(r) for r in members] for group, members in groups.items()}
+    widths = _widths(header, [r for rows in tables.values() for r in rows])
+    for i, (group, rows) in enumerate(tables.items()):
+        if i:
+            print()
+        print(f"{_group_words(by, group)}:")
+        _print_table(header, rows, widths)
     return EXIT_OK
+
+
+def _by_fields(text: str | None) -> tuple[str, ...]:
+    """The fields of ``--by lr,seed``; ``()`` without ``--by``."""
+    if text is None:
+        return ()
+    fields = tuple(part.strip() for part in text.split(","))
+    if not all(fields):
+        raise _UsageError(
+            f"--by takes field names separated by commas, e.g. --by lr,seed; got {text!r}"
+        )
+    return fields
+
+
+def _check_by(by: Sequence[str], records: Sequence[Checkpoint]) -> None:
+    """Refuse a ``--by`` field that the checkpoints' template does not have."""
+    for text in dict.fromkeys(r.template for r in records):
+        if text is None:
+            continue
+        known = Template(text).fields
+        for name in by:
+            if name not in known:
+                raise _UsageError(
+                    f"cannot group by {name!r}: it is not a field of template {text!r} "
+                    f"(fields: {', '.join(known)})"
+                )
+
+
+def _groups(
+    records: Sequence[Checkpoint], by: Sequence[str]
+) -> dict[tuple[Any, ...], list[Checkpoint]]:
+    """Records by the values of the ``by`` fields, groups in order, numbers as numbers."""
+    groups: dict[tuple[Any, ...], list[Checkpoint]] = {}
+    for record in records:
+        groups.setdefault(tuple(record.values[f] for f in by), []).append(record)
+    return {group: groups[group] for group in sorted(groups, key=_values_key)}
+
+
+def _values_key(values: Sequence[Any]) -> tuple[Any, ...]:
+    # Numbers before text, each in its own order, so mixed values still sort.
+    return tuple((0, v) if isinstance(v, (int, float)) and v == v else (1, str(v)) for v in values)
+
+
+def _group_words(by: Sequence[str], group: Sequence[Any]) -> str:
+    return " ".join(f"{name}={_cell(value)}" for name, value in zip(by, group))
+
+
+def _groups_json(groups: dict[tuple[Any, ...], list[Checkpoint]], by: Sequence[str]) -> str:
+    return (
+        "["
+        + ",\n ".join(
+            _dump({"group": dict(zip(by, group)), "checkpoints": [r.as_dict() for r in members]})
+            for group, members in groups.items()
+        )
+        + "]"
+    )
+
+
+def _widths(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
+    return [max(len(c) for c in column) for column in zip(header, *rows)]
+
+
+def _print_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    widths: Sequence[int] | None = None,
+    *,
+    left: Sequence[int] = (0,),
+) -> None:
+    """Columns separated by two spaces: text columns (``left``) flush left, numbers right."""
+    widths = widths or _widths(header, rows)
+    for cells in [header, *rows]:
+        line = "  ".join(
+            c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        )
+        print(line.rstrip())
 
 
 @functools.lru_cache(maxsize=16)
@@ -259,10 +352,7 @@ def _run_fields(template: str | None) -> tuple[str, ...]:
 
 
 def _run_key(record: Checkpoint) -> tuple[Any, ...]:
-    return tuple(
-        (0, v) if isinstance(v, (int, float)) and v == v else (1, str(v))
-        for v in (record.values.get(f) for f in _run_fields(record.template))
-    )
+    return _values_key([record.values.get(f) for f in _run_fields(record.template)])
 
 
 def _print_one(record: Checkpoint | None, args: argparse.Namespace, what: str) -> int:
@@ -278,8 +368,36 @@ def cmd_latest(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    record = find_best(args.root, args.monitor, args.mode, args.template)
-    return _print_one(record, args, f"{args.monitor!r}")
+    by = _by_fields(args.by)
+    if not by:
+        record = find_best(args.root, args.monitor, args.mode, args.template)
+        return _print_one(record, args, f"{args.monitor!r}")
+    records = scan(args.root, args.template)
+    if not records:
+        print(f"no checkpoints under {args.root!r}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    _check_by(by, records)
+    best = best_per_group(records, args.monitor, args.mode, by=by)
+    if not best:
+        print(f"no {args.monitor!r} checkpoint under {args.root!r}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if args.json:
+        print(_records_json(list(best.values())))
+        return EXIT_OK
+    # The best of each group: its group, its value, its counters, its name.
+    counters = [
+        c for c in ("epoch", "batch") if any(getattr(r, c) is not None for r in best.values())
+    ]
+    header = [*by, args.monitor, *counters, "name"]
+    rows = [
+        [_cell(v) for v in group]
+        + [_cell(metric_value(record, args.monitor)[0])]
+        + [_cell(getattr(record, c)) for c in counters]
+        + [record.name]
+        for group, record in best.items()
+    ]
+    _print_table(header, rows, left=(len(header) - 1,))
+    return EXIT_OK
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -407,6 +525,7 @@ def _add_folder_commands(sub: _Subparsers) -> None:
     """The commands that read (and prune) a folder of checkpoints."""
     p = _folder_command(sub, "ls", "list checkpoints in progress order", cmd_ls)
     _template_option(p, json_help="one JSON record per checkpoint")
+    _by_option(p, "list group by group, e.g. --by lr (one table, a heading per group)")
 
     p = _folder_command(sub, "latest", "the newest complete checkpoint", cmd_latest)
     _template_option(p, json_help="print the record, not the path")
@@ -415,6 +534,7 @@ def _add_folder_commands(sub: _Subparsers) -> None:
     p.add_argument("--monitor", "-m", required=True, help="e.g. val_loss")
     _mode_option(p)
     _template_option(p, json_help="print the record, not the path")
+    _by_option(p, "the best of each group, as a table, e.g. --by lr,seed")
 
     p = _folder_command(sub, "prune", "show (and with --yes apply) a retention plan", cmd_prune)
     p.add_argument("--keep-last", type=int, metavar="N")
@@ -471,6 +591,10 @@ def _template_option(p: argparse.ArgumentParser, *, json_help: str | None = None
     )
     if json_help is not None:
         p.add_argument("--json", action="store_true", help=json_help)
+
+
+def _by_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--by", metavar="FIELD[,FIELD...]", help=help)
 
 
 def _mode_option(p: argparse.ArgumentParser) -> None:
