@@ -530,8 +530,8 @@ def _local_checked(
     not stat'ed; any other match is stat'ed once, and dropped if it is
     empty (see :func:`_complete`). A symbolic link is followed with a
     ``stat`` only where it leads inside the root: it counts where it leads to
-    a regular file that is complete by the same rule. With ``sizes``, every match is stat'ed, and its record
-    carries its size and time.
+    a regular file that is complete by the same rule. With ``sizes``, every
+    match is stat'ed, and its record carries its size and time.
     """
     with _LocalFolder(folder.inner) as listing, _records_in_bulk():
         if listing.missing:
