@@ -1,5 +1,7 @@
 """ckptname: name, find and resume machine-learning training checkpoints."""
 
+from . import _errors
+from ._errors import Advice as Advice
 from ._errors import CheckpointError as CheckpointError
 from ._errors import CheckpointSaveError as CheckpointSaveError
 from ._errors import CkptnameError as CkptnameError
@@ -23,27 +25,21 @@ from ._scan import scan as scan
 from ._template import Template as Template
 from ._version import __version__ as __version__
 
-__all__ = [
-    "Checkpoint",
-    "CheckpointError",
-    "CheckpointSaveError",
-    "CkptnameError",
-    "CkptnameWarning",
-    "FolderLockedError",
-    "MetadataError",
-    "MissingFieldError",
-    "MonitorError",
-    "RenderError",
-    "RetentionPlan",
-    "Template",
-    "TemplateError",
-    "__version__",
-    "apply_retention",
-    "best_per_group",
-    "find_best",
-    "find_latest",
-    "plan_retention",
-    "read_metadata",
-    "resolve_mode",
-    "scan",
-]
+__all__ = sorted(
+    [
+        *_errors.__all__,
+        "Checkpoint",
+        "RetentionPlan",
+        "Template",
+        "__version__",
+        "apply_retention",
+        "best_per_group",
+        "find_best",
+        "find_latest",
+        "plan_retention",
+        "read_metadata",
+        "resolve_mode",
+        "scan",
+    ],
+    key=str.casefold,
+)

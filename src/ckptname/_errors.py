@@ -55,7 +55,6 @@ __all__ = [
     "MonitorError",
     "RenderError",
     "TemplateError",
-    "advised",
 ]
 
 

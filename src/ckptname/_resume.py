@@ -343,7 +343,8 @@ def fit_resumed(
             hold = getattr(cb, "_hold_lock", None)
             if hold is not None:
                 stack.enter_context(hold())
-        return _fit_in_parts(model, x, y, point, epochs, fit_args, fit_kwargs)
+        common = dict(fit_kwargs, validation_data=validation_data)
+        return _fit_in_parts(_Cut(model, point, epochs, fit_args, common), x, y)
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,27 +377,15 @@ class _Cut:
         return _merge_histories(histories)
 
 
-def _fit_in_parts(
-    model: Any,
-    x: Any,
-    y: Any,
-    point: ResumePoint,
-    epochs: int,
-    fit_args: dict[str, Any],
-    fit_kwargs: dict[str, Any],
-) -> Any:
-    """``model.fit`` from ``point``: the rest of an interrupted epoch first, then the others.
+def _fit_in_parts(cut: _Cut, x: Any, y: Any) -> Any:
+    """``model.fit`` from the cut's point: the rest of an interrupted epoch, then the others.
 
-    ``fit_args`` holds ``batch_size``, ``steps_per_epoch``, ``shuffle``,
-    ``sample_weight``, ``validation_split`` and ``validation_data``;
-    ``fit_kwargs`` is passed to every ``fit``. See :func:`fit_resumed` for the rules.
-    TensorFlow is imported only for a ``tf.data`` dataset, which cannot exist
-    without it.
+    See :func:`fit_resumed` for the rules. TensorFlow is imported only for a
+    ``tf.data`` dataset, which cannot exist without it.
     """
-    common = dict(fit_kwargs, validation_data=fit_args["validation_data"])
-    cut = _Cut(model, point, epochs, fit_args, common)
+    point, epochs = cut.point, cut.epochs
     if not point.mid_epoch or point.initial_epoch >= epochs:
-        rest = {k: v for k, v in fit_args.items() if k != "validation_data"}
+        rest = {k: v for k, v in cut.args.items() if k != "validation_data"}
         return cut.fit(x, y, point.initial_epoch, epochs, **rest)
     tf = sys.modules.get("tensorflow")
     if tf is not None and isinstance(x, tf.data.Dataset):

@@ -484,16 +484,8 @@ def _records_of_names(
         vouched = partial(os.path.lexists, sidecar_path(inner_base + name))
         if st is None or not _complete(st, vouched):
             continue  # deleted since the listing, a dangling link or one out of the root
-        out.append(
-            _make(
-                user_base + name,
-                prefix + name,
-                merged,
-                text,
-                size=st.st_size,
-                mtime=st.st_mtime,
-            )
-        )
+        size, mtime = st.st_size, st.st_mtime
+        out.append(_make(user_base + name, prefix + name, merged, text, size=size, mtime=mtime))
     return out
 
 

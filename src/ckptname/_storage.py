@@ -518,22 +518,15 @@ class FsspecStorage(Storage):
         # (a HEAD) only for a read without a range. Async file systems run
         # the reads concurrently.
         results = self.fs.cat_ranges(list(paths), 0, None, on_error="return")
-        out: list[bytes | OSError] = []
-        for path, result in zip(paths, results):
-            if isinstance(result, bytes):
-                out.append(result)
-                continue
-            if isinstance(result, FileNotFoundError):
-                out.append(result)
-                continue
-            # Any failure of the ranged read (an empty object refuses a range
-            # on some stores) is settled by a plain read, which raises the
-            # error a single read would.
-            try:
-                out.append(self.read_bytes(path))
-            except OSError as exc:
-                out.append(exc)
-        return out
+        # Any failure of the ranged read (an empty object refuses a range on
+        # some stores) is settled by a plain read, which raises the error a
+        # single read would.
+        return [
+            result
+            if isinstance(result, (bytes, FileNotFoundError))
+            else Storage.read_many(self, [path])[0]
+            for path, result in zip(paths, results)
+        ]
 
     def exists(self, path: str) -> bool:
         return bool(self.fs.exists(path))
