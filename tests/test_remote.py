@@ -17,6 +17,8 @@ import pytest
 
 fsspec = pytest.importorskip("fsspec")
 
+from s3_util import s3_at  # noqa: E402
+
 from ckptname import (  # noqa: E402  (after the importorskip above)
     apply_retention,
     best_per_group,
@@ -208,26 +210,11 @@ def s3_endpoint() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    previous = fsspec.config.conf.get("s3")
-    with pytest.MonkeyPatch.context() as env:
-        # Fake credentials, set here only: nothing may reach a real account.
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            env.setenv(key, value)
-        env.delenv("AWS_PROFILE", raising=False)
-        fsspec.config.conf["s3"] = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
-        try:
+    try:
+        with s3_at(endpoint):
             yield endpoint
-        finally:
-            if previous is None:
-                fsspec.config.conf.pop("s3", None)
-            else:
-                fsspec.config.conf["s3"] = previous
-            server.stop()
+    finally:
+        server.stop()
 
 
 S3_TEMPLATE = "b{batch:06d}-{loss:.4f}.h5"

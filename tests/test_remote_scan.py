@@ -23,6 +23,8 @@ fsspec = pytest.importorskip("fsspec")
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.moto_server.threaded_moto_server")
 
+from s3_util import s3_at  # noqa: E402
+
 from ckptname import (  # noqa: E402  (after the importorskips above)
     Checkpoint,
     MissingFieldError,
@@ -103,33 +105,14 @@ def server() -> Iterator[CountingMotoServer]:
     moto = CountingMotoServer()
     moto.start()
     host, port = moto.get_host_and_port()
-    previous = fsspec.config.conf.get("s3")
-    with pytest.MonkeyPatch.context() as env:
-        # Fake credentials, set here only: nothing may reach a real account.
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            env.setenv(key, value)
-        env.delenv("AWS_PROFILE", raising=False)
-        fsspec.config.conf["s3"] = {
-            "endpoint_url": f"http://{host}:{port}",
-            "key": "testing",
-            "secret": "testing",
-        }
-        try:
+    try:
+        with s3_at(f"http://{host}:{port}"):
             fs, _ = fsspec.core.url_to_fs(f"s3://{BUCKET}")
             if not fs.exists(BUCKET):
                 fs.mkdir(BUCKET)
             yield moto
-        finally:
-            if previous is None:
-                fsspec.config.conf.pop("s3", None)
-            else:
-                fsspec.config.conf["s3"] = previous
-            moto.stop()
+    finally:
+        moto.stop()
 
 
 @pytest.fixture(params=["s3", "memory"])
