@@ -20,9 +20,27 @@ the environment.
 """
 
 import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 
 # TensorFlow reads these once, when it loads, and test modules import keras
 # at the top: set them before any test module is imported. Quiet logs, CPU
 # only. The child processes the tests start inherit them.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture
+def memory_folder() -> Iterator[tuple[Any, str]]:
+    """A fresh folder in fsspec's in-memory file system: ``(FsspecStorage, inner path)``."""
+    pytest.importorskip("fsspec")
+    from ckptname._storage import FsspecStorage, storage_for
+
+    storage, folder = storage_for(f"memory://ckptname-test-{uuid.uuid4().hex}")
+    assert isinstance(storage, FsspecStorage)
+    storage.fs.mkdir(folder)
+    yield storage, folder
+    storage.fs.rm(folder, recursive=True)

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
@@ -30,7 +29,7 @@ from ckptname._metadata import (
     state_record,
     write_state,
 )
-from ckptname._storage import FsspecStorage, LocalStorage, storage_for, temp_name
+from ckptname._storage import FsspecStorage, LocalStorage, temp_name
 
 # ------------------------------------------------------------------ encode / decode
 
@@ -172,18 +171,8 @@ def test_read_metadata_without_a_sidecar(tmp_path: Path) -> None:
     )
 
 
-@pytest.fixture
-def mem() -> Iterator[tuple[FsspecStorage, str]]:
-    pytest.importorskip("fsspec")
-    storage, folder = storage_for(f"memory://ckptname-metadata-{uuid.uuid4().hex}")
-    assert isinstance(storage, FsspecStorage)
-    storage.fs.mkdir(folder)
-    yield storage, folder
-    storage.fs.rm(folder, recursive=True)
-
-
-def test_read_sidecar_remote_names_it_by_url(mem: tuple[FsspecStorage, str]) -> None:
-    storage, folder = mem
+def test_read_sidecar_remote_names_it_by_url(memory_folder: tuple[FsspecStorage, str]) -> None:
+    storage, folder = memory_folder
     ckpt = storage.join(folder, "ep03.keras")
     assert read_sidecar(storage, ckpt) is None
     storage.write_bytes(sidecar_path(ckpt), b"[1]")
@@ -220,8 +209,8 @@ def test_write_state_then_read_state(tmp_path: Path) -> None:
     assert same(read, state)
 
 
-def test_write_state_remote(mem: tuple[FsspecStorage, str]) -> None:
-    storage, folder = mem
+def test_write_state_remote(memory_folder: tuple[FsspecStorage, str]) -> None:
+    storage, folder = memory_folder
     state = state_record("ep{epoch}.keras", None, None)
     write_state(storage, folder, state)
     assert [e.name for e in storage.listdir(folder)] == [STATE_NAME]

@@ -6,8 +6,6 @@ import builtins
 import errno
 import os
 import re
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -369,17 +367,6 @@ def test_fsync_flushes_files_and_folders(
 # ------------------------------------------------------------------ fsspec (memory://)
 
 
-@pytest.fixture
-def mem() -> Iterator[tuple[FsspecStorage, str]]:
-    """A fresh folder in fsspec's in-memory file system: (storage, inner path)."""
-    pytest.importorskip("fsspec")
-    storage, folder = storage_for(f"memory://ckptname-storage-{uuid.uuid4().hex}")
-    assert isinstance(storage, FsspecStorage)
-    storage.fs.mkdir(folder)
-    yield storage, folder
-    storage.fs.rm(folder, recursive=True)
-
-
 def test_storage_for() -> None:
     pytest.importorskip("fsspec")
     storage, path = storage_for("runs/a")
@@ -391,8 +378,8 @@ def test_storage_for() -> None:
     assert storage.url(path) == "memory:///x/runs"
 
 
-def test_fsspec_write_read_list_stat(mem: tuple[FsspecStorage, str]) -> None:
-    storage, folder = mem
+def test_fsspec_write_read_list_stat(memory_folder: tuple[FsspecStorage, str]) -> None:
+    storage, folder = memory_folder
     path = storage.join(folder, "ep01.keras")
     storage.write_bytes(path, b"12345", fsync=True)
     storage.makedirs(storage.join(folder, "sub"))
@@ -408,8 +395,8 @@ def test_fsspec_write_read_list_stat(mem: tuple[FsspecStorage, str]) -> None:
     assert storage.listdir(missing) == []
 
 
-def test_fsspec_replace_remove(mem: tuple[FsspecStorage, str]) -> None:
-    storage, folder = mem
+def test_fsspec_replace_remove(memory_folder: tuple[FsspecStorage, str]) -> None:
+    storage, folder = memory_folder
     a, b = storage.join(folder, "a"), storage.join(folder, "b")
     storage.write_bytes(a, b"a")
     storage.write_bytes(b, b"b")
@@ -422,8 +409,8 @@ def test_fsspec_replace_remove(mem: tuple[FsspecStorage, str]) -> None:
         storage.remove(b)
 
 
-def test_fsspec_temp_path_and_no_temp_files(mem: tuple[FsspecStorage, str]) -> None:
-    storage, folder = mem
+def test_fsspec_temp_path_and_no_temp_files(memory_folder: tuple[FsspecStorage, str]) -> None:
+    storage, folder = memory_folder
     path = storage.join(folder, "ep01.keras")
     folder_part, _, base = storage.temp_path(path).rpartition("/")
     assert folder_part == folder
