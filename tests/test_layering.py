@@ -94,6 +94,7 @@ def test_counting_best_and_save_transaction_load_no_keras():
     code = (
         "import sys, json\n"
         "import ckptname._schedule, ckptname._best, ckptname._fields, ckptname._transaction\n"
+        "import ckptname._cluster\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('keras', 'tensorflow', 'jax', 'torch'))))\n"
     )

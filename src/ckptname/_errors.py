@@ -17,6 +17,8 @@ without knowing about ckptname::
     │                                                 lock (``.ckptname.lock``)
     ├── MetadataError(CkptnameError, ValueError)      a sidecar or state file that
     │                                                 cannot be read
+    ├── ClusterError(CkptnameError, ValueError)       a cluster configuration that does
+    │                                                 not say which process writes
     └── MonitorError(CkptnameError, ValueError)       a metric to rank by, or a mode,
                                                       that cannot be used
 
@@ -49,6 +51,7 @@ __all__ = [
     "CheckpointSaveError",
     "CkptnameError",
     "CkptnameWarning",
+    "ClusterError",
     "FolderLockedError",
     "MetadataError",
     "MissingFieldError",
@@ -167,6 +170,15 @@ class FolderLockedError(CheckpointError):
 
 class MetadataError(CkptnameError, ValueError):
     """A metadata sidecar or state file that cannot be read."""
+
+
+class ClusterError(CkptnameError, ValueError):
+    """A cluster configuration that does not say which process writes.
+
+    Raised for a ``TF_CONFIG`` that is not valid JSON, names a task its own
+    cluster does not have, or has more than one chief: guessing there could
+    make two processes write one folder, or none.
+    """
 
 
 class MonitorError(CkptnameError, ValueError):

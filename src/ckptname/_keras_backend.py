@@ -19,6 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from ._cluster import chief_from_tf_config
 from ._errors import CkptnameWarning
 from ._metadata import sidecar_record
 from ._rank import is_number
@@ -30,6 +31,7 @@ __all__ = [
     "is_chief",
     "jsonable",
     "metric_state",
+    "outside_distribution",
     "public_iterations",
     "pythonify",
     "restore_metric_state",
@@ -45,11 +47,18 @@ def sidecar_for(
     name: str,
     logs: Mapping[str, Any],
     extras: dict[str, Any],
-    end_of_epoch: bool,
+    state: dict[str, list[Any]] | None,
     *,
+    end_of_epoch: bool,
     weights_only: bool,
 ) -> dict[str, Any]:
-    """The sidecar of a save at the position ``schedule`` stands at (see ``_metadata``)."""
+    """The sidecar of a save at the position ``schedule`` stands at (see ``_metadata``).
+
+    ``state`` is the :func:`metric_state` read at a save in the middle of an
+    epoch (every worker reads it, see there), ``None`` at an epoch's end:
+    only a resume into the middle of an epoch needs the running sums, and
+    end-of-epoch sidecars stay small.
+    """
     meta = sidecar_record(
         name=name,
         template=template,
@@ -63,18 +72,18 @@ def sidecar_for(
         extras=extras,
         save_weights_only=weights_only,
     )
-    if not end_of_epoch:
-        # Only a resume into the middle of this epoch needs the running sums;
-        # end-of-epoch sidecars stay as small as before.
-        state = metric_state(model)
-        if state:
-            meta["metric_state"] = state
+    if state:
+        meta["metric_state"] = state
     return meta
 
 
 def save_model(model: Any, target: str, *, weights_only: bool) -> None:
-    """Write ``model`` (or its weights) to ``target`` as Keras would, a little faster."""
-    with saving_cache():
+    """Write ``model`` (or its weights) to ``target`` as Keras would, a little faster.
+
+    Called by the chief alone, so it runs outside any Keras distribution
+    (see :func:`outside_distribution`).
+    """
+    with saving_cache(), outside_distribution():
         if weights_only:
             model.save_weights(target, overwrite=True)
         else:
@@ -168,6 +177,30 @@ def _int_of(variable: Any) -> int | None:
 
 
 @contextlib.contextmanager
+def outside_distribution() -> Iterator[None]:
+    """Run what the chief does alone (a save, building a twin) outside the Keras distribution.
+
+    Under ``keras.distribution`` (JAX, e.g. ``DataParallel`` across
+    processes), creating a variable is a step every process must join: a
+    variable is laid out over every device of the cluster. Keras's saving
+    creates a throwaway optimizer (to learn which attributes to skip), so a
+    save by the chief alone would wait forever for the others. Keras keeps
+    the distribution per thread; it is cleared for the duration and put back
+    after. The model's own variables are read as they are: replicated ones
+    (``DataParallel``) read whole on any process.
+    """
+    current = keras.distribution.distribution()
+    if current is None:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(current)
+
+
+@contextlib.contextmanager
 def saving_cache() -> Iterator[None]:
     """Let Keras reuse the attribute skip-sets it computes on every save.
 
@@ -209,14 +242,20 @@ def metric_state(model: Any) -> dict[str, list[Any]] | None:
 
     These are the running sums behind the means Keras logs for the current
     epoch (``loss``: ``[total, count]``; compiled metrics: each metric's
-    variables in order). Read only at saves; a model whose metrics cannot be
-    read gives ``None`` (the sidecar then has no ``metric_state``).
+    variables in order); a model without metrics gives ``None``. Under a
+    multi-worker strategy reading a metric variable is a collective
+    (``MultiWorkerMirroredStrategy`` sums it over the workers), so every
+    worker calls this at the same step, and the values are the cluster's.
+    A metric whose variables do not read back is left out, with a
+    :class:`~ckptname.CkptnameWarning` naming it and why: a resume into the
+    middle of that epoch then starts its mean afresh.
     """
     try:
         metrics = list(model.metrics)
     except Exception:  # no model, or one without compiled metrics
         return None
     state: dict[str, list[Any]] = {}
+    unread: list[str] = []
     for metric in metrics:
         name = getattr(metric, "name", None)
         variables = getattr(metric, "variables", None)
@@ -224,9 +263,17 @@ def metric_state(model: Any) -> dict[str, list[Any]] | None:
             continue
         try:
             values = [np.asarray(to_numpy(v)) for v in variables]
-        except Exception:  # a variable that does not read back: leave the metric out
+        except Exception as exc:  # any backend's error: reported, and the save goes on
+            unread.append(f"{name!r} ({type(exc).__name__}: {exc})")
             continue
         state[name] = [a.item() if a.ndim == 0 else a.tolist() for a in values]
+    if unread:
+        warnings.warn(
+            f"the running values of {', '.join(unread)} could not be read for the sidecar; "
+            "a resume into the middle of this epoch starts their means afresh",
+            CkptnameWarning,
+            stacklevel=4,
+        )
     return state or None
 
 
@@ -327,7 +374,12 @@ def is_chief() -> bool:
     TensorFlow                ``TF_CONFIG``: the ``chief`` task, else
                               worker 0 of a cluster without a chief; no
                               ``TF_CONFIG``: this process
+                              (``ckptname._cluster`` has the rule)
     ========================  ==============================================
+
+    Raises:
+        ClusterError: on TensorFlow, a ``TF_CONFIG`` that does not say which
+            process writes.
     """
     backend = keras.backend.backend()
     if backend == "jax":
@@ -339,20 +391,7 @@ def is_chief() -> bool:
 
         initialized = dist.is_available() and dist.is_initialized()
         return not initialized or dist.get_rank() == 0
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return True
-    try:
-        config = json.loads(raw)
-    except ValueError:
-        return True
-    task = config.get("task") or {}
-    kind = task.get("type")
-    if kind in (None, "chief"):
-        return True
-    if kind == "worker":
-        return int(task.get("index", 0)) == 0 and "chief" not in (config.get("cluster") or {})
-    return False
+    return chief_from_tf_config(os.environ.get("TF_CONFIG"))
 
 
 def restore_metrics(model: Any, state: Mapping[str, Any], epoch: int, still_first: Any) -> Any:

@@ -42,7 +42,7 @@ import keras
 
 from ._background import BackgroundSaver
 from ._errors import CheckpointSaveError, CkptnameWarning
-from ._keras_backend import save_model
+from ._keras_backend import outside_distribution, save_model
 from ._transaction import CheckpointFolder
 
 __all__ = ["BackgroundSaves", "SaveFailed", "Shadow", "Snapshots", "build_shadow"]
@@ -104,17 +104,19 @@ class Snapshots:
 
 def build_shadow(model: Any) -> Shadow | str:
     """A :class:`Shadow` of ``model``, or the reason there can be none."""
-    try:
-        config = keras.saving.serialize_keras_object(model)
-        # The config is this process's own model: rebuilding its lambdas is
-        # no risk, and refusing them would refuse such models for no reason.
-        twin = keras.saving.deserialize_keras_object(config, safe_mode=False)
-    except Exception as exc:  # any failure of a user's get_config/from_config
-        return f"{type(exc).__name__}: {exc}"
-    optimizer: Any = getattr(twin, "optimizer", None)
-    has_optimizer = getattr(model, "optimizer", None) is not None and optimizer is not None
-    if has_optimizer and not optimizer.built and twin.built:
-        optimizer.build(twin.trainable_variables)
+    # Only the chief builds one: its variables live on this process alone.
+    with outside_distribution():
+        try:
+            config = keras.saving.serialize_keras_object(model)
+            # The config is this process's own model: rebuilding its lambdas
+            # is no risk, and refusing them would refuse such models for no reason.
+            twin = keras.saving.deserialize_keras_object(config, safe_mode=False)
+        except Exception as exc:  # any failure of a user's get_config/from_config
+            return f"{type(exc).__name__}: {exc}"
+        optimizer: Any = getattr(twin, "optimizer", None)
+        has_optimizer = getattr(model, "optimizer", None) is not None and optimizer is not None
+        if has_optimizer and not optimizer.built and twin.built:
+            optimizer.build(twin.trainable_variables)
     ours, theirs = _state(model), _state(twin)
     if len(ours) != len(theirs):
         return (
@@ -146,7 +148,14 @@ def _copier() -> Any:
     if backend == "jax":
         import jax.numpy as jnp  # type: ignore[import-not-found,unused-ignore]  # JAX only
 
-        return lambda source, twin: twin.assign(jnp.array(source.value, copy=True))
+        def copy(source: Any, twin: Any) -> None:
+            value = source.value
+            if not getattr(value, "is_fully_addressable", True):
+                # Replicated over the processes of a cluster: the local shard is the whole.
+                value = value.addressable_data(0)
+            twin.assign(jnp.array(value, copy=True))
+
+        return copy
     if backend == "torch":
         # Keras's torch variables assign with copy_ into their own tensor.
         return lambda source, twin: twin.assign(source.value)

@@ -51,6 +51,7 @@ from ._keras_backend import (
     direction_from_model,
     is_chief,
     jsonable,
+    metric_state,
     pythonify,
     restore_metrics,
     save_model,
@@ -407,7 +408,12 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         return direction
 
     def _seed(self, model: Any) -> None:
-        """Seed the global count and the resume position; check the folder."""
+        """Seed the global count and the resume position; check the folder.
+
+        Every worker of a cluster does this, reading the folder they share,
+        so that all reach the same decisions (a refused start, the best so
+        far, where a resumed epoch stands); only the chief cleans it.
+        """
         resumed = resumed_point(model)
         fresh = resumed is not None and resumed is not self._resume_seen
         self._resume_seen = resumed
@@ -416,11 +422,12 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         continues_from = self._schedule.seed(raw, resumed, fresh=fresh)
         if continues_from is not None:
             self._protect.add(normalized(continues_from))
-        if not self._is_chief:
-            return
+        # Every worker reads the folder and makes the same checks and the same
+        # best; only the chief writes to it (here: removes leftovers).
         folder = self._folder
         records = folder.records()
-        folder.clean_leftovers(records)
+        if self._is_chief:
+            folder.clean_leftovers(records)
         # A model that arrives trained by something other than resume() (Keras's
         # BackupAndRestore) is a restart of the job that wrote the folder.
         restarted = bool(raw) and continues_from is None and not counted_before
@@ -464,6 +471,10 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         # model's variables on JAX, before anything (extras included) reads
         # them; once a save, since the sync copies every variable.
         model = self.model
+        # Every worker reads the running metric sums of a save inside an
+        # epoch, at the same step and before any decision: under a
+        # multi-worker strategy the read is a collective all must join.
+        state = None if end_of_epoch else metric_state(model)
         plain = pythonify(logs)
         extras = self._extras_now()
         check_extras_clash(extras, plain)
@@ -488,7 +499,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             return
         weights_only = self.save_weights_only
         meta = sidecar_for(model, self._schedule, self.template.text, name, plain, extras,
-                           end_of_epoch, weights_only=weights_only)  # fmt: skip
+                           state, end_of_epoch=end_of_epoch, weights_only=weights_only)  # fmt: skip
         batch, epoch = s.batch, s.epoch + 1
         if self._background is not None and self._background.submit(
             model, self._folder, name, meta, weights_only=weights_only,
