@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 
@@ -23,7 +21,7 @@ fsspec = pytest.importorskip("fsspec")
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.moto_server.threaded_moto_server")
 
-from s3_util import s3_at  # noqa: E402
+from s3_util import CountingMotoServer, s3_at  # noqa: E402
 
 from ckptname import (  # noqa: E402  (after the importorskips above)
     Checkpoint,
@@ -39,64 +37,6 @@ from ckptname._storage import FsspecStorage, storage_for  # noqa: E402
 
 BUCKET = "ckptname-listing"
 SWEEP = "sweeps/lr={lr:.0e}/seed={seed:d}/ep{epoch:03d}-{val_loss:.4f}.keras"
-
-
-# ------------------------------------------------------------------ a counting S3 server
-
-
-def operation(environ: dict[str, Any]) -> str:
-    """What an S3 request asks for, in the words the tests use."""
-    method = environ["REQUEST_METHOD"]
-    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-    key = environ.get("PATH_INFO", "/").lstrip("/").partition("/")[2]
-    if method == "GET" and "list-type" in query:
-        return "list one folder" if query.get("delimiter", [""])[0] else "list flat"
-    if method == "GET" and key:
-        return "get"
-    return method.lower()
-
-
-class CountingMotoServer(moto_server.ThreadedMotoServer):  # type: ignore[misc]
-    """moto's S3 server, counting the requests it receives: (operation, key) pairs."""
-
-    def __init__(self) -> None:
-        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
-        self.requests: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-
-    def _server_entry(self) -> None:
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from werkzeug.serving import make_server
-
-        app = DomainDispatcherApplication(create_backend_app)
-
-        def counting(environ: dict[str, Any], start_response: Any) -> Any:
-            key = environ.get("PATH_INFO", "/").lstrip("/").partition("/")[2]
-            with self._lock:
-                self.requests.append((operation(environ), key))
-            return app(environ, start_response)
-
-        self._server = make_server(
-            self._ip_address, self._port, counting, True, request_handler=MotoRequestHandler
-        )
-        self._server_ready_event.set()
-        self._server.serve_forever()
-
-    def counted(self) -> Counter[str]:
-        with self._lock:
-            return Counter(op for op, _ in self.requests)
-
-    def keys(self, op: str) -> list[str]:
-        with self._lock:
-            return sorted(key for o, key in self.requests if o == op)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
 
 
 @pytest.fixture(scope="module")
