@@ -243,6 +243,11 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         return self._tracker.value
 
     @property
+    def is_chief(self) -> bool:
+        """Whether this process writes the folder (decided at ``on_train_begin``)."""
+        return self._is_chief
+
+    @property
     def last_checkpoint(self) -> str | None:
         """The path of the latest checkpoint this callback saved, or ``None``.
 

@@ -1,0 +1,230 @@
+"""One process of a two-process training cluster on 127.0.0.1 (run by test_many_workers.py).
+
+``python cluster_worker.py SPEC`` reads the JSON file ``SPEC``:
+
+* ``backend``: ``"tensorflow"`` (``MultiWorkerMirroredStrategy``, the cluster in
+  ``TF_CONFIG``) or ``"jax"`` (``jax.distributed`` with CPU collectives and
+  ``keras.distribution.DataParallel``, each process feeding its half of the data);
+* ``index``, ``ports``: this process and the cluster's addresses;
+* ``filepath``: the checkpoint template, local or ``s3://``; ``s3``: the S3
+  server's endpoint, and the access key this process signs with;
+* ``background``: whether the chief saves on a background thread;
+* ``kill_at``: the global batch after which this process SIGKILLs itself (the
+  whole cluster does, at the same batch), or ``None``;
+* ``report``: where to write what this process computed, rewritten after every
+  checkpoint, so a killed process leaves it too.
+
+It resumes from the folder (a fresh start when empty) and trains 3 epochs of 8
+batches with :class:`ckptname.keras.BatchAwareCheckpoint` saving every 4 global
+batches (inside and at the end of epochs) and keeping the last 2. A process that
+is not the chief records every write, rename or delete it makes below the local
+checkpoint root (Python audit events), which the test expects to be none.
+
+Stacks: ``SIGUSR1`` dumps every thread's stack to stderr (the test sends it to a
+stuck cluster); a process still running after ``deadline`` seconds dumps and exits.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import signal
+import sys
+
+with open(sys.argv[1]) as spec_file:
+    SPEC = json.load(spec_file)
+faulthandler.register(signal.SIGUSR1, all_threads=True)
+faulthandler.dump_traceback_later(SPEC["deadline"], exit=True)
+
+BACKEND = os.environ["KERAS_BACKEND"]
+INDEX = SPEC["index"]
+PORTS = SPEC["ports"]
+EPOCHS, STEPS, LOCAL_BATCH = 3, 8, 4
+WORKERS = len(PORTS)
+
+
+def start_cluster() -> object | None:
+    """Join the cluster; the TensorFlow strategy (``None`` on JAX)."""
+    if BACKEND == "tensorflow":
+        os.environ["TF_CONFIG"] = json.dumps(
+            {
+                "cluster": {"worker": [f"127.0.0.1:{port}" for port in PORTS]},
+                "task": {"type": "worker", "index": INDEX},
+            }
+        )
+        import tensorflow as tf
+
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        work_around_keras_under_mwms()
+        return strategy
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=f"127.0.0.1:{PORTS[0]}", num_processes=WORKERS, process_id=INDEX
+    )
+    import keras
+
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
+    )
+    return None
+
+
+def work_around_keras_under_mwms() -> None:
+    """Two upstream bugs stop Keras 3's ``fit`` under MultiWorkerMirroredStrategy.
+
+    Test code only: ckptname patches nothing in Keras.
+
+    * keras-team/keras#20585: ``_maybe_symbolic_build`` takes a batch from the
+      distributed iterator (``PerReplica`` values it cannot convert, and a batch
+      the epoch then lacks). The model is built before ``fit`` instead (see
+      ``build``), so this step has nothing to do.
+    * tensorflow/tensorflow#72388: ``reduce_per_replica`` reduces the logged
+      scalars with ``axis=0`` across workers (``Invalid reduction dimension 0``);
+      they are reduced over the replicas alone.
+    """
+    import keras
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = lambda self, **kw: None
+    original = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):  # type: ignore[no-untyped-def]
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+            strategy
+        ):
+            return keras.tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None), values
+            )
+        return original(values, strategy, reduction)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def watch_writes(root: str) -> list[str]:
+    """Every write, rename or delete this process makes below ``root`` (or by directory fd)."""
+    root = os.path.realpath(root)
+    seen: list[str] = []
+    writes = {"os.rename", "os.replace", "os.remove", "os.rmdir", "os.mkdir", "os.truncate",
+              "os.symlink", "os.link", "shutil.rmtree", "shutil.move"}  # fmt: skip
+
+    def below(path: object) -> bool:
+        if isinstance(path, int) or path is None:
+            return False
+        try:
+            full = os.path.realpath(os.fsdecode(path))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+        return full == root or full.startswith(root + os.sep)
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if event == "open" and len(args) >= 3:
+            path, mode, flags = args[0], args[1], args[2]
+            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+            )
+            if writing and below(path):
+                seen.append(f"open {path} {mode!r}")
+        elif event in writes and any(below(a) for a in args if not isinstance(a, int)):
+            seen.append(f"{event} {args}")
+        elif event in writes and any(isinstance(a, int) and a >= 0 for a in args[1:]):
+            seen.append(f"{event} with a directory fd {args}")  # relative to an open folder
+
+    sys.addaudithook(hook)
+    return seen
+
+
+def main() -> None:
+    strategy = start_cluster()
+    if SPEC.get("s3"):
+        import fsspec
+
+        fsspec.config.conf["s3"] = {
+            "endpoint_url": SPEC["s3"]["endpoint"],
+            "key": SPEC["s3"]["key"],
+            "secret": "testing",
+        }
+    import keras
+    import numpy as np
+
+    from ckptname.keras import BatchAwareCheckpoint, fit_resumed, resume
+
+    filepath = SPEC["filepath"]
+    chief = INDEX == 0
+    writes = [] if chief or "://" in filepath else watch_writes(os.path.dirname(filepath))
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(STEPS * LOCAL_BATCH * WORKERS, 4)).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")).astype("float32")
+    if BACKEND == "jax":
+        # Each process feeds its half; the global batch is both halves together.
+        x, y, batch_size = x[INDEX::WORKERS], y[INDEX::WORKERS], LOCAL_BATCH
+    else:
+        batch_size = LOCAL_BATCH * WORKERS  # the strategy splits each global batch
+
+    def build() -> keras.Model:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)]
+        )
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=["mae"])
+        if strategy is not None:
+            model._symbolic_build(data_batch=(x[:batch_size], y[:batch_size]))
+        return model
+
+    if strategy is not None:
+        with strategy.scope():  # type: ignore[attr-defined]
+            model = build()
+    else:
+        model = build()
+    point = resume(model, filepath)
+    ckpt = BatchAwareCheckpoint(filepath, monitor="loss", save_freq=4, keep_last=2,
+                                save_on_background=SPEC["background"])  # fmt: skip
+    if strategy is not None:
+        replicas = strategy.num_replicas_in_sync  # type: ignore[attr-defined]
+    else:
+        import jax
+
+        replicas = jax.device_count() if jax.process_count() == WORKERS else 0
+    report = {"index": INDEX, "chief": None, "resumed_from": point.batch, "names": [],
+              "writes": writes, "replicas": replicas}  # fmt: skip
+
+    def write_report() -> None:
+        report["chief"] = ckpt.is_chief
+        tmp = SPEC["report"] + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(report, fh)
+        os.replace(tmp, SPEC["report"])
+
+    class Record(keras.callbacks.Callback):  # type: ignore[misc]
+        """What this process computed: each checkpoint name, as the callback named it."""
+
+        def note(self) -> None:
+            path = ckpt.last_checkpoint
+            name = None if path is None else os.path.basename(path)
+            if name is not None and (not report["names"] or report["names"][-1] != name):
+                report["names"].append(name)
+                write_report()
+
+        def on_train_batch_end(self, batch: int, logs: object = None) -> None:
+            self.note()
+            if SPEC["kill_at"] is not None and ckpt.batch == SPEC["kill_at"]:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+            self.note()
+
+        def on_train_end(self, logs: object = None) -> None:
+            self.note()  # a background save ends by the callback's on_train_end, before this
+
+    write_report()
+    fit_resumed(model, x, y, resume=point, epochs=EPOCHS, batch_size=batch_size,
+                shuffle=False, verbose=0, callbacks=[ckpt, Record()])  # fmt: skip
+    report["iterations"] = int(np.asarray(model.optimizer.iterations))
+    write_report()
+
+
+if __name__ == "__main__":
+    main()

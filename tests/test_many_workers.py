@@ -1,0 +1,245 @@
+"""Two-process training clusters on 127.0.0.1: one writer, identical names, resume on every worker.
+
+Each test starts real worker processes (``cluster_worker.py``): two TensorFlow
+``MultiWorkerMirroredStrategy`` workers on a local folder, and two JAX processes
+(``jax.distributed``, ``keras.distribution.DataParallel``) on the S3 server. A
+cluster trains without interruption; a second cluster on another folder is
+SIGKILLed as a whole in the middle of an epoch, restarted, resumes on every
+worker and finishes. Both must end with the same checkpoints, and each worker
+must have computed the names the chief wrote.
+
+A cluster that does not finish in time (a collective some worker never joined)
+is stopped: every worker's stacks are dumped (``faulthandler`` on ``SIGUSR1``) and
+the test fails with them. Nothing here is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ckptname._metadata import SIDECAR_SUFFIX, STATE_NAME
+
+WORKER = Path(__file__).with_name("cluster_worker.py")
+TEMPLATE = "e{epoch:02d}-b{batch:04d}-{loss:.4f}.keras"
+KILL_AT = 14  # in the middle of epoch 2, after the save at batch 12
+DEADLINE = 240  # seconds for one cluster run; the workers dump their stacks and exit after it
+# Saves every 4 global batches over 3 epochs of 8, keeping the last 2:
+# b0004 (mid-epoch), b0008 (an epoch's end), ... b0024.
+SAVED_AT = [4, 8, 12, 16, 20, 24]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def stop_stuck(procs: list[subprocess.Popen[bytes]], logs: list[Path], why: str) -> None:
+    """Dump every live worker's stacks, kill it, and fail with what each printed."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGUSR1)
+    time.sleep(2)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    pytest.fail(f"{why}\n{outputs(logs)}", pytrace=False)
+
+
+def outputs(logs: list[Path]) -> str:
+    """The end of what each worker printed (its stacks, after a dump)."""
+    return "\n".join(f"--- worker {i} ---\n{log.read_text()[-6000:]}" for i, log in enumerate(logs))
+
+
+def run_cluster(
+    workdir: Path, backend: str, filepath: str, phase: str, *, kill_at: int | None = None,
+    s3: str | None = None, background: bool = False,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Run one two-process cluster to its end; each worker's report.
+
+    With ``kill_at``, every worker SIGKILLs itself after that global batch; a
+    worker still running once another was killed is killed too (the cluster is
+    killed as a whole).
+    """
+    ports = free_ports(2)
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+    reports: list[Path] = []
+    for index in range(2):
+        spec = {
+            "index": index, "ports": ports, "filepath": filepath, "kill_at": kill_at,
+            "background": background,
+            "deadline": DEADLINE, "report": str(workdir / f"{phase}-{index}.report.json"),
+            "s3": None if s3 is None else {"endpoint": s3, "key": f"worker-{index}"},
+        }  # fmt: skip
+        spec_path = workdir / f"{phase}-{index}.spec.json"
+        spec_path.write_text(json.dumps(spec))
+        env = {
+            **os.environ,
+            "KERAS_BACKEND": backend,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "CUDA_VISIBLE_DEVICES": "",
+            "JAX_PLATFORMS": "cpu",
+            # The S3 server tells the workers apart by the key they sign with.
+            "AWS_ACCESS_KEY_ID": f"worker-{index}",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        env.pop("TF_CONFIG", None)
+        env.pop("AWS_SESSION_TOKEN", None)
+        log = workdir / f"{phase}-{index}.log"
+        with open(log, "wb") as out:
+            command = [sys.executable, str(WORKER), str(spec_path)]
+            procs.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env))
+        logs.append(log)
+        reports.append(Path(spec["report"]))
+    deadline = time.monotonic() + DEADLINE - 10
+    first_end: float | None = None
+    try:
+        while any(p.poll() is None for p in procs):
+            now = time.monotonic()
+            if now > deadline:
+                why = f"{backend} cluster ({phase}) still running after {DEADLINE - 10} s"
+                stop_stuck(procs, logs, why + ": a collective some worker never joined?")
+            ended = [p.returncode for p in procs if p.returncode is not None]
+            if first_end is None and any(code != 0 for code in ended):
+                first_end = now
+            if first_end is not None and now - first_end > 10:
+                if kill_at is not None and set(ended) == {-signal.SIGKILL}:
+                    # Waiting for a peer that is gone: the cluster is killed as a whole.
+                    for p in procs:
+                        if p.poll() is None:
+                            p.kill()
+                else:
+                    stop_stuck(procs, logs, f"{backend} cluster ({phase}): a worker ended with "
+                               f"{ended} and the others did not stop")  # fmt: skip
+            time.sleep(0.1)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    codes = [p.returncode for p in procs]
+    want = [-signal.SIGKILL] * 2 if kill_at is not None else [0, 0]
+    if codes != want:
+        pytest.fail(f"{backend} cluster ({phase}) exited with {codes}, expected {want}\n"
+                    f"{outputs(logs)}", pytrace=False)  # fmt: skip
+    printed = outputs(logs)
+    assert "CkptnameWarning" not in printed, printed  # e.g. a background save done synchronously
+    return [json.loads(path.read_text()) for path in reports]
+
+
+def check_run(whole: list[dict[str, Any]], killed: list[dict[str, Any]],
+              resumed: list[dict[str, Any]]) -> None:  # fmt: skip
+    """What every worker computed, in the three runs."""
+    for run in (whole, killed, resumed):
+        chief, other = run
+        assert chief["replicas"] == other["replicas"] == 2  # one cluster of two processes
+        assert (chief["chief"], other["chief"]) == (True, False)
+        assert chief["names"] == other["names"]  # every worker names every checkpoint alike
+        assert other["writes"] == []  # the non-chief wrote nothing in the folder
+    names = whole[0]["names"]
+    assert [int(name.split("-b")[1][:4]) for name in names] == SAVED_AT
+    # Killed after batch 14: every worker resumes from the save at batch 12,
+    # in the middle of epoch 2, and names the rest as the whole run did.
+    assert killed[0]["names"] == names[:3]
+    assert [r["resumed_from"] for r in resumed] == [12, 12]
+    assert killed[0]["names"] + resumed[0]["names"] == names
+    assert [r["iterations"] for r in resumed] == [r["iterations"] for r in whole] == [24, 24]
+
+
+def only_checkpoints(listing: list[str], names: list[str]) -> None:
+    """The last two checkpoints, their sidecars and the state file: no temp file, no lock."""
+    kept = names[-2:]
+    assert sorted(listing) == sorted([*kept, *(n + SIDECAR_SUFFIX for n in kept), STATE_NAME])
+
+
+def loads(paths: list[str]) -> None:
+    import keras
+
+    for path in paths:
+        model = keras.saving.load_model(path)
+        assert model.optimizer is not None and int(model.optimizer.iterations) > 0
+
+
+def test_two_tensorflow_workers_write_once_name_alike_and_resume_after_a_kill(tmp_path):
+    pytest.importorskip("tensorflow")
+    whole_root, killed_root = tmp_path / "whole", tmp_path / "killed"
+    whole = run_cluster(tmp_path, "tensorflow", str(whole_root / TEMPLATE), "whole")
+    killed = run_cluster(tmp_path, "tensorflow", str(killed_root / TEMPLATE), "killed",
+                         kill_at=KILL_AT)  # fmt: skip
+    # The restarted chief saves in the background: the same files, training not waiting.
+    resumed = run_cluster(tmp_path, "tensorflow", str(killed_root / TEMPLATE), "resumed",
+                          background=True)  # fmt: skip
+    check_run(whole, killed, resumed)
+    names = whole[0]["names"]
+    only_checkpoints(os.listdir(whole_root), names)
+    only_checkpoints(os.listdir(killed_root), names)
+    loads([str(killed_root / name) for name in names[-2:]])
+
+
+@pytest.fixture
+def recording_s3() -> Iterator[Any]:
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.moto_server.threaded_moto_server")
+    from s3_util import CountingMotoServer, s3_at
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = CountingMotoServer()
+    server.start()
+    try:
+        with s3_at(server.endpoint):
+            yield server
+    finally:
+        server.stop()
+
+
+def test_two_jax_processes_write_once_to_s3_name_alike_and_resume_after_a_kill(
+    tmp_path, recording_s3
+):
+    pytest.importorskip("jax")
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("cluster")
+    url = "s3://cluster/{run}/" + TEMPLATE
+    run = {"s3": recording_s3.endpoint}
+    whole = run_cluster(tmp_path, "jax", url.replace("{run}", "whole"), "whole", **run)
+    killed = run_cluster(tmp_path, "jax", url.replace("{run}", "killed"), "killed",
+                         kill_at=KILL_AT, **run)  # fmt: skip
+    resumed = run_cluster(tmp_path, "jax", url.replace("{run}", "killed"), "resumed",
+                          background=True, **run)  # fmt: skip
+    check_run(whole, killed, resumed)
+    names = whole[0]["names"]
+    for folder in ("whole", "killed"):
+        only_checkpoints([p.rsplit("/", 1)[1] for p in fs.ls(f"cluster/{folder}", refresh=True)],
+                         names)  # fmt: skip
+    # The process that is not the chief read the folder and wrote nothing to it.
+    assert recording_s3.by("worker-0")
+    assert {r.op for r in recording_s3.by("worker-1")} <= {"get", "head", "list flat",
+                                                           "list one folder"}  # fmt: skip
+    local = []
+    for name in names[-2:]:
+        local.append(str(tmp_path / name))
+        fs.get(f"cluster/killed/{name}", local[-1])
+    loads(local)
