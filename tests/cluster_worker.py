@@ -8,7 +8,8 @@
 * ``index``, ``ports``: this process and the cluster's addresses;
 * ``filepath``: the checkpoint template, local or ``s3://``; ``s3``: the S3
   server's endpoint, and the access key this process signs with;
-* ``background``: whether the chief saves on a background thread;
+* ``background``: whether the chief saves on a background thread; ``chief``: the
+  callback's ``chief`` argument;
 * ``kill_at``: the global batch after which this process SIGKILLs itself (the
   whole cluster does, at the same batch), or ``None``;
 * ``report``: where to write what this process computed, rewritten after every
@@ -58,6 +59,9 @@ def start_cluster() -> object | None:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         work_around_keras_under_mwms()
         return strategy
+    # No TensorFlow on JAX: nothing here needs it (NumPy input), and keeping it out
+    # shows that; it also saves each process seconds of imports.
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -181,7 +185,8 @@ def main() -> None:
         model = build()
     point = resume(model, filepath)
     ckpt = BatchAwareCheckpoint(filepath, monitor="loss", save_freq=4, keep_last=2,
-                                save_on_background=SPEC["background"])  # fmt: skip
+                                save_on_background=SPEC["background"],
+                                chief=SPEC["chief"])  # fmt: skip
     if strategy is not None:
         replicas = strategy.num_replicas_in_sync  # type: ignore[attr-defined]
     else:

@@ -73,9 +73,12 @@ def outputs(logs: list[Path]) -> str:
 
 def run_cluster(
     workdir: Path, backend: str, filepath: str, phase: str, *, kill_at: int | None = None,
-    s3: str | None = None, background: bool = False,
+    s3: str | None = None, background: bool = False, chief: bool | None = None,
+    error: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Run one two-process cluster to its end; each worker's report.
+
+    With ``error``, every worker must stop with exit code 1 after printing it.
 
     With ``kill_at``, every worker SIGKILLs itself after that global batch; a
     worker still running once another was killed is killed too (the cluster is
@@ -88,7 +91,7 @@ def run_cluster(
     for index in range(2):
         spec = {
             "index": index, "ports": ports, "filepath": filepath, "kill_at": kill_at,
-            "background": background,
+            "background": background, "chief": chief,
             "deadline": DEADLINE, "report": str(workdir / f"{phase}-{index}.report.json"),
             "s3": None if s3 is None else {"endpoint": s3, "key": f"worker-{index}"},
         }  # fmt: skip
@@ -140,12 +143,18 @@ def run_cluster(
                 p.kill()
                 p.wait()
     codes = [p.returncode for p in procs]
-    want = [-signal.SIGKILL] * 2 if kill_at is not None else [0, 0]
+    want = [-signal.SIGKILL] * 2 if kill_at is not None else [1, 1] if error else [0, 0]
     if codes != want:
         pytest.fail(f"{backend} cluster ({phase}) exited with {codes}, expected {want}\n"
                     f"{outputs(logs)}", pytrace=False)  # fmt: skip
     printed = outputs(logs)
-    assert "CkptnameWarning" not in printed, printed  # e.g. a background save done synchronously
+    if error is not None:
+        assert all(error in log.read_text() for log in logs), printed
+        return []
+    # No warning (a background save done synchronously, say), except that a chief
+    # restarted after a kill takes over the lock the killed one left.
+    warned = [line for line in printed.splitlines() if "CkptnameWarning" in line]
+    assert [w for w in warned if "that process is no longer running" not in w] == [], printed
     return [json.loads(path.read_text()) for path in reports]
 
 
@@ -224,6 +233,11 @@ def test_two_jax_processes_write_once_to_s3_name_alike_and_resume_after_a_kill(
     fs.mkdir("cluster")
     url = "s3://cluster/{run}/" + TEMPLATE
     run = {"s3": recording_s3.endpoint}
+    # Two processes told to write: both stop at train begin, before any training.
+    run_cluster(tmp_path, "jax", url.replace("{run}", "two-chiefs"), "two-chiefs", chief=True,
+                error="ckptname._errors.ClusterError: 2 of the 2 processes would write the "
+                "checkpoint folder (processes [0, 1]); exactly one may: pass chief=True on one "
+                "process only, or leave chief=None so that process 0 writes", **run)  # fmt: skip
     whole = run_cluster(tmp_path, "jax", url.replace("{run}", "whole"), "whole", **run)
     killed = run_cluster(tmp_path, "jax", url.replace("{run}", "killed"), "killed",
                          kill_at=KILL_AT, **run)  # fmt: skip

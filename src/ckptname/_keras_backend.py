@@ -20,12 +20,13 @@ import keras
 import numpy as np
 
 from ._cluster import chief_from_tf_config
-from ._errors import CkptnameWarning
+from ._errors import CkptnameWarning, ClusterError
 from ._metadata import sidecar_record
 from ._rank import is_number
 from ._schedule import Schedule
 
 __all__ = [
+    "agree_on_chief",
     "batch_counter",
     "direction_from_model",
     "is_chief",
@@ -392,6 +393,37 @@ def is_chief() -> bool:
         initialized = dist.is_available() and dist.is_initialized()
         return not initialized or dist.get_rank() == 0
     return chief_from_tf_config(os.environ.get("TF_CONFIG"))
+
+
+def agree_on_chief(chief: bool) -> None:
+    """Check that exactly one process of a JAX cluster writes (every process calls this).
+
+    On JAX across processes the decisions of all processes are gathered (one
+    small collective at train begin, made on every process whatever it
+    decided), so ``chief=True`` passed on two processes, or on none, stops
+    every process with the same error instead of two writers racing, or
+    none saving. Elsewhere a single process, or a TensorFlow cluster (whose
+    ``TF_CONFIG`` is checked instead), passes.
+
+    Raises:
+        ClusterError: not exactly one process of the cluster would write.
+    """
+    if keras.backend.backend() != "jax":
+        return
+    import jax  # type: ignore[import-not-found,unused-ignore]  # only on the JAX backend
+
+    if jax.process_count() < 2:
+        return
+    from jax.experimental import multihost_utils  # type: ignore[import-not-found,unused-ignore]
+
+    flags = np.asarray(multihost_utils.process_allgather(np.asarray(chief, dtype=np.int32)))
+    writers = [int(i) for i in np.flatnonzero(flags.reshape(-1))]
+    if len(writers) != 1:
+        raise ClusterError(
+            f"{len(writers)} of the {flags.size} processes would write the checkpoint folder "
+            f"(processes {writers}); exactly one may: pass chief=True on one process only, "
+            "or leave chief=None so that process 0 writes"
+        )
 
 
 def restore_metrics(model: Any, state: Mapping[str, Any], epoch: int, still_first: Any) -> Any:

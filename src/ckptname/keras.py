@@ -47,6 +47,7 @@ from ._fields import (
     skipped_for_validation,
 )
 from ._keras_backend import (
+    agree_on_chief,
     batch_counter,
     direction_from_model,
     is_chief,
@@ -127,7 +128,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             Sidecars and the state file are not flushed: they are rebuilt from
             names if lost.
         chief: whether this process writes; ``None`` decides from the cluster
-            configuration.
+            configuration (the README's "Many workers" has the rule per
+            backend); a configuration that does not say is a
+            :class:`~ckptname.ClusterError`.
         lock: ``True`` takes the folder's lock (``.ckptname.lock``: owner pid,
             host and start time) at ``on_train_begin``, so a second live run
             pointed at the folder stops with a :class:`~ckptname.FolderLockedError`,
@@ -279,12 +282,16 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             CheckpointError: the folder holds checkpoints of this template from a
                 later point than this run's counter, or its lock cannot be taken.
             FolderLockedError: another live run holds the folder's lock.
+            ClusterError: the cluster's configuration does not say which one
+                process writes (a bad ``TF_CONFIG``; on JAX, ``chief=True`` on
+                more or fewer than one process).
         """
         # A fit that raised never reached on_train_end: its last save may
         # still be in flight.
         self._collect_background()
         model = self.model
         self._is_chief = is_chief() if self.chief is None else bool(self.chief)
+        agree_on_chief(self._is_chief)
         check_fields_for_batches(
             self.template, self._schedule.every, self._extras_now(), self.monitor, self._needs()
         )
