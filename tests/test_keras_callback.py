@@ -12,6 +12,7 @@ import pytest
 from keras_util import STEPS, Scripted, data, fit, leftovers, model, names, read_state
 
 import ckptname
+import ckptname.keras
 from ckptname import CheckpointError, MissingFieldError, read_metadata
 from ckptname.keras import BatchAwareCheckpoint, split_filepath
 
@@ -664,6 +665,39 @@ def test_a_process_that_is_not_the_chief_names_but_writes_nothing(tmp_path):
     fit(model(), [worker], epochs=2)
     assert list(tmp_path.iterdir()) == []  # no checkpoint, sidecar, state file or lock
     assert worker.last_checkpoint == str(tmp_path / "b20.keras")  # named as the chief names it
+
+
+def test_a_worker_that_is_not_the_chief_refuses_the_start_the_chief_refuses(tmp_path):
+    """Every worker reads the folder at train begin: none trains on while the chief stops."""
+    filepath = str(tmp_path / "b{batch:02d}-{loss:.3f}.keras")
+    fit(model(), [BatchAwareCheckpoint(filepath, monitor="loss", save_freq=10)], epochs=2)
+    before = {name: (tmp_path / name).read_bytes() for name in names(tmp_path)}
+    errors = []
+    for chief in (True, False):
+        with pytest.raises(CheckpointError) as info:
+            fit(model(), [BatchAwareCheckpoint(filepath, save_freq=10, chief=chief)], epochs=1)
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
+    assert errors[1].startswith(f"folder {str(tmp_path)!r} already holds checkpoint 'b20-")
+    assert {name: (tmp_path / name).read_bytes() for name in names(tmp_path)} == before
+
+
+def test_a_worker_that_is_not_the_chief_restores_the_best_the_chief_restores(tmp_path):
+    filepath = str(tmp_path / "b{batch:02d}-{loss:.3f}.keras")
+    first = BatchAwareCheckpoint(filepath, monitor="loss", save_freq=10, save_best_only=True)
+    fit(model(), [first], epochs=2)
+    bests = []
+    for chief in (True, False):
+        m = model()
+        point = ckptname.keras.resume(m, filepath)
+        ckpt = BatchAwareCheckpoint(filepath, monitor="loss", save_freq=10, save_best_only=True,
+                                    chief=chief)  # fmt: skip
+        ckpt.set_model(m)
+        ckpt.on_train_begin()
+        bests.append(ckpt.best)
+        ckpt.on_train_end()
+        assert point.batch == 20
+    assert bests == [first.best, first.best]
 
 
 @ku.tensorflow_backend

@@ -339,6 +339,27 @@ def test_only_saves_inside_an_epoch_record_the_metric_state(tmp_path):
     assert "metric_state" not in end
 
 
+def test_a_metric_that_does_not_read_back_is_named_in_a_warning_not_dropped_silently():
+    from types import SimpleNamespace
+
+    from ckptname._keras_backend import metric_state
+
+    class Unreadable:
+        def numpy(self):
+            raise RuntimeError("Collective ops is aborted")
+
+    mean = keras.metrics.Mean(name="loss")
+    mean.update_state([1.0, 3.0])
+    broken = SimpleNamespace(name="auc", variables=[Unreadable()])
+    with pytest.warns(CkptnameWarning) as record:
+        state = metric_state(SimpleNamespace(metrics=[mean, broken]))
+    assert state == {"loss": [4.0, 2.0]}
+    assert ours(record) == [
+        "the running values of 'auc' (RuntimeError: Collective ops is aborted) could not be "
+        "read for the sidecar; a resume into the middle of this epoch starts their means afresh"
+    ]
+
+
 def test_a_sidecar_without_metric_state_resumes_with_means_restarted(tmp_path):
     # Without the record, the rest of the epoch is still resumed exactly
     # (counters, weights), but the means restart: the names of the saves

@@ -204,7 +204,7 @@ def test_two_tensorflow_workers_write_once_name_alike_and_resume_after_a_kill(tm
     names = whole[0]["names"]
     only_checkpoints(os.listdir(whole_root), names)
     only_checkpoints(os.listdir(killed_root), names)
-    loads([str(killed_root / name) for name in names[-2:]])
+    loads([str(root / name) for root in (whole_root, killed_root) for name in names[-2:]])
 
 
 @pytest.fixture
@@ -253,7 +253,8 @@ def test_two_jax_processes_write_once_to_s3_name_alike_and_resume_after_a_kill(
     assert {r.op for r in recording_s3.by("worker-1")} <= {"get", "head", "list flat",
                                                            "list one folder"}  # fmt: skip
     local = []
-    for name in names[-2:]:
-        local.append(str(tmp_path / name))
-        fs.get(f"cluster/killed/{name}", local[-1])
+    for folder in ("whole", "killed"):
+        for name in names[-2:]:
+            local.append(str(tmp_path / folder / name))
+            fs.get(f"cluster/{folder}/{name}", local[-1])
     loads(local)
