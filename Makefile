@@ -25,8 +25,15 @@ install: $(STAMP)
 
 test: $(STAMP)
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest tests property_tests $(PYTEST_ARGS)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest $(KERAS_TESTS) $(PYTEST_ARGS)
-	KERAS_BACKEND=torch $(BIN)/python -m pytest $(KERAS_TESTS) $(PYTEST_ARGS)
+	@# The JAX and PyTorch runs go at once, one per core; each prints its report
+	@# when both are done, and either failing fails the target.
+	@logs=$$(mktemp -d); \
+	KERAS_BACKEND=jax $(BIN)/python -m pytest $(KERAS_TESTS) $(PYTEST_ARGS) >$$logs/jax 2>&1 & jax=$$!; \
+	KERAS_BACKEND=torch $(BIN)/python -m pytest $(KERAS_TESTS) $(PYTEST_ARGS) >$$logs/torch 2>&1; torch=$$?; \
+	wait $$jax; jax=$$?; \
+	echo "== KERAS_BACKEND=jax: exit $$jax"; cat $$logs/jax; \
+	echo "== KERAS_BACKEND=torch: exit $$torch"; cat $$logs/torch; \
+	rm -rf $$logs; test $$jax -eq 0 -a $$torch -eq 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests property_tests examples benchmarks

@@ -35,7 +35,7 @@ from ckptname._metadata import SIDECAR_SUFFIX, STATE_NAME
 WORKER = Path(__file__).with_name("cluster_worker.py")
 TEMPLATE = "e{epoch:02d}-b{batch:04d}-{loss:.4f}.keras"
 KILL_AT = 14  # in the middle of epoch 2, after the save at batch 12
-DEADLINE = 240  # seconds for one cluster run; the workers dump their stacks and exit after it
+DEADLINE = 120  # seconds for one cluster run; the workers dump their stacks and exit after it
 # Saves every 4 global batches over 3 epochs of 8, keeping the last 2:
 # b0004 (mid-epoch), b0008 (an epoch's end), ... b0024.
 SAVED_AT = [4, 8, 12, 16, 20, 24]
@@ -74,11 +74,15 @@ def outputs(logs: list[Path]) -> str:
 def run_cluster(
     workdir: Path, backend: str, filepath: str, phase: str, *, kill_at: int | None = None,
     s3: str | None = None, background: bool = False, chief: bool | None = None,
-    error: str | None = None,
+    error: str | None = None, want: list[int | None] | None = None, **extra: Any,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Run one two-process cluster to its end; each worker's report.
 
-    With ``error``, every worker must stop with exit code 1 after printing it.
+    With ``error``, the workers must stop with the exit codes ``want`` (1 on
+    each by default; ``None`` is any failure), and each whose code must be 1
+    must have printed ``error``;
+    workers still running once one stopped are killed (the cluster is stopped
+    as a whole). ``extra`` goes to the workers' specs as it is.
 
     With ``kill_at``, every worker SIGKILLs itself after that global batch; a
     worker still running once another was killed is killed too (the cluster is
@@ -91,7 +95,7 @@ def run_cluster(
     for index in range(2):
         spec = {
             "index": index, "ports": ports, "filepath": filepath, "kill_at": kill_at,
-            "background": background, "chief": chief,
+            "background": background, "chief": chief, **extra,
             "deadline": DEADLINE, "report": str(workdir / f"{phase}-{index}.report.json"),
             "s3": None if s3 is None else {"endpoint": s3, "key": f"worker-{index}"},
         }  # fmt: skip
@@ -127,8 +131,11 @@ def run_cluster(
             ended = [p.returncode for p in procs if p.returncode is not None]
             if first_end is None and any(code != 0 for code in ended):
                 first_end = now
-            if first_end is not None and now - first_end > 10:
-                if kill_at is not None and set(ended) == {-signal.SIGKILL}:
+            expected_end = error is not None or (
+                kill_at is not None and set(ended) == {-signal.SIGKILL}
+            )
+            if first_end is not None and now - first_end > (5 if expected_end else 10):
+                if expected_end:
                     # Waiting for a peer that is gone: the cluster is killed as a whole.
                     for p in procs:
                         if p.poll() is None:
@@ -143,13 +150,16 @@ def run_cluster(
                 p.kill()
                 p.wait()
     codes = [p.returncode for p in procs]
-    want = [-signal.SIGKILL] * 2 if kill_at is not None else [1, 1] if error else [0, 0]
-    if codes != want:
+    if want is None:
+        want = [-signal.SIGKILL] * 2 if kill_at is not None else [1, 1] if error else [0, 0]
+    if not all(code != 0 if wanted is None else code == wanted
+               for code, wanted in zip(codes, want, strict=True)):  # fmt: skip
         pytest.fail(f"{backend} cluster ({phase}) exited with {codes}, expected {want}\n"
                     f"{outputs(logs)}", pytrace=False)  # fmt: skip
     printed = outputs(logs)
     if error is not None:
-        assert all(error in log.read_text() for log in logs), printed
+        failed = [log for log, code in zip(logs, want, strict=True) if code == 1]
+        assert all(error in log.read_text() for log in failed), printed
         return []
     # No warning (a background save done synchronously, say), except that a chief
     # restarted after a kill takes over the lock the killed one left.
@@ -238,6 +248,15 @@ def test_two_jax_processes_write_once_to_s3_name_alike_and_resume_after_a_kill(
                 error="ckptname._errors.ClusterError: 2 of the 2 processes would write the "
                 "checkpoint folder (processes [0, 1]); exactly one may: pass chief=True on one "
                 "process only, or leave chief=None so that process 0 writes", **run)  # fmt: skip
+    # The callback given to the chief alone: the chief stops with an error after its
+    # wait (3 s here), instead of hanging; the other fails in its first step, whose
+    # peer is gone (or is killed).
+    run_cluster(tmp_path, "jax", url.replace("{run}", "chief-only"), "chief-only",
+                without_callback=True, agree_timeout=3, want=[1, None],
+                error="ckptname._errors.ClusterError: process 1 of the 2 did not begin training "
+                "with a BatchAwareCheckpoint within 3 s; every process of the cluster must run "
+                "the callback (only the chief writes): pass it to fit on every process",
+                **run)  # fmt: skip
     whole = run_cluster(tmp_path, "jax", url.replace("{run}", "whole"), "whole", **run)
     killed = run_cluster(tmp_path, "jax", url.replace("{run}", "killed"), "killed",
                          kill_at=KILL_AT, **run)  # fmt: skip

@@ -10,6 +10,7 @@ counting, best tracking and save transaction below it never import Keras.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import warnings
@@ -395,32 +396,60 @@ def is_chief() -> bool:
     return chief_from_tf_config(os.environ.get("TF_CONFIG"))
 
 
+_AGREEMENTS = itertools.count()
+AGREE_TIMEOUT_S = 300.0
+"""How long a JAX process waits at train begin for the others to say whether they write."""
+
+
 def agree_on_chief(chief: bool) -> None:
     """Check that exactly one process of a JAX cluster writes (every process calls this).
 
-    On JAX across processes the decisions of all processes are gathered (one
-    small collective at train begin, made on every process whatever it
-    decided), so ``chief=True`` passed on two processes, or on none, stops
-    every process with the same error instead of two writers racing, or
-    none saving. Elsewhere a single process, or a TensorFlow cluster (whose
-    ``TF_CONFIG`` is checked instead), passes.
+    On JAX across processes, each process posts its decision in the
+    cluster's coordination service (the key-value store of
+    ``jax.distributed``, as ``jax.experimental.array_serialization`` uses it)
+    and reads every other's, waiting at most :data:`AGREE_TIMEOUT_S`. So
+    ``chief=True`` passed on two processes, or on none, stops every process
+    with the same error instead of two writers racing or none saving; and a
+    process that never runs the callback (given to ``fit`` on the chief
+    alone) is an error on the chief after the wait, not a silent hang.
+    Elsewhere (one process, or a TensorFlow cluster, whose ``TF_CONFIG`` is
+    checked instead) there is nothing to check.
 
     Raises:
-        ClusterError: not exactly one process of the cluster would write.
+        ClusterError: not exactly one process would write, or a process did
+            not reach this point in time.
     """
     if keras.backend.backend() != "jax":
         return
     import jax  # type: ignore[import-not-found,unused-ignore]  # only on the JAX backend
 
-    if jax.process_count() < 2:
+    count = jax.process_count()
+    if count < 2:
         return
-    from jax.experimental import multihost_utils  # type: ignore[import-not-found,unused-ignore]
+    from jax._src import distributed  # type: ignore[import-not-found,unused-ignore]
 
-    flags = np.asarray(multihost_utils.process_allgather(np.asarray(chief, dtype=np.int32)))
-    writers = [int(i) for i in np.flatnonzero(flags.reshape(-1))]
+    client = distributed.global_state.client
+    if client is None:  # several processes without jax.distributed: nothing to ask
+        return
+    # The n-th train begin of this process meets the n-th of every other.
+    prefix = f"ckptname/writes/{next(_AGREEMENTS)}"
+    client.key_value_set(f"{prefix}/{jax.process_index()}", "1" if chief else "0")
+    writers = []
+    for other in range(count):
+        try:
+            said = client.blocking_key_value_get(f"{prefix}/{other}", int(AGREE_TIMEOUT_S * 1000))
+        except Exception as exc:  # jaxlib's error for a deadline passed
+            raise ClusterError(
+                f"process {other} of the {count} did not begin training with a "
+                f"BatchAwareCheckpoint within {AGREE_TIMEOUT_S:g} s; every process of the "
+                "cluster must run the callback (only the chief writes): pass it to fit on "
+                "every process"
+            ) from exc
+        if said == "1":
+            writers.append(other)
     if len(writers) != 1:
         raise ClusterError(
-            f"{len(writers)} of the {flags.size} processes would write the checkpoint folder "
+            f"{len(writers)} of the {count} processes would write the checkpoint folder "
             f"(processes {writers}); exactly one may: pass chief=True on one process only, "
             "or leave chief=None so that process 0 writes"
         )
