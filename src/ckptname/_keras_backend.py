@@ -434,11 +434,14 @@ def agree_on_chief(chief: bool) -> None:
     # The n-th train begin of this process meets the n-th of every other.
     prefix = f"ckptname/writes/{next(_AGREEMENTS)}"
     client.key_value_set(f"{prefix}/{jax.process_index()}", "1" if chief else "0")
+    wait = int(AGREE_TIMEOUT_S * 1000)
     writers = []
     for other in range(count):
         try:
-            said = client.blocking_key_value_get(f"{prefix}/{other}", int(AGREE_TIMEOUT_S * 1000))
-        except Exception as exc:  # jaxlib's error for a deadline passed
+            said = client.blocking_key_value_get(f"{prefix}/{other}", wait)
+        except Exception as exc:  # jaxlib's runtime error: only a deadline is ours to explain
+            if "DEADLINE_EXCEEDED" not in str(exc):
+                raise
             raise ClusterError(
                 f"process {other} of the {count} did not begin training with a "
                 f"BatchAwareCheckpoint within {AGREE_TIMEOUT_S:g} s; every process of the "
@@ -447,6 +450,9 @@ def agree_on_chief(chief: bool) -> None:
             ) from exc
         if said == "1":
             writers.append(other)
+    # No process goes on (or stops) before every one has read every decision:
+    # process 0 serves the store, and its end would cut the others' reads.
+    client.wait_at_barrier(f"{prefix}/read", wait)
     if len(writers) != 1:
         raise ClusterError(
             f"{len(writers)} of the {count} processes would write the checkpoint folder "
