@@ -11,8 +11,8 @@
 * ``background``: whether the chief saves on a background thread; ``chief``: the
   callback's ``chief`` argument; ``without_callback``: only process 0 runs the
   callback; ``agree_timeout``: how long processes wait for each other at train begin;
-* ``kill_at``: the global batch after which this process SIGKILLs itself (the
-  whole cluster does, at the same batch), or ``None``;
+* ``kill_at``: the global batch after which this process reports ``paused_at``
+  and waits, for the test to SIGKILL the whole cluster at once, or ``None``;
 * ``report``: where to write what this process computed, rewritten after every
   checkpoint, so a killed process leaves it too.
 
@@ -33,6 +33,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 
 with open(sys.argv[1]) as spec_file:
@@ -227,7 +228,10 @@ def main() -> None:
         def on_train_batch_end(self, batch: int, logs: object = None) -> None:
             self.note()
             if SPEC["kill_at"] is not None and ckpt.batch == SPEC["kill_at"]:
-                os.kill(os.getpid(), signal.SIGKILL)
+                report["paused_at"] = ckpt.batch
+                write_report()
+                while True:  # until the test kills the cluster
+                    time.sleep(1)
 
         def on_epoch_end(self, epoch: int, logs: object = None) -> None:
             self.note()

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,10 @@ def run_cluster(
     workers still running once one stopped are killed (the cluster is stopped
     as a whole). ``extra`` goes to the workers' specs as it is.
 
-    With ``kill_at``, every worker SIGKILLs itself after that global batch; a
-    worker still running once another was killed is killed too (the cluster is
-    killed as a whole).
+    With ``kill_at``, every worker stops after that global batch and says so in
+    its report; the test then SIGKILLs the process group of the cluster, every
+    worker at once (a worker that outlived a dead peer by a moment could be
+    ended by its backend instead).
     """
     ports = free_ports(2)
     procs: list[subprocess.Popen[bytes]] = []
@@ -115,9 +117,13 @@ def run_cluster(
         env.pop("TF_CONFIG", None)
         env.pop("AWS_SESSION_TOKEN", None)
         log = workdir / f"{phase}-{index}.log"
+        # Both workers in one process group, the first worker's: killed at once.
+        group = procs[0].pid if procs else 0
         with open(log, "wb") as out:
             command = [sys.executable, str(WORKER), str(spec_path)]
-            procs.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env))
+            join = partial(os.setpgid, 0, group)
+            procs.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                          env=env, preexec_fn=join))  # fmt: skip
         logs.append(log)
         reports.append(Path(spec["report"]))
     deadline = time.monotonic() + DEADLINE - 10
@@ -128,15 +134,14 @@ def run_cluster(
             if now > deadline:
                 why = f"{backend} cluster ({phase}) still running after {DEADLINE - 10} s"
                 stop_stuck(procs, logs, why + ": a collective some worker never joined?")
+            if kill_at is not None and all(paused(report, kill_at) for report in reports):
+                os.killpg(procs[0].pid, signal.SIGKILL)
             ended = [p.returncode for p in procs if p.returncode is not None]
             if first_end is None and any(code != 0 for code in ended):
                 first_end = now
-            expected_end = error is not None or (
-                kill_at is not None and set(ended) == {-signal.SIGKILL}
-            )
-            if first_end is not None and now - first_end > (5 if expected_end else 10):
-                if expected_end:
-                    # Waiting for a peer that is gone: the cluster is killed as a whole.
+            if first_end is not None and now - first_end > (5 if error is not None else 10):
+                if error is not None:
+                    # Waiting for a peer that stopped: the cluster is stopped as a whole.
                     for p in procs:
                         if p.poll() is None:
                             p.kill()
@@ -166,6 +171,14 @@ def run_cluster(
     warned = [line for line in printed.splitlines() if "CkptnameWarning" in line]
     assert [w for w in warned if "that process is no longer running" not in w] == [], printed
     return [json.loads(path.read_text()) for path in reports]
+
+
+def paused(report: Path, at: int) -> bool:
+    """Whether the worker writing ``report`` has stopped after global batch ``at``."""
+    try:
+        return bool(json.loads(report.read_text()).get("paused_at") == at)
+    except (FileNotFoundError, ValueError):  # not written yet
+        return False
 
 
 def check_run(whole: list[dict[str, Any]], killed: list[dict[str, Any]],
