@@ -58,6 +58,19 @@ def uninterrupted(folder: Path, template=TEMPLATE, *, save_freq=5, new_model=mod
     return names(folder), m
 
 
+def resumed_like_uninterrupted(tmp_path: Path, at: int, **run):
+    """An uninterrupted run, and one interrupted after batch ``at`` and resumed.
+
+    Checks that both end with the same checkpoint names and weights; returns
+    the resumed model and its point, and the uninterrupted run's names and model.
+    """
+    reference, done = uninterrupted(tmp_path / "ref", **run)
+    m, point, _ = interrupt_then_resume(str(tmp_path / "run" / TEMPLATE), at, **run)
+    assert names(tmp_path / "run") == reference
+    assert_same_weights(m, done)
+    return m, point, reference, done
+
+
 # ----------------------------------------------------------------- ResumePoint
 
 
@@ -457,12 +470,9 @@ def test_tf_data_resume_finishes_the_pass(tmp_path):
 
     x, y = data()
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
-    reference, done = uninterrupted(tmp_path / "ref", inputs=(ds,))
-    m, point, _ = interrupt_then_resume(str(tmp_path / "run" / TEMPLATE), 27, inputs=(ds,))
+    m, point, _, _ = resumed_like_uninterrupted(tmp_path, 27, inputs=(ds,))
     assert (point.batch, point.batch_in_epoch) == (25, 5)
-    assert names(tmp_path / "run") == reference
     assert int(m.optimizer.iterations) == 30
-    assert_same_weights(m, done)
 
 
 @pytest.mark.parametrize("repeat", [True, False])
@@ -476,12 +486,9 @@ def test_tf_data_stream_with_steps_per_epoch_resumes_where_it_was_cut(tmp_path, 
     if repeat:
         ds = ds.repeat()
     run = {"inputs": (ds,), "save_freq": 3, "epochs": 5, "steps_per_epoch": 5}
-    reference, done = uninterrupted(tmp_path / "ref", **run)
-    m, point, _ = interrupt_then_resume(str(tmp_path / "run" / TEMPLATE), 14, **run)
+    m, point, _, _ = resumed_like_uninterrupted(tmp_path, 14, **run)
     assert (point.epoch, point.batch, point.batch_in_epoch) == (3, 12, 2)
-    assert names(tmp_path / "run") == reference
     assert int(m.optimizer.iterations) == 25
-    assert_same_weights(m, done)
 
 
 @ku.steps_per_execution
@@ -495,26 +502,20 @@ def test_tf_data_with_steps_per_execution_that_does_not_divide_the_epoch_resumes
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10).repeat()
     run = {"inputs": (ds,), "save_freq": 6, "epochs": 3, "steps_per_epoch": 7}
     spe3 = lambda: model(steps_per_execution=3)  # noqa: E731
-    reference, done = uninterrupted(tmp_path / "ref", new_model=spe3, **run)
+    m, point, reference, done = resumed_like_uninterrupted(tmp_path, 13, new_model=spe3, **run)
     assert int(done.optimizer.iterations) == 27
     assert reference == [
         "e1-b006-6.keras", "e2-b012-3.keras", "e2-b018-9.keras", "e3-b024-6.keras",
     ]  # fmt: skip
-    m, point, _ = interrupt_then_resume(str(tmp_path / "run" / TEMPLATE), 13, new_model=spe3, **run)
     assert (point.epoch, point.batch, point.batch_in_epoch) == (2, 12, 3)
-    assert names(tmp_path / "run") == reference
     assert int(m.optimizer.iterations) == 27
-    assert_same_weights(m, done)
 
 
 def test_py_dataset_resumes_mid_epoch_exactly(tmp_path):
     run = {"inputs": (ku.Batches(),), "shuffle": False}
-    reference, done = uninterrupted(tmp_path / "ref", **run)
-    m, point, _ = interrupt_then_resume(str(tmp_path / "run" / TEMPLATE), 17, **run)
+    m, point, _, _ = resumed_like_uninterrupted(tmp_path, 17, **run)
     assert (point.epoch, point.batch, point.batch_in_epoch) == (2, 15, 5)
-    assert names(tmp_path / "run") == reference
     assert int(m.optimizer.iterations) == 30
-    assert_same_weights(m, done)
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
