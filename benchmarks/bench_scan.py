@@ -303,6 +303,14 @@ def print_breakdown(
     print(f"  {'sum of the steps':<{width}}  {total:>7.1f} ms  {total / floor:>5.2f}x floor")
 
 
+def timed_build(builder: Any, root: str, count: int) -> tuple[str, int, float]:
+    """Build a folder with ``builder``: its true latest, its entry count, the seconds it took."""
+    start = time.perf_counter()
+    truth = builder(root, count)
+    seconds = time.perf_counter() - start
+    return truth, len(os.listdir(root)), seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000, help="checkpoints to write")
@@ -312,12 +320,10 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="ckptname-bench-")
     committed = tempfile.mkdtemp(prefix="ckptname-bench-")
     try:
-        start = time.perf_counter()
-        truth = build(root, args.count)
-        entries = len(os.listdir(root))
+        truth, entries, seconds = timed_build(build, root, args.count)
         print(
             f"{entries:,} entries ({args.count:,} checkpoints of {TEMPLATE!r} + decoys) "
-            f"in {root}, built in {time.perf_counter() - start:.1f} s; "
+            f"in {root}, built in {seconds:.1f} s; "
             f"true latest: {truth}; median of {args.repeats} runs"
         )
         rows: list[tuple[str, float | None, str, str]] = []
@@ -399,13 +405,10 @@ def main() -> None:
 
         # The same checkpoints as the callback writes them: every one has its
         # sidecar, which vouches for it, so a full scan stats nothing.
-        start = time.perf_counter()
-        truth = build_committed(committed, args.count)
-        entries = len(os.listdir(committed))
+        truth, entries, seconds = timed_build(build_committed, committed, args.count)
         print(
             f"\n{entries:,} entries: the same {args.count:,} checkpoints as BatchAwareCheckpoint "
-            f"writes them (each with its sidecar, no decoys), built in "
-            f"{time.perf_counter() - start:.1f} s"
+            f"writes them (each with its sidecar, no decoys), built in {seconds:.1f} s"
         )
 
         def committed_scan() -> str | None:
