@@ -16,7 +16,8 @@ The callback is a thin edge: counting and the save schedule
 (``ckptname._schedule``), the best tracker (``ckptname._best``), the fields a
 save needs (``ckptname._fields``) and the save transaction
 (``ckptname._transaction``) import no Keras; what only Keras can answer is in
-``ckptname._keras_backend``, and resuming in ``ckptname._resume``.
+``ckptname._keras_backend``, and resuming in ``ckptname._resume`` and
+``ckptname._fit_resumed``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from ._fields import (
     render_name,
     skipped_for_validation,
 )
+from ._fit_resumed import fit_resumed
 from ._keras_backend import (
     agree_on_chief,
     batch_counter,
@@ -61,7 +63,7 @@ from ._keras_backend import (
 from ._lock import LockKeeper
 from ._options import check_choices, check_filepath, check_reversible, check_suffix
 from ._rank import Mode, resolve_mode
-from ._resume import fit_resumed, resume, resumed_point
+from ._resume import resume, resumed_point
 from ._retention import check_keep
 from ._schedule import ResumePoint, Schedule, position_from_sidecar
 from ._snapshot import BackgroundSaves, SaveFailed
