@@ -107,20 +107,20 @@ def test_custom_loop_with_an_optimizer_outside_the_model_resumes(tmp_path):
     m = bare()
     point = resume(m, filepath)
     # Without params the loop never said that epochs have 10 batches: the save
-    # after batch 10 does not know it closed epoch 1, and resuming "finishes"
-    # epoch 1 with no batch left.
+    # after batch 10 learns that it closed epoch 1 when the epoch ends, and the
+    # resume starts epoch 2.
     assert (point.epoch, point.batch, point.batch_in_epoch, point.end_of_epoch) == (
         1,
         10,
         10,
-        False,
+        True,
     )
+    assert point.initial_epoch == 1
     ckpt = BatchAwareCheckpoint(filepath, save_weights_only=True, save_freq=5)
     train(
         m,
         ckpt,
         first_epoch=point.initial_epoch,
-        first_batch=point.batch_in_epoch,
         optimizer=keras.optimizers.SGD(0.01),
         steps=False,
     )

@@ -7,6 +7,7 @@ from ._errors import CheckpointSaveError as CheckpointSaveError
 from ._errors import CkptnameError as CkptnameError
 from ._errors import CkptnameWarning as CkptnameWarning
 from ._errors import ClusterError as ClusterError
+from ._errors import CountError as CountError
 from ._errors import FolderLockedError as FolderLockedError
 from ._errors import MetadataError as MetadataError
 from ._errors import MissingFieldError as MissingFieldError

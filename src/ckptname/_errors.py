@@ -19,6 +19,9 @@ without knowing about ckptname::
     │                                                 cannot be read
     ├── ClusterError(CkptnameError, ValueError)       a cluster configuration that does
     │                                                 not say which process writes
+    ├── CountError(CkptnameError, ValueError)         a batch count that cannot be known,
+    │                                                 or a resume that would not count
+    │                                                 the same batches as the run did
     └── MonitorError(CkptnameError, ValueError)       a metric to rank by, or a mode,
                                                       that cannot be used
 
@@ -52,6 +55,7 @@ __all__ = [
     "CkptnameError",
     "CkptnameWarning",
     "ClusterError",
+    "CountError",
     "FolderLockedError",
     "MetadataError",
     "MissingFieldError",
@@ -178,6 +182,18 @@ class ClusterError(CkptnameError, ValueError):
     Raised for a ``TF_CONFIG`` that is not valid JSON, names a task its own
     cluster does not have, or has more than one chief: guessing there could
     make two processes write one folder, or none.
+    """
+
+
+class CountError(CkptnameError, ValueError):
+    """A global batch count that cannot be known, or that a resume would not keep true.
+
+    Raised where the batches training runs cannot be counted exactly (an
+    input of unknown length with ``steps_per_execution > 1``), where nothing
+    records how many batches came before (a restart with no checkpoint to
+    say), and where a resumed run would count other batches than the run it
+    continues (another batch size, ``steps_per_epoch`` or data length):
+    never a guess that would put a wrong number into a name.
     """
 
 

@@ -1,7 +1,8 @@
 """Keras-specific helpers of the callback: counters, metric state, saving, the chief.
 
-This module is reserved for what needs Keras (or a backend) to answer: the
-optimizer's batch counter, the running sums behind the logged metric means,
+This module is reserved for what needs Keras (or a backend) to answer: how
+many batches ``fit``'s loop runs, the optimizers a model tracks, the running
+sums behind the logged metric means,
 the direction Keras knows for a compiled metric, which process writes, and
 writing the model. Everything above it asks through these functions; the
 counting, best tracking and save transaction below it never import Keras.
@@ -13,6 +14,7 @@ import contextlib
 import itertools
 import json
 import os
+import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -21,24 +23,30 @@ import keras
 import numpy as np
 
 from ._cluster import chief_from_tf_config
-from ._errors import CkptnameWarning, ClusterError
+from ._errors import CkptnameWarning, ClusterError, CountError
 from ._metadata import sidecar_record
 from ._rank import is_number
-from ._schedule import Schedule
+from ._schedule import Schedule, epoch_length, execution_ran
 
 __all__ = [
+    "FitLoop",
     "agree_on_chief",
-    "batch_counter",
+    "build_optimizers",
     "direction_from_model",
+    "distribution_scope",
     "is_chief",
     "jsonable",
+    "lost_optimizer_state",
     "metric_state",
+    "optimizer_record",
     "outside_distribution",
     "public_iterations",
     "pythonify",
+    "read_fit_loop",
     "restore_metric_state",
     "save_model",
     "sidecar_for",
+    "tracked_optimizers",
 ]
 
 
@@ -74,6 +82,9 @@ def sidecar_for(
         extras=extras,
         save_weights_only=weights_only,
     )
+    optimizers = optimizer_record(model)
+    if optimizers:
+        meta["optimizers"] = optimizers
     if state:
         meta["metric_state"] = state
     return meta
@@ -150,24 +161,227 @@ def pythonify(logs: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def batch_counter(model: Any) -> int | None:
-    """How many batches the model's optimizer has applied, or ``None`` without one.
+class FitLoop:
+    """How many batches the executions of one Keras ``fit`` run, read from its epoch iterator.
 
-    With gradient accumulation ``optimizer.iterations`` counts updates, not
-    batches; the raw counter underneath counts batches. A loss-scale wrapper
-    delegates to its inner optimizer.
+    With ``steps_per_execution`` N, Keras reports the last index of each
+    execution to the batch hooks, which overstates an execution that runs
+    short at the end of finite data. Its epoch iterator counts the steps of
+    the current pass in whole executions (``_steps_seen``); with the length
+    of the data, that tells what ran (:func:`ckptname._schedule.execution_ran`).
     """
-    opt = getattr(model, "optimizer", None)
-    if opt is None:
+
+    __slots__ = ("data_length", "iterator", "steps_per_execution")
+
+    def __init__(self, iterator: Any, data_length: int | None, steps_per_execution: int) -> None:
+        self.iterator = iterator
+        self.data_length = data_length
+        self.steps_per_execution = steps_per_execution
+
+    def ran(self) -> int:
+        """The batches the execution that just ended ran."""
+        seen = int(self.iterator._steps_seen)
+        return execution_ran(seen, self.data_length, self.steps_per_execution)
+
+
+def read_fit_loop(model: Any, steps: object) -> tuple[int | None, FitLoop | None]:
+    """How the ``fit`` that is beginning will run: the batches of an epoch, and its executions.
+
+    Called from ``on_train_begin``: Keras's ``fit`` is a caller a few frames
+    up, and its epoch iterator (a local of ``fit`` on every backend) says
+    whether ``steps_per_epoch`` was given and how long the data is. Outside a
+    Keras ``fit`` (a loop driven by hand) there is none: the epoch length is
+    the ``steps`` the loop passed in ``params``, and batches are counted by
+    the indices the loop reports.
+
+    Returns:
+        The batches each epoch runs where known ahead, and a :class:`FitLoop`
+        where executions of several steps must be counted (else ``None``).
+
+    Raises:
+        CountError: ``steps_per_execution`` > 1 over data of unknown length
+            without ``steps_per_epoch``: the last execution of an epoch can run
+            short, and nothing reports by how much.
+    """
+    spe = int(getattr(model, "steps_per_execution", 1) or 1)
+    iterator = _fit_epoch_iterator()
+    if iterator is None:
+        return (steps if isinstance(steps, int) else None), None
+    given = getattr(iterator, "steps_per_epoch", None)
+    length = getattr(iterator, "_num_batches", None)
+    given = given if isinstance(given, int) and given > 0 else None
+    length = length if isinstance(length, int) and length > 0 else None
+    if spe > 1 and given is None and length is None:
+        raise CountError(
+            f"steps_per_execution={spe} with an input of unknown length: Keras does not "
+            "report how many batches the last execution of an epoch runs, so the batch "
+            "count could not be exact; give the input a known length (tf.data: "
+            "dataset.apply(tf.data.experimental.assert_cardinality(n))), pass "
+            "steps_per_epoch with a repeated input, or use steps_per_execution=1"
+        )
+    loop = FitLoop(iterator, length, spe) if spe > 1 else None
+    return epoch_length(given, length, spe), loop
+
+
+def _fit_epoch_iterator(depth: int = 8) -> Any:
+    """The epoch iterator of the Keras ``fit`` that called the callback hook, or ``None``."""
+    try:
+        from keras.src.trainers.epoch_iterator import EpochIterator
+    except ImportError:  # a Keras laid out otherwise: counted by the reported indices
         return None
-    while hasattr(opt, "inner_optimizer"):
-        opt = opt.inner_optimizer
-    var = getattr(opt, "_iterations", None)
-    if var is None:
-        var = getattr(opt, "iterations", None)
-    if var is None:
-        return None
-    return _int_of(var)
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        frame = frame.f_back  # type: ignore[assignment]
+        if frame is None:
+            return None
+        found = frame.f_locals.get("epoch_iterator")
+        if isinstance(found, EpochIterator):
+            return found
+    return None
+
+
+def tracked_optimizers(model: Any) -> dict[str, Any]:
+    """The optimizers a model tracks, by the attribute Keras saves each under.
+
+    ``model.optimizer`` first, then every other public attribute that holds an
+    optimizer (a GAN's ``d_optimizer`` and ``g_optimizer``): Keras saves and
+    loads the state of each.
+    """
+    found: dict[str, Any] = {}
+    seen: set[int] = set()
+    main = getattr(model, "optimizer", None)
+    if main is not None:
+        found["optimizer"] = main
+        seen.add(id(main))
+    base = keras.optimizers.Optimizer
+    for name, value in sorted(vars(model).items()):
+        if not name.startswith("_") and isinstance(value, base) and id(value) not in seen:
+            found[name] = value
+            seen.add(id(value))
+    return found
+
+
+def _innermost(optimizer: Any) -> Any:
+    while hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+def optimizer_record(model: Any) -> dict[str, dict[str, Any]]:
+    """For the sidecar: each built optimizer's variables and iterations.
+
+    The variables an optimizer updates are recorded by their positions in
+    ``model.trainable_variables`` (names carry per-process counters such as
+    ``dense_3``; positions do not), in the optimizer's order. A resume
+    builds each optimizer on the same variables before loading, so that
+    Keras restores its state (it skips optimizers that are not built). An
+    optimizer that updates a variable the model does not list as trainable
+    is recorded without ``variables``.
+    """
+    record: dict[str, dict[str, Any]] = {}
+    position: dict[int, int] | None = None
+    for name, optimizer in tracked_optimizers(model).items():
+        inner = _innermost(optimizer)
+        if not getattr(inner, "built", False):
+            continue
+        if position is None:
+            position = {id(v): i for i, v in enumerate(model.trainable_variables)}
+        updated = [position.get(id(v)) for v in getattr(inner, "_trainable_variables", [])]
+        entry: dict[str, Any] = {"iterations": _int_of(inner.iterations)}
+        if None not in updated:
+            entry["variables"] = updated
+        record[name] = entry
+    return record
+
+
+def build_optimizers(model: Any, record: Mapping[str, Any] | None) -> list[str]:
+    """Build each unbuilt optimizer of ``model`` as it was when the checkpoint was saved.
+
+    Keras restores only optimizers that are built. Each is built on the
+    variables the sidecar's ``optimizers`` record names (see
+    :func:`optimizer_record`); without a record (a checkpoint of another
+    writer), ``model.optimizer`` is built on the model's trainable
+    variables, as ``fit`` builds it. An optimizer the record leaves out was
+    not built when the checkpoint was saved: it stays unbuilt, as it was.
+
+    Returns:
+        Why the state of some optimizers cannot be restored, one line each
+        (an optimizer the record does not describe, or whose variables the
+        model does not have).
+    """
+    problems: list[str] = []
+    trainable: list[Any] | None = None
+    for name, optimizer in tracked_optimizers(model).items():
+        if getattr(optimizer, "built", True):
+            continue
+        if record is None:
+            if name == "optimizer":
+                optimizer.build(model.trainable_variables)
+            else:
+                problems.append(f"{name!r} (the checkpoint has no sidecar to say what it updates)")
+            continue
+        if name not in record:
+            continue  # not built when saved either
+        entry = record[name]
+        positions = entry.get("variables") if isinstance(entry, dict) else None
+        if not isinstance(positions, list):
+            problems.append(f"{name!r} (the sidecar does not say which variables it updates)")
+            continue
+        if trainable is None:
+            trainable = list(model.trainable_variables)
+        count = len(trainable)
+        if not all(type(i) is int and 0 <= i < count for i in positions):
+            problems.append(
+                f"{name!r} (it updated variables the model does not have: {count} are trainable)"
+            )
+            continue
+        optimizer.build([trainable[i] for i in positions])
+    return problems
+
+
+def lost_optimizer_state(model: Any, meta: Mapping[str, Any] | None) -> list[str]:
+    """The optimizers that had run steps when the checkpoint was saved but not after loading it.
+
+    Their state was not in the file (Keras's legacy ``.h5`` holds none):
+    their training continues from a fresh state. One line each, as
+    :func:`build_optimizers` words its problems.
+    """
+    if not meta:
+        return []
+    record = meta.get("optimizers")
+    if not isinstance(record, dict):
+        record = {"optimizer": {"iterations": meta.get("iterations")}}
+    lost = []
+    for name, optimizer in tracked_optimizers(model).items():
+        entry = record.get(name)
+        saved = entry.get("iterations") if isinstance(entry, dict) else None
+        if type(saved) is not int or saved <= 0:
+            continue
+        now = _int_of(_innermost(optimizer).iterations) if optimizer.built else 0
+        if now == 0:
+            lost.append(f"{name!r} (it had run {saved} steps; the file holds no optimizer state)")
+    return lost
+
+
+@contextlib.contextmanager
+def distribution_scope(model: Any) -> Iterator[None]:
+    """Enter the ``tf.distribute`` strategy the model was built under, if not in it already.
+
+    Building an optimizer and loading into it must happen inside the scope
+    of the model's strategy (Keras raises outside it); a resume may be
+    called after the ``with strategy.scope():`` block.
+    """
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    strategy = getattr(model, "_distribute_strategy", None)
+    if strategy is None or tf.distribute.get_strategy() is strategy:
+        yield
+        return
+    with strategy.scope():
+        yield
 
 
 def _int_of(variable: Any) -> int | None:

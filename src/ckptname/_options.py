@@ -14,7 +14,13 @@ from ._errors import TemplateError
 from ._rank import check_mode
 from ._template import Template
 
-__all__ = ["check_choices", "check_filepath", "check_reversible", "check_suffix"]
+__all__ = [
+    "check_choices",
+    "check_filepath",
+    "check_initial_batch",
+    "check_reversible",
+    "check_suffix",
+]
 
 
 def check_choices(lock: object, save_freq: object, mode: object, on_save_error: object) -> None:
@@ -78,3 +84,12 @@ def check_reversible(template: Template) -> None:
             f"template '{template.text}' cannot be read back: {reason}; ckptname must read "
             "names back to find and resume checkpoints"
         )
+
+
+def check_initial_batch(initial_batch: object) -> None:
+    if initial_batch is None or (type(initial_batch) is int and initial_batch >= 0):
+        return
+    raise ValueError(
+        "initial_batch must be a whole number of batches, 0 or more (the batches the model "
+        f"was trained on before this run, where no checkpoint records them), got {initial_batch!r}"
+    )

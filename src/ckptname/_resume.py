@@ -14,13 +14,14 @@ import shutil
 import tempfile
 import warnings
 import weakref
+import zipfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ._errors import CheckpointError, CkptnameWarning, MetadataError, TemplateError
-from ._keras_backend import batch_counter
+from ._keras_backend import build_optimizers, distribution_scope, lost_optimizer_state
 from ._metadata import is_reserved, read_metadata
-from ._rank import COUNTERS, is_number, progress_key
+from ._rank import COUNTERS, as_counter, is_number, progress_key
 from ._scan import Checkpoint, find_latest, scan
 from ._schedule import ResumePoint
 from ._storage import storage_for
@@ -86,9 +87,10 @@ def resume(
     for candidate in _newest_first(root, latest):
         path = str(candidate.path)
         meta = _sidecar_or_none(path)
+        meta = _agreeing_sidecar(candidate, path, meta)
         problem = _not_finite(candidate, meta)
         if problem is None:
-            problem = _load_or_why_not(model, path)
+            problem = _load_or_why_not(model, path, meta)
         if problem is None:
             point = _point_of(model, candidate, path, meta, tuple(p for p, _ in skipped))
             _RESUMED[model] = point
@@ -139,11 +141,44 @@ def _not_finite(record: Checkpoint, meta: Mapping[str, Any] | None) -> str | Non
     return None
 
 
-def _load_or_why_not(model: Any, path: str) -> str | None:
-    try:
-        _load_weights(model, path)
-    except Exception as exc:  # any failure to load is a reason to try the one before
-        return f"it does not load ({type(exc).__name__}: {exc})"
+# What a checkpoint that cannot be read, or whose arrays do not fit the model,
+# raises from Keras's loading: the file's fault, so the one before it is tried.
+# Anything else (a strategy scope, a collective, a missing backend, memory)
+# is not the file's fault and is raised as it is.
+_DAMAGED = (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile)
+
+
+def _load_or_why_not(model: Any, path: str, meta: Mapping[str, Any] | None) -> str | None:
+    """Load ``path`` into ``model``; why it is damaged, or ``None`` once loaded.
+
+    Raises:
+        Exception: a failure that is not the file's (see ``_DAMAGED``), as it is.
+    """
+    record = meta.get("optimizers") if meta is not None else None
+    with distribution_scope(model):
+        problems = build_optimizers(model, record if isinstance(record, dict) else None)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                _load_weights(model, path)
+        except _DAMAGED as exc:
+            return f"it does not load ({type(exc).__name__}: {exc})"
+    for warning in caught:
+        if "optimizer" in str(warning.message) and problems:
+            continue  # Keras's own word for the skipped optimizer: ours below names why
+        warnings.warn_explicit(
+            warning.message, warning.category, warning.filename, warning.lineno
+        )
+    problems.extend(lost_optimizer_state(model, meta))
+    if problems:
+        word = "optimizer" if len(problems) == 1 else "optimizers"
+        warnings.warn(
+            f"the state of {word} {', '.join(problems)} is not restored from {path!r}: "
+            "training continues from a fresh optimizer state; build the optimizer on the "
+            "variables it updates (optimizer.build(variables)) before calling resume",
+            CkptnameWarning,
+            stacklevel=3,
+        )
     return None
 
 
@@ -161,10 +196,6 @@ def _latest(root: str, template: str | Template | None) -> Checkpoint | None:
 
 
 def _load_weights(model: Any, path: str) -> None:
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and not getattr(optimizer, "built", True):
-        # Keras skips optimizer variables when loading into an unbuilt optimizer.
-        optimizer.build(model.trainable_variables)
     storage, inner = storage_for(path)
     if not storage.remote:
         model.load_weights(inner)
@@ -198,9 +229,7 @@ def _point_of(
                 stacklevel=3,
             )
             meta = {}
-    batch = _first_counter(meta.get("batch"), latest.batch)
-    if batch is None:
-        batch = batch_counter(model) or 0
+    batch = _first_counter(meta.get("batch"), latest.batch) or 0
     recorded_iterations = meta.get("iterations")
     metrics = meta.get("metrics") if meta else _named_metrics(latest.values)
     return ResumePoint(
@@ -218,6 +247,32 @@ def _point_of(
         metric_state=dict(meta.get("metric_state") or {}),
         skipped=skipped,
     )
+
+
+def _agreeing_sidecar(
+    record: Checkpoint, path: str, meta: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The sidecar, unless its counters contradict the name: the name wins, with a warning.
+
+    A sidecar that says batch 40 beside ``b006.keras`` belongs to another
+    checkpoint (copied or edited); none of its counters, metrics or state
+    describe this file, so it is set aside as a whole.
+    """
+    if meta is None:
+        return None
+    named = {key: getattr(record, key) for key in COUNTERS if getattr(record, key) is not None}
+    recorded = {key: as_counter(meta.get(key)) for key in COUNTERS}
+    if all(recorded[key] in (None, value) for key, value in named.items()):
+        return meta
+    says = ", ".join(f"{key} {value}" for key, value in recorded.items() if value is not None)
+    named_text = ", ".join(f"{key} {value}" for key, value in named.items())
+    warnings.warn(
+        f"the sidecar of {path!r} records {says}, but the name says {named_text}; the name "
+        "wins and the sidecar is not used (it describes another checkpoint)",
+        CkptnameWarning,
+        stacklevel=4,
+    )
+    return None
 
 
 def _named_metrics(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,41 +1,63 @@
 """Counting training batches, and when a save is due.
 
 This module is reserved for *where training stands*: the global batch count,
-the position inside an epoch, the point a run resumed from, and the save
-schedule. It imports neither Keras nor TensorFlow, so the rules can be tested
-with plain integers.
+the position inside an epoch, the point a run resumed from, where a count
+comes from, and the save schedule. It imports neither Keras nor TensorFlow,
+so the rules can be tested with plain integers.
 
-The rules:
+The count is the number of training batches the loop ran: never an
+optimizer's update counter (a loss-scale optimizer skips the updates of
+steps that overflow, a GAN has two optimizers, none of them counts batches).
 
-* ``batch`` is the global count of training batches since the run began
-  (1-based, across epochs and resumes); ``batch_in_epoch`` is the count inside
-  the current epoch, including the part an earlier run did before a mid-epoch
-  resume.
+========================================  ============================================
+what happens                              what the count does
+========================================  ============================================
+a batch runs (``steps_per_execution=1``)  moves by one: Keras reports each batch's
+                                          index to the batch hook
+an execution of N steps runs              moves by the batches it ran
+                                          (:func:`execution_ran`): N, but fewer where
+                                          finite data ran out inside it
+an epoch ends, a new one begins           carries on; ``batch_in_epoch`` restarts
+a second ``fit`` with the same callback   carries on from this callback's count
+``resume`` loaded a checkpoint            starts from the batch its sidecar (or its
+                                          name) records
+a restart at epoch *e* by Keras's         starts from the count the folder's own
+``BackupAndRestore``                      checkpoints record for the start of *e*
+none of these                             starts from ``initial_batch`` (0 unless
+                                          given)
+========================================  ============================================
+
+* ``batch`` is the global count (1-based, across epochs and resumes);
+  ``batch_in_epoch`` the count inside the current epoch, including the part an
+  earlier run did before a mid-epoch resume.
 * With ``save_freq=N``, a save is due when the global count crosses a multiple
   of N (``prev // N != now // N``), so a resumed run saves at the same batches
   as an uninterrupted one, and with ``steps_per_execution`` (where the count
   moves by more than one) no multiple is skipped.
-* At train begin the count is seeded from the optimizer's batch counter when it
-  is above 0, else from the callback's own count (a second ``fit`` in the same
-  process), else from the checkpoint :func:`ckptname.keras.resume` loaded. The
-  optimizer wins because learning-rate schedules follow it; a disagreement with
-  the resumed checkpoint is a :class:`~ckptname.CkptnameWarning`.
 * A checkpoint saved inside an epoch makes the next epoch that enters it start
   counting ``batch_in_epoch`` after it (what ``fit_resumed`` relies on).
 """
 
 from __future__ import annotations
 
-import sys
+import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import CkptnameWarning
+from ._errors import CkptnameWarning, CountError
 from ._rank import as_counter
 
-__all__ = ["Position", "ResumePoint", "Schedule", "position_from_sidecar"]
+__all__ = [
+    "Position",
+    "Restart",
+    "ResumePoint",
+    "Schedule",
+    "epoch_length",
+    "execution_ran",
+    "position_from_sidecar",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +124,10 @@ class Position:
     """Where counting stands: 0-based epoch index, batches done in it, whether it ended.
 
     ``metric_state`` is what the save at that point recorded of the model's
-    metrics, to put back when the epoch is entered again.
+    metrics, to put back when the epoch is entered again. A position read
+    from a checkpoint also has its ``source`` (the path) and the
+    ``steps_per_epoch`` of the run that saved it, which the next epoch is
+    checked against.
     """
 
     epoch: int
@@ -110,30 +135,94 @@ class Position:
     batch_in_epoch: int
     complete: bool
     metric_state: Mapping[str, Any] | None = None
+    steps_per_epoch: int | None = None
+    source: str | None = None
 
 
-def position_from_sidecar(meta: Mapping[str, Any]) -> Position | None:
-    """The position a checkpoint's sidecar records, or ``None`` where it lacks the counters."""
+def position_from_sidecar(meta: Mapping[str, Any], source: str | None = None) -> Position | None:
+    """The position a checkpoint's sidecar records, or ``None`` where it lacks the counters.
+
+    ``source`` names the checkpoint (in messages); without it the sidecar's ``name``.
+    """
     epoch = as_counter(meta.get("epoch"))
     in_epoch = as_counter(meta.get("batch_in_epoch"))
     if epoch is None or in_epoch is None:
         return None
     state = meta.get("metric_state")
+    name = meta.get("name")
     return Position(
         max(epoch - 1, 0),
         as_counter(meta.get("batch")) or 0,
         in_epoch,
         bool(meta.get("end_of_epoch")),
         state if isinstance(state, dict) and state else None,
+        as_counter(meta.get("steps_per_epoch")),
+        source or (name if isinstance(name, str) else None),
     )
+
+
+def execution_ran(steps_seen: int, data_length: int | None, steps_per_execution: int) -> int:
+    """The batches the execution that just ended ran.
+
+    Keras counts ``steps_seen`` in whole executions (it adds
+    ``steps_per_execution`` before each one, from the start of the current
+    pass over the data); an execution that reaches past the end of finite
+    data of ``data_length`` batches runs only the batches that remain.
+
+    ============================  ==========  =====
+    steps_seen, data_length, N    execution   ran
+    ============================  ==========  =====
+    ``9, 10, 3``                  7-9         3
+    ``12, 10, 3``                 10-12       1
+    ``12, None, 3``               10-12       3
+    ============================  ==========  =====
+    """
+    if data_length is None:
+        return steps_per_execution
+    return max(steps_per_execution - max(steps_seen - data_length, 0), 0)
+
+
+def epoch_length(
+    steps_per_epoch: int | None, data_length: int | None, steps_per_execution: int
+) -> int | None:
+    """The batches one epoch runs, where that is known before it runs.
+
+    Without ``steps_per_epoch`` an epoch is one pass over the data. With it,
+    Keras runs whole executions (``steps_per_execution`` N) from a stream, so
+    an epoch of 7 steps with N=3 runs 9 batches; over finite data the epoch
+    that reaches the end of a pass is cut short, so the length is not known
+    ahead (``None``: the end of the epoch tells).
+    """
+    if steps_per_epoch is None:
+        return data_length
+    if data_length is None:
+        return steps_per_execution * math.ceil(steps_per_epoch / steps_per_execution)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """A job put back to the start of an epoch by something other than ckptname.
+
+    Attributes:
+        epoch: the 0-based epoch training starts at (Keras's
+            ``BackupAndRestore`` sets it).
+        batch: the count the folder's own checkpoints record for the start of
+            that epoch, or ``None`` where none records it.
+        folder: the checkpoint folder, for messages.
+    """
+
+    epoch: int
+    batch: int | None
+    folder: str
 
 
 class Schedule:
     """The global batch count, the position inside the epoch, and when a save is due.
 
     Driven by the callback's hooks: :meth:`seed` at train begin,
-    :meth:`begin_epoch`, :meth:`end_batch` after every batch (the hot path:
-    integer work only), :meth:`end_epoch`.
+    :meth:`begin_epoch`, :meth:`end_batch` after every batch or execution (the
+    hot path: integer work only), :meth:`end_epoch`.
 
     Args:
         every: save every ``every`` global batches; 0 saves at epoch ends only.
@@ -141,7 +230,6 @@ class Schedule:
 
     __slots__ = (
         "batch",
-        "clamp",
         "complete",
         "counted_any",
         "done",
@@ -149,10 +237,8 @@ class Schedule:
         "epoch_start",
         "epoch_steps",
         "every",
-        "exact",
         "offset",
         "pending",
-        "raw_epoch_start",
     )
 
     def __init__(self, every: int) -> None:
@@ -167,9 +253,6 @@ class Schedule:
         self.done = 0
         self.complete = False
         self.counted_any = False
-        self.clamp = sys.maxsize
-        self.exact: Callable[[], int] | None = None
-        self.raw_epoch_start = 0
         self.epoch_steps: int | None = None
         self.pending: Position | None = None
 
@@ -187,68 +270,65 @@ class Schedule:
         """Whether the batch just counted was the last of the epoch (where that is known)."""
         return self.epoch_steps is not None and self.done >= self.epoch_steps
 
-    def configure(
+    def configure(self, epoch_steps: int | None) -> None:
+        """Take in how many batches each epoch of this ``fit`` runs, where known."""
+        self.epoch_steps = epoch_steps if epoch_steps is not None and epoch_steps > 0 else None
+
+    def seed(
         self,
-        steps: object,
-        steps_per_execution: int,
-        batch_counter: Callable[[], int] | None,
-    ) -> None:
-        """Take in how ``fit`` will run: steps per epoch and per execution.
-
-        With ``steps_per_execution`` N, Keras reports the last index of each
-        execution, and runs whole executions: an epoch of 7 steps with N=3
-        runs 9 batches on a repeated stream, 7 on a finite one whose last
-        execution comes up short. The count is then read from
-        ``batch_counter`` (the optimizer's count of batches, once per
-        execution), which is what ran; without one (a hand-written loop with
-        no optimizer) the reported index is clamped to the epoch's length.
-        """
-        self.epoch_steps = steps if isinstance(steps, int) and steps > 0 else None
-        many = steps_per_execution > 1
-        self.exact = batch_counter if many else None
-        unread = many and batch_counter is None and self.epoch_steps
-        self.clamp = self.epoch_steps if unread and self.epoch_steps else sys.maxsize
-
-    def seed(self, raw: int | None, resumed: ResumePoint | None, *, fresh: bool) -> str | None:
-        """Seed the global count at train begin (see the module docstring).
+        resumed: ResumePoint | None,
+        *,
+        fresh: bool,
+        initial_batch: int | None = None,
+        restart: Restart | None = None,
+    ) -> str | None:
+        """Seed the global count at train begin (the table in the module docstring).
 
         Args:
-            raw: the optimizer's batch counter, or ``None`` without one.
-            resumed: the point ``resume`` loaded for the model, if any.
-            fresh: whether ``resumed`` is new since the last seed (its
-                disagreements with ``raw`` are warned about once).
+            resumed: the point ``resume`` loaded into the model, if any.
+            fresh: whether ``resumed`` is new since the last seed (then it
+                wins over this callback's own count: the model was put back).
+            initial_batch: the user's count for a model that arrives trained
+                with no record of it; checked against a resume point.
+            restart: a restart to the start of an epoch by another callback
+                (used when nothing above says where the count stands).
 
         Returns:
             The path of the resumed checkpoint where counting continues from
             it (the caller protects it from retention), else ``None``.
+
+        Raises:
+            CountError: ``initial_batch`` contradicts the checkpoint ``resume``
+                loaded or the folder's record of a restart, or a restart's
+                count is recorded nowhere.
         """
         loaded = resumed if resumed is not None and resumed.resumed else None
-        if raw:
-            seed = raw
-        elif self.counted_any:
-            seed = self.batch
-        elif loaded is not None:
-            seed = loaded.batch
-        else:
-            seed = 0
-        if fresh and loaded is not None:
-            _warn_if_counters_disagree(raw, loaded)
-        position: Position | None = None
-        continues_from = None
-        if self.counted_any and seed == self.batch:
-            position = Position(self.epoch, self.batch, self.batch_in_epoch, self.complete)
-        elif loaded is not None and loaded.batch == seed:
-            position = Position(
+        first = not self.counted_any
+        if loaded is not None and (fresh or first):
+            if first and initial_batch is not None and initial_batch != loaded.batch:
+                raise CountError(
+                    f"initial_batch={initial_batch} contradicts checkpoint {loaded.path!r}, "
+                    f"which resume() loaded into the model and which was saved after "
+                    f"{loaded.batch} batches; leave initial_batch out (the checkpoint "
+                    "records the count)"
+                )
+            self.batch = loaded.batch
+            self.pending = Position(
                 max(loaded.epoch - 1, 0),
                 loaded.batch,
                 loaded.batch_in_epoch,
                 loaded.end_of_epoch,
                 loaded.metric_state or None,
+                loaded.steps_per_epoch,
+                loaded.path,
             )
-            continues_from = loaded.path
-        self.batch = seed
-        self.pending = position
-        return continues_from
+            return loaded.path
+        if not first:
+            self.pending = Position(self.epoch, self.batch, self.batch_in_epoch, self.complete)
+            return None
+        self.pending = None
+        self.batch = _restart_count(restart, initial_batch) if restart else initial_batch or 0
+        return None
 
     def begin_epoch(self, epoch: int) -> Position | None:
         """Start counting an epoch (0-based).
@@ -261,6 +341,8 @@ class Schedule:
         self.offset = 0
         pending, self.pending = self.pending, None
         restore = None
+        if pending is not None:
+            self._check_length(pending, epoch)
         if pending is not None and not pending.complete:
             if epoch == pending.epoch:
                 self.offset = pending.batch_in_epoch
@@ -278,22 +360,59 @@ class Schedule:
         self.epoch_start = self.batch
         self.done = 0
         self.complete = False
-        if self.exact is not None:
-            self.raw_epoch_start = self.exact()
         return restore
 
-    def end_batch(self, batch: int) -> bool:
-        """Count the batches up to 0-based index ``batch`` of the epoch; whether a save is due."""
-        done = batch + 1
-        if done > self.clamp:
-            done = self.clamp
-        if self.exact is not None:
-            done = self.exact() - self.raw_epoch_start
-        if done <= self.done:
-            # The index went back without begin_epoch (a hand-written loop
-            # that does not call it): a new epoch of counting, as Keras assumes.
-            self.epoch_start = self.batch
-            self.offset = 0
+    def _check_length(self, pending: Position, epoch: int) -> None:
+        """Refuse an epoch that continues a checkpoint's run with another epoch length.
+
+        Another batch size, ``steps_per_epoch`` or data length would count
+        other batches under the names of the run that saved the checkpoint
+        (its epochs, its ``batch_in_epoch``). Checked where both lengths are
+        known, for the epoch the checkpoint stopped inside or the one after it.
+
+        Raises:
+            CountError: the lengths differ.
+        """
+        recorded, steps = pending.steps_per_epoch, self.epoch_steps
+        if pending.source is None or recorded is None or steps is None:
+            return
+        if not pending.complete and epoch == pending.epoch:
+            before = pending.batch_in_epoch
+        elif pending.complete and epoch == pending.epoch + 1:
+            before = 0
+        else:
+            return
+        if before + steps == recorded:
+            return
+        parts = f" ({before} before the checkpoint and {steps} now)" if before else ""
+        raise CountError(
+            f"checkpoint {pending.source!r} was saved by a run whose epochs had {recorded} "
+            f"batches, but epoch {epoch + 1} of this fit has {before + steps}{parts}; another "
+            "batch size, steps_per_epoch or data length would count other batches under the "
+            "run's names: continue with the run's batch size and data "
+            "(ckptname.keras.fit_resumed finishes the interrupted epoch), or start in another "
+            "folder"
+        )
+
+    def end_batch(self, batch: int, ran: int | None = None) -> bool:
+        """Count a batch or an execution that ran; whether a save is due.
+
+        Args:
+            batch: the 0-based index inside the epoch that Keras reports (the
+                last of the execution).
+            ran: the batches the execution ran, where the caller knows them
+                (``steps_per_execution`` > 1, see :func:`execution_ran`);
+                ``None`` counts up to ``batch``.
+        """
+        if ran is None:
+            done = batch + 1
+            if done <= self.done:
+                # The index went back without begin_epoch (a hand-written loop
+                # that does not call it): a new epoch of counting, as Keras assumes.
+                self.epoch_start = self.batch
+                self.offset = 0
+        else:
+            done = self.done + ran
         self.done = done
         prev = self.batch
         now = self.epoch_start + done
@@ -307,21 +426,22 @@ class Schedule:
         self.complete = True
 
 
-def _warn_if_counters_disagree(raw: int | None, resumed: ResumePoint) -> None:
-    if raw is not None and raw > 0 and raw != resumed.batch:
-        warnings.warn(
-            f"the optimizer has run {raw} batches but checkpoint {resumed.path!r} "
-            f"was saved after {resumed.batch}; counting continues from {raw}, the "
-            "optimizer's count (learning-rate schedules follow it)",
-            CkptnameWarning,
-            stacklevel=5,
+def _restart_count(restart: Restart, initial_batch: int | None) -> int:
+    """The count a restart at the start of ``restart.epoch`` continues from."""
+    where = f"epoch {restart.epoch + 1}"
+    if restart.batch is None:
+        if initial_batch is not None:
+            return initial_batch
+        raise CountError(
+            f"training restarts at {where} (keras.callbacks.BackupAndRestore), but no "
+            f"checkpoint in {restart.folder!r} records how many batches ran before it; pass "
+            "initial_batch (that number) to BatchAwareCheckpoint, or resume with "
+            "ckptname.keras.resume(model, filepath) instead"
         )
-    elif raw == 0 and resumed.batch > 0:
-        warnings.warn(
-            f"the optimizer's batch counter is 0 after resuming from {resumed.path!r} "
-            f"(saved after {resumed.batch} batches): its state was not in the "
-            f"checkpoint; counting continues from {resumed.batch}, but learning-rate "
-            "schedules restart",
-            CkptnameWarning,
-            stacklevel=5,
+    if initial_batch is not None and initial_batch != restart.batch:
+        raise CountError(
+            f"initial_batch={initial_batch} contradicts the checkpoints in "
+            f"{restart.folder!r}, which record {restart.batch} batches before {where}, "
+            "where training restarts; leave initial_batch out"
         )
+    return restart.batch

@@ -443,6 +443,55 @@ class CheckpointFolder:
                 "another folder"
             )
 
+    def count_before_epoch(self, records: Sequence[Checkpoint], epoch: int) -> int | None:
+        """The batch count the folder's checkpoints record for the start of 0-based ``epoch``.
+
+        Read from the sidecars (else the names) of checkpoints that closed
+        the epoch before it (``batch``) or were saved inside it (``batch -
+        batch_in_epoch``). ``None`` where none records it, or where they
+        disagree (the folder then cannot say). Epoch 0 starts at 0.
+        """
+        if epoch == 0:
+            return 0
+        found: set[int] = set()
+        for rec in records:
+            if rec.epoch is not None and rec.epoch not in (epoch, epoch + 1):
+                continue
+            meta = self.sidecar(rec) or {}
+            at = as_counter(meta.get("epoch", rec.epoch))
+            batch = as_counter(meta.get("batch", rec.batch))
+            inside = as_counter(meta.get("batch_in_epoch", rec.batch_in_epoch))
+            if batch is None:
+                continue
+            if at == epoch and meta.get("end_of_epoch") is True:
+                found.add(batch)
+            elif at == epoch + 1 and inside is not None and inside <= batch:
+                found.add(batch - inside)
+        return found.pop() if len(found) == 1 else None
+
+    def close_epoch(self, path: str) -> None:
+        """Record in the sidecar of checkpoint ``path`` that its epoch ended with it.
+
+        For a save on the last batch of an epoch whose length was not known
+        when it was saved. The sidecar is replaced whole (an atomic rename
+        locally, one upload on object stores); a missing or unreadable one is
+        left as it is.
+
+        Raises:
+            CheckpointSaveError: the new sidecar could not be written.
+        """
+        try:
+            meta = read_sidecar(self.storage, path)
+        except (MetadataError, OSError):
+            return
+        if meta is None or meta.get("end_of_epoch") is True:
+            return
+        meta["end_of_epoch"] = True
+        meta["steps_per_epoch"] = meta.get("batch_in_epoch")
+        meta.pop("metric_state", None)  # only a resume inside the epoch needs it
+        side = sidecar_path(path)
+        _step("write the sidecar", side, self.storage.write_bytes, side, encode(meta))
+
     def _batch_of(self, record: Checkpoint) -> int | None:
         if record.batch is not None:
             return record.batch

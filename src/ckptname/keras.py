@@ -49,23 +49,30 @@ from ._fields import (
 )
 from ._fit_resumed import fit_resumed
 from ._keras_backend import (
+    FitLoop,
     agree_on_chief,
-    batch_counter,
     direction_from_model,
     is_chief,
     jsonable,
     metric_state,
     pythonify,
+    read_fit_loop,
     restore_metrics,
     save_model,
     sidecar_for,
 )
 from ._lock import LockKeeper
-from ._options import check_choices, check_filepath, check_reversible, check_suffix
+from ._options import (
+    check_choices,
+    check_filepath,
+    check_initial_batch,
+    check_reversible,
+    check_suffix,
+)
 from ._rank import Mode, resolve_mode
 from ._resume import resume, resumed_point
 from ._retention import check_keep
-from ._schedule import ResumePoint, Schedule, position_from_sidecar
+from ._schedule import Restart, ResumePoint, Schedule, position_from_sidecar
 from ._snapshot import BackgroundSaves, SaveFailed
 from ._transaction import CheckpointFolder, StartCheck, normalized, split_filepath
 
@@ -182,6 +189,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         chief: bool | None = None,
         lock: bool | str = True,
         save_on_background: bool = False,
+        initial_batch: int | None = None,
     ) -> None:
         super().__init__()
         check_filepath(filepath)
@@ -205,6 +213,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         check_keep("keep_best", keep_best)
         check_suffix(self.filepath, self.save_weights_only)
         check_extras(extras)
+        check_initial_batch(initial_batch)
+        self.initial_batch = initial_batch
         self._folder = CheckpointFolder(self.filepath, fsync=fsync)
         self.template = self._folder.template
         check_reversible(self.template)
@@ -230,6 +240,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._superseded: list[tuple[Any, int]] = []
         self._written: set[str] = set()
         self._locks = LockKeeper(self.lock, self.filepath, before_release=self._join_saver)
+        self._loop: FitLoop | None = None
+        # The last save of this epoch that was recorded as inside it: (path, batch).
+        self._open_save: tuple[str, int] | None = None
         self._background = BackgroundSaves() if self.save_on_background else None
 
     @property
@@ -298,11 +311,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             self.template, self._schedule.every, self._extras_now(), self.monitor, self._needs()
         )
         self._resolve_mode(required=self.save_best_only or self.keep_best is not None)
-        # Read through `self.model`: on JAX that syncs the variables of the
-        # last step into the model (Keras's `Callback.model` property).
-        counter = None if batch_counter(model) is None else lambda: batch_counter(self.model) or 0
-        spe = int(getattr(model, "steps_per_execution", 1) or 1)
-        self._schedule.configure((self.params or {}).get("steps"), spe, counter)
+        steps, self._loop = read_fit_loop(model, (self.params or {}).get("steps"))
+        self._schedule.configure(steps)
         self._saved_this_run = None
         self._skip_warned = False
         # Folder fields filled from extras say which checkpoints are this run's.
@@ -339,19 +349,30 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
                 (as Keras passes it; with ``steps_per_execution`` N it grows by N).
             logs: the metrics; read only when a save is due.
         """
-        if self._schedule.end_batch(batch):
+        loop = self._loop
+        if self._schedule.end_batch(batch, None if loop is None else loop.ran()):
             self._save(logs, end_of_epoch=self._schedule.ends_epoch())
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        """Mark the epoch complete; save if ``save_freq='epoch'``."""
+        """Mark the epoch complete; save if ``save_freq='epoch'``.
+
+        A save on the epoch's last batch, whose length was not known ahead
+        (data of unknown length), was recorded as inside the epoch: its
+        sidecar now says the epoch ended there, so a resume from it starts
+        the next epoch.
+        """
         self._schedule.end_epoch()
         self._unwrap_first_step()
         if not self._schedule.every:
             self._save(logs, end_of_epoch=True)
+        elif self._open_save is not None and self._open_save[1] == self._schedule.batch:
+            self._close_epoch_of(self._open_save[0])
+        self._open_save = None
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         """Apply retention once more, now without sparing the resumed-from checkpoint."""
         self._schedule.pending = None
+        self._loop = None  # it holds Keras's epoch iterator, and its data
         self._unwrap_first_step()
         try:
             self._collect_background()
@@ -431,20 +452,19 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         resumed = resumed_point(model)
         fresh = resumed is not None and resumed is not self._resume_seen
         self._resume_seen = resumed
-        counted_before = self._schedule.counted_any
-        raw = batch_counter(model)
-        continues_from = self._schedule.seed(raw, resumed, fresh=fresh)
+        folder = self._folder
+        records = folder.records()
+        restart = self._restart(model, records)
+        continues_from = self._schedule.seed(
+            resumed, fresh=fresh, initial_batch=self.initial_batch, restart=restart
+        )
         if continues_from is not None:
             self._protect.add(normalized(continues_from))
         # Every worker reads the folder and makes the same checks and the same
         # best; only the chief writes to it (here: removes leftovers).
-        folder = self._folder
-        records = folder.records()
         if self._is_chief:
             folder.clean_leftovers(records)
-        # A model that arrives trained by something other than resume() (Keras's
-        # BackupAndRestore) is a restart of the job that wrote the folder.
-        restarted = bool(raw) and continues_from is None and not counted_before
+        restarted = restart is not None and continues_from is None
         skipped = resumed.skipped if resumed is not None else ()
         start = folder.check_start(self._schedule.batch, records, restarted=restarted,
                                    skipped=skipped)  # fmt: skip
@@ -457,7 +477,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             self._protect.add(normalized(rec.path))
             if self._schedule.pending is None:
                 meta = folder.sidecar(rec)
-                self._schedule.pending = None if meta is None else position_from_sidecar(meta)
+                pending = None if meta is None else position_from_sidecar(meta, rec.path)
+                self._schedule.pending = pending
         self._start = start
         exact = None
         if self.save_best_only or self.keep_best is not None:
@@ -467,6 +488,22 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
 
         names = [r.name for r in records]
         self._tracker.restore(folder.read_state(), self.template.text, names, exact)
+
+    def _restart(self, model: Any, records: list[Any]) -> Restart | None:
+        """A restart by Keras's ``BackupAndRestore`` at this fit's start, if one happened.
+
+        ``BackupAndRestore`` (listed before this callback) puts the model back
+        to its last backup and makes ``fit`` start at the epoch after it
+        (``model._initial_epoch``). The count at the start of that epoch is
+        the one the folder's own checkpoints record; the checkpoints after it
+        are this job's own future, replaced as training reaches them.
+        """
+        if self._schedule.counted_any:
+            return None
+        epoch = getattr(model, "_initial_epoch", None)
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            return None
+        return Restart(epoch, self._folder.count_before_epoch(records, epoch), self.directory)
 
     def _exact_value(self, rec: Any, *, read: bool) -> object:
         """The monitor's exact value from a checkpoint's sidecar (else, with ``read``, its name)."""
@@ -511,6 +548,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         if not self._is_chief:
             self._last_path = shown
             return
+        self._open_save = None if end_of_epoch else (self._folder.path(name), s.batch)
         weights_only = self.save_weights_only
         meta = sidecar_for(model, self._schedule, self.template.text, name, plain, extras,
                            state, end_of_epoch=end_of_epoch, weights_only=weights_only)  # fmt: skip
@@ -546,6 +584,14 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             print(f"\nEpoch {epoch}: finished saving model to {shown}")
         if self.keep_last is not None or self.keep_best is not None:
             self._prune(path)
+
+    def _close_epoch_of(self, path: str) -> None:
+        """Record in ``path``'s sidecar that its epoch ended with it (see :meth:`on_epoch_end`)."""
+        self._collect_background()
+        try:
+            self._folder.close_epoch(path)
+        except CheckpointSaveError as exc:
+            self._failed(exc)
 
     def _collect_background(self) -> None:
         """Wait for the save in flight; raise or warn about a failure, as ``on_save_error`` says."""
