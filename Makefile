@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 # its backend at import); the other tests once.
 KERAS_TESTS := tests/test_keras_callback.py tests/test_keras_resume.py \
 	tests/test_keras_save_errors.py tests/test_keras_loop.py tests/test_reliability_kill.py \
-	tests/test_keras_background.py tests/test_keras_counting.py tests/test_keras_optimizers.py
+	tests/test_keras_background.py tests/test_keras_counting.py tests/test_keras_optimizers.py \
+	tests/test_keras_fit_resumed.py
 
 # torch is pinned on the same command line to the CPU build: a bare `torch`
 # requirement resolves to the CUDA build (several GB).

@@ -3,13 +3,14 @@
 This module is reserved for the way training continues after
 :func:`ckptname.keras.resume`: a run resumed inside an epoch runs only that
 epoch's remaining batches, then the epochs after it, for each kind of input
-Keras takes (arrays, ``keras.utils.PyDataset``, ``tf.data``). Public as
-``ckptname.keras.fit_resumed``.
+Keras takes that can be started at any batch (arrays, ``keras.utils.PyDataset``,
+``tf.data``). Public as ``ckptname.keras.fit_resumed``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 from collections.abc import Sequence
@@ -47,21 +48,42 @@ def fit_resumed(
     *e + 1* to ``epochs``. The run then ends with the same
     ``optimizer.iterations``, the same global batch counts and the same
     checkpoint names as one that was never interrupted; where the input order
-    is deterministic it also sees the same batches:
+    is deterministic it also sees the same batches. Below, *dataset* is a
+    ``keras.utils.PyDataset`` or a ``tf.data.Dataset``, and *steps* is
+    ``steps_per_epoch``:
 
-    ==============================  ===============================================
-    input                           the rest of the interrupted epoch
-    ==============================  ===============================================
-    NumPy arrays, ``shuffle=False``  the samples after the first *k* batches: the
-                                    same batches
-    NumPy arrays, shuffled          *k* batches' worth fewer samples, drawn from a
-                                    fresh shuffle (which samples the lost epoch had
-                                    seen is not recorded anywhere)
-    finite ``tf.data.Dataset``      ``dataset.skip(k)``, an epoch being one pass
-    ``tf.data`` with                the stream after the *batch*-th element
-    ``steps_per_epoch``             (``.repeat()``-ed if finite), so epochs keep
-                                    cutting the stream where they did
-    ==============================  ===============================================
+    ==========================  ===================================================
+    input                       the rest of the interrupted epoch, and the epochs
+                                after it
+    ==========================  ===================================================
+    arrays, ``shuffle=False``   the samples after the first *k* batches: the same
+                                batches; each later epoch one pass
+    arrays, shuffled            *k* batches' worth fewer samples, drawn from a
+                                fresh shuffle (which samples the lost epoch had
+                                seen is not recorded anywhere)
+    arrays, *steps*             refused: give a dataset
+    dataset, no *steps*         the pass after its first *k* batches (a
+                                ``PyDataset`` with ``shuffle=True``: those batches
+                                in a fresh order); each later epoch one pass
+    endless dataset, *steps*    one stream, as Keras keeps one iterator across
+                                epochs: the rest is the stream from batch *batch*
+                                (the global count), the later epochs go on where
+                                it ends. Endless: a ``PyDataset`` whose
+                                ``num_batches`` is ``None``, a ``tf.data`` of
+                                infinite or unknown length
+    dataset of *n*, *steps*     the same, in the input repeated (Keras starts a
+                                new pass when one runs out): from batch *batch*
+                                mod *n*; a shuffled ``PyDataset`` takes each pass
+                                in a fresh order. Refused where epochs do not
+                                divide *n*: Keras then cuts the last epoch of
+                                each pass short
+    generator, other iterator   refused: it cannot start at a given batch; give a
+                                dataset (endless, for *steps*)
+    ==========================  ===================================================
+
+    An epoch of *steps* takes ``spe * ceil(steps / spe)`` batches with
+    ``steps_per_execution=spe`` (Keras runs whole executions): that is the
+    length that must divide *n*. An endless dataset needs *steps*.
 
     Args:
         model: the compiled model, after :func:`resume`.
@@ -81,8 +103,8 @@ def fit_resumed(
         A ``keras.callbacks.History`` holding the epochs of all the ``fit`` calls.
 
     Raises:
-        TypeError: an input other than arrays or a ``tf.data.Dataset`` with a
-            mid-epoch resume point.
+        TypeError: an input other than arrays, a ``keras.utils.PyDataset`` or a
+            ``tf.data.Dataset`` with a mid-epoch resume point.
         ValueError: ``initial_epoch`` given (it comes from ``resume``), or a
             combination whose epochs cannot be cut again where they were.
     """
@@ -172,8 +194,7 @@ def _refuse_with_dataset(cut: _Cut, y: Any, kind: str) -> None:
 def _fit_dataset(cut: _Cut, tf: Any, ds: Any, y: Any) -> Any:
     _refuse_with_dataset(cut, y, "tf.data.Dataset")
     steps_per_epoch = cut.args["steps_per_epoch"]
-    spe = int(getattr(cut.model, "steps_per_execution", 1) or 1)
-    rest, after = _dataset_parts(tf, ds, cut.point, steps_per_epoch, spe)
+    rest, after = _dataset_parts(tf, ds, cut.point, steps_per_epoch, _execution(cut.model))
     rest_kw: dict[str, Any] = {}
     if steps_per_epoch is not None:
         rest_kw["steps_per_epoch"] = steps_per_epoch - cut.point.batch_in_epoch
@@ -186,54 +207,37 @@ def _fit_dataset(cut: _Cut, tf: Any, ds: Any, y: Any) -> Any:
 
 
 def _fit_py_dataset(cut: _Cut, ds: Any, y: Any) -> Any:
-    """Skip the batches of the interrupted epoch that ran: a ``PyDataset`` is indexable."""
     _refuse_with_dataset(cut, y, "keras.utils.PyDataset")
-    if cut.args["steps_per_epoch"] is not None:
-        raise ValueError(
-            "fit_resumed cuts a keras.utils.PyDataset into epochs of whole passes; without "
-            "steps_per_epoch each epoch is one pass (len(dataset) batches), so leave it out"
-        )
-    k = cut.point.batch_in_epoch
-    rest = (_SkipBatches(ds, k), None) if k < len(ds) else None
-    shuffle = {"shuffle": cut.args["shuffle"]}
-    return cut.rest_and_after(rest, (ds, None), shuffle, shuffle)
+    steps_per_epoch, shuffle = cut.args["steps_per_epoch"], cut.args["shuffle"]
+    rest, after = _py_dataset_parts(
+        ds, cut.point, steps_per_epoch, _execution(cut.model), shuffle=bool(shuffle)
+    )
+    if steps_per_epoch is None:
+        rest_kw = after_kw = {"shuffle": shuffle}
+    else:
+        # The parts are endless views that keep their own order.
+        rest_kw = {"steps_per_epoch": steps_per_epoch - cut.point.batch_in_epoch, "shuffle": False}
+        after_kw = {"steps_per_epoch": steps_per_epoch, "shuffle": False}
+    return cut.rest_and_after(
+        None if rest is None else (rest, None), (after, None), rest_kw, after_kw
+    )
 
 
-class _SkipBatches(keras.utils.PyDataset):  # type: ignore[misc]  # Keras is untyped
-    """A ``PyDataset`` without its first ``skip`` batches (the part of an epoch that ran)."""
-
-    def __init__(self, dataset: Any, skip: int) -> None:
-        super().__init__(
-            workers=getattr(dataset, "workers", 1),
-            use_multiprocessing=getattr(dataset, "use_multiprocessing", False),
-            max_queue_size=getattr(dataset, "max_queue_size", 10),
-        )
-        self.dataset = dataset
-        self.skip = skip
-
-    def __len__(self) -> int:
-        return max(len(self.dataset) - self.skip, 0)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.dataset[index + self.skip]
-
-    def on_epoch_end(self) -> None:
-        self.dataset.on_epoch_end()
+def _execution(model: Any) -> int:
+    """``steps_per_execution``: Keras runs batches in whole executions of this many."""
+    return int(getattr(model, "steps_per_execution", 1) or 1)
 
 
 def _fit_arrays(cut: _Cut, x: Any, y: Any) -> Any:
     args = cut.args
+    n = _num_samples(x)
+    if n is None:
+        raise _cannot_cut(x, args["steps_per_epoch"])
     if args["steps_per_epoch"] is not None:
         raise ValueError(
             "fit_resumed cuts NumPy arrays into epochs of whole passes; with steps_per_epoch, "
             "give a keras.utils.PyDataset or a tf.data.Dataset "
             "(tf.data.Dataset.from_tensor_slices((x, y)).batch(n))"
-        )
-    n = _num_samples(x)
-    if n is None:
-        raise TypeError(
-            "fit_resumed finishes an interrupted epoch for NumPy arrays (or lists and dicts "
-            f"of them), keras.utils.PyDataset and tf.data datasets; got {type(x).__name__}"
         )
     sample_weight, shuffle = args["sample_weight"], args["shuffle"]
     if args["validation_split"] and args["validation_data"] is None:
@@ -259,44 +263,190 @@ def _fit_arrays(cut: _Cut, x: Any, y: Any) -> Any:
     return cut.rest_and_after(rest, (x, y), rest_kw, after_kw)
 
 
+def _cannot_cut(x: Any, steps_per_epoch: int | None) -> TypeError:
+    got = type(x).__name__
+    if steps_per_epoch is None:
+        return TypeError(
+            "fit_resumed finishes an interrupted epoch for NumPy arrays (or lists and dicts "
+            f"of them), keras.utils.PyDataset and tf.data datasets; got {got}"
+        )
+    return TypeError(
+        "with steps_per_epoch, fit_resumed starts the stream again at the batch where the "
+        f"run stopped, which a {got} cannot do; give the batches as a keras.utils.PyDataset "
+        "whose __getitem__(i) returns batch i and whose num_batches is None, or as a "
+        "tf.data.Dataset"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Starts:
+    """Where the parts of a resumed run start in their input, in batches.
+
+    ``rest``: the first batch of the rest of the interrupted epoch (``None``:
+    nothing is left of it). ``after``: the first batch of the epochs after it
+    (``None``: the input as given, each epoch a fresh pass). With ``repeat``
+    both count in the input repeated without end.
+    """
+
+    rest: int | None
+    after: int | None
+    repeat: bool = False
+
+
+def _starts(
+    point: ResumePoint,
+    steps_per_epoch: int | None,
+    spe: int,
+    card: int | None,
+    *,
+    endless: bool,
+    kind: str,
+    advice: str,
+) -> _Starts:
+    """Where the rest of the interrupted epoch and the epochs after it start in the input.
+
+    One rule for the inputs Keras reads batch after batch (``tf.data``,
+    ``keras.utils.PyDataset``), of ``card`` batches a pass (``None``: endless
+    or not known):
+
+    - Without ``steps_per_epoch`` an epoch is one pass: the rest is the pass
+      after its first ``batch_in_epoch`` batches, each later epoch a new pass.
+      An endless input is refused: its first epoch would never end.
+    - With it, Keras keeps one iterator across epochs: the epochs are
+      consecutive cuts of one stream, and the global batch count is the
+      position in it. Keras runs whole executions of ``spe``
+      (``steps_per_execution``) batches, so an epoch takes
+      ``spe * ceil(steps_per_epoch / spe)`` of them. The rest starts at
+      ``point.batch``; the later epochs where the rest ends.
+    - A finite input with ``steps_per_epoch`` is started again when it runs
+      out: the stream is the input repeated, from ``point.batch % card``.
+      Where epochs do not divide ``card``, Keras cuts the last epoch of each
+      pass short, which this rule does not follow: refused, saying ``kind``
+      and ``advice`` (a way out for that kind of input).
+
+    Raises:
+        ValueError: an endless input without ``steps_per_epoch``, or epochs
+            that do not divide a finite input.
+    """
+    k = point.batch_in_epoch
+    if steps_per_epoch is None:
+        if endless:
+            raise ValueError(f"an infinite {kind} needs steps_per_epoch (as in model.fit)")
+        return _Starts(None if card is not None and k >= card else k, None)
+    rest = spe * math.ceil(max(steps_per_epoch - k, 0) / spe)  # what the rest of the epoch takes
+    if card is None:
+        pos = point.batch
+        return _Starts(pos if rest else None, pos + rest)
+    epoch = spe * math.ceil(steps_per_epoch / spe)
+    if card % epoch:
+        spe_text = f" and steps_per_execution={spe} (epochs of {epoch} batches)" if spe > 1 else ""
+        raise ValueError(
+            f"a {kind} of {card} batches with steps_per_epoch={steps_per_epoch}{spe_text}: "
+            "Keras cuts the last epoch of each pass short, which a resume cannot reproduce; "
+            f"choose steps_per_epoch so that epochs divide the {card} batches, or {advice}"
+        )
+    pos = point.batch % card
+    return _Starts(pos if rest else None, pos + rest, repeat=True)
+
+
 def _dataset_parts(
     tf: Any, ds: Any, point: ResumePoint, steps_per_epoch: int | None, spe: int = 1
 ) -> tuple[Any, Any]:
-    """The rest of the interrupted epoch and the input for the epochs after it.
-
-    Keras runs whole executions of ``spe`` (``steps_per_execution``) batches,
-    so an epoch of ``steps_per_epoch`` steps takes
-    ``spe * ceil(steps_per_epoch / spe)`` elements from a stream.
-    """
-    k = point.batch_in_epoch
+    """The rest of the interrupted epoch and the input for the epochs after it (see
+    :func:`_starts`)."""
     card = int(ds.cardinality())
-    infinite = card == int(tf.data.INFINITE_CARDINALITY)
-    unknown = card == int(tf.data.UNKNOWN_CARDINALITY)
-    if steps_per_epoch is None:
-        if infinite:
-            raise ValueError("an infinite dataset needs steps_per_epoch (as in model.fit)")
-        # An epoch is one pass; the next epoch starts a fresh pass.
-        if not unknown and k >= card:
-            return None, ds
-        return ds.skip(k), ds
-    if k >= steps_per_epoch:
-        return None, ds
-    # Keras keeps one iterator across epochs when steps_per_epoch is given:
-    # epochs are consecutive cuts of the stream, and the global batch count is
-    # the position in it.
-    rest = spe * math.ceil((steps_per_epoch - k) / spe)  # what the rest of the epoch takes
-    if infinite or unknown:
-        stream, pos = ds, point.batch
-        return stream.skip(pos), stream.skip(pos + rest)
-    if card % steps_per_epoch:
-        raise ValueError(
-            f"a dataset of {card} batches with steps_per_epoch={steps_per_epoch}: Keras cuts "
-            "the last epoch of each pass short, which a resume cannot reproduce; use a "
-            "steps_per_epoch that divides the number of batches, or .repeat() the dataset"
+    starts = _starts(
+        point,
+        steps_per_epoch,
+        spe,
+        card if card >= 0 else None,  # the two negatives: infinite, unknown
+        endless=card == int(tf.data.INFINITE_CARDINALITY),
+        kind="dataset",
+        advice=".repeat() the dataset",
+    )
+    stream = ds.repeat() if starts.repeat else ds
+    rest = None if starts.rest is None else stream.skip(starts.rest)
+    if starts.after is None:
+        return rest, ds
+    # A repeated stream is skipped within a pass: skipping whole ones would read them.
+    return rest, stream.skip(starts.after % card if starts.repeat else starts.after)
+
+
+def _py_dataset_parts(
+    ds: Any, point: ResumePoint, steps_per_epoch: int | None, spe: int, *, shuffle: bool
+) -> tuple[Any, Any]:
+    """The rest of the interrupted epoch and the input for the epochs after it (see
+    :func:`_starts`), as views of the ``PyDataset``: one indexes it directly."""
+    card = ds.num_batches
+    starts = _starts(
+        point,
+        steps_per_epoch,
+        spe,
+        card,
+        endless=card is None,
+        kind="keras.utils.PyDataset",
+        advice=(
+            "make the dataset endless (num_batches None, __getitem__(i) returning "
+            f"batch i % {card})"
+        ),
+    )
+    if starts.after is None:
+        return (None if starts.rest is None else _Batches(ds, starts.rest)), ds
+    # One seed for both views, so that the rest of a pass and the epochs after
+    # it draw from one order.
+    seed = int(np.random.randint(2**31)) if shuffle and starts.repeat else None
+    rest = None if starts.rest is None else _Batches(ds, starts.rest, starts.repeat, seed)
+    return rest, _Batches(ds, starts.after, starts.repeat, seed)
+
+
+class _Batches(keras.utils.PyDataset):  # type: ignore[misc]  # Keras is untyped
+    """Batches ``start``, ``start + 1`` ... of a ``PyDataset``, from index 0.
+
+    Of its one pass (a finite dataset without its first ``start`` batches) or
+    of its endless stream; with ``repeat``, of the dataset repeated without
+    end (``num_batches`` is ``None``), pass *p* in the dataset's order or,
+    given a ``seed``, in an order drawn from ``(seed, p)``: views with one
+    seed agree on every pass.
+    """
+
+    def __init__(self, dataset: Any, start: int, repeat: bool = False, seed: int | None = None):
+        super().__init__(
+            workers=getattr(dataset, "workers", 1),
+            use_multiprocessing=getattr(dataset, "use_multiprocessing", False),
+            max_queue_size=getattr(dataset, "max_queue_size", 10),
         )
-    stream = ds.repeat()
-    pos = point.batch % card
-    return stream.skip(pos), stream.skip((pos + rest) % card)
+        self.dataset = dataset
+        self.start = start
+        self.card: int | None = dataset.num_batches
+        self.repeat = repeat
+        self.seed = seed
+
+    @property
+    def num_batches(self) -> int | None:
+        if self.card is None or self.repeat:
+            return None
+        return max(self.card - self.start, 0)
+
+    def __getitem__(self, index: int) -> Any:
+        at = self.start + index
+        if self.repeat and self.card is not None:
+            p, at = divmod(at, self.card)
+            if self.seed is not None:
+                at = int(_pass_order(self.seed, p, self.card)[at])
+        return self.dataset[at]
+
+    def on_epoch_begin(self) -> None:
+        begin = getattr(self.dataset, "on_epoch_begin", None)
+        if begin is not None:
+            begin()
+
+    def on_epoch_end(self) -> None:
+        self.dataset.on_epoch_end()
+
+
+@functools.lru_cache(maxsize=4)
+def _pass_order(seed: int, p: int, card: int) -> Any:
+    return np.random.default_rng((seed, p)).permutation(card)
 
 
 def _merge_histories(histories: Sequence[Any]) -> Any:
