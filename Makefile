@@ -14,12 +14,18 @@ KERAS_TESTS := tests/test_keras_callback.py tests/test_keras_resume.py \
 	tests/test_keras_background.py tests/test_keras_counting.py tests/test_keras_optimizers.py \
 	tests/test_keras_fit_resumed.py
 
-# torch is pinned on the same command line to the CPU build: a bare `torch`
-# requirement resolves to the CUDA build (several GB).
+# torch is installed first, on its own, as the CPU build (torch==2.13.0 alone
+# resolves to 2.13.0+cpu here); the test extras then find it installed. On
+# one command line with the self-referencing `[test]` extra, pip resolved the
+# CUDA build and several GB of nvidia-* wheels instead.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
-	$(BIN)/python -m pip install -qq torch==2.13.0 -e '.[test]'
+	$(BIN)/python -m pip install -qq torch==2.13.0
+	$(BIN)/python -m pip install -qq -e '.[test]'
+	@if $(BIN)/python -m pip list 2>/dev/null | grep -q '^nvidia-'; then \
+		echo "the virtual environment holds CUDA packages (nvidia-*): torch is not the CPU build"; \
+		exit 1; fi
 	touch $(STAMP)
 
 install: $(STAMP)
