@@ -781,3 +781,44 @@ def test_resume_with_a_fifo_for_a_state_file_does_not_hang(tmp_path):
         "'b{batch:02d}.keras' that their sidecars record"
     ]
     assert (point.path, point.batch) == (str(tmp_path / "b20.keras"), 20)
+
+
+# ----------------------------------------------------------------- what resume checks
+
+
+def test_a_resume_with_another_batch_size_is_refused_before_any_batch_runs(tmp_path):
+    # The run used batches of 10 (10 an epoch); with batches of 20 the rest of
+    # the interrupted epoch is empty and the next epoch has 5.
+    filepath = str(tmp_path / TEMPLATE)
+    interrupt(model(), filepath, 17)
+    m = model()
+    point = resume(m, filepath)
+    with pytest.raises(ckptname.CountError) as info:
+        finish(m, point, filepath, batch_size=20)
+    assert str(info.value) == (
+        f"checkpoint {point.path!r} was saved by a run whose epochs had 10 batches, but "
+        "epoch 3 of this fit has 5; another batch size, steps_per_epoch or data length "
+        "would count other batches under the run's names: continue with the run's batch "
+        "size and data (ckptname.keras.fit_resumed finishes the interrupted epoch), or start "
+        "in another folder"
+    )
+    assert int(m.optimizer.iterations) == 15  # nothing trained
+    assert names(tmp_path) == ["e1-b005-5.keras", "e1-b010-10.keras", "e2-b015-5.keras"]
+
+
+def test_a_sidecar_that_contradicts_its_name_is_set_aside_and_the_name_wins(tmp_path):
+    filepath = str(tmp_path / "b{batch:03d}.keras")
+    fit(model(), [BatchAwareCheckpoint(filepath, save_freq=6)], epochs=1)
+    side = tmp_path / "b006.keras.ckptname.json"
+    meta = json.loads(side.read_text())
+    meta.update(batch=40, epoch=9, batch_in_epoch=4)
+    side.write_text(json.dumps(meta))
+    m = model()
+    with pytest.warns(CkptnameWarning) as record:
+        point = resume(m, filepath)
+    assert ours(record) == [
+        f"the sidecar of {str(tmp_path / 'b006.keras')!r} records batch 40, epoch 9, "
+        "batch_in_epoch 4, but the name says batch 6; the name wins and the sidecar is not "
+        "used (it describes another checkpoint)"
+    ]
+    assert (point.path, point.batch) == (str(tmp_path / "b006.keras"), 6)

@@ -219,7 +219,7 @@ def _point_of(
 ) -> ResumePoint:
     """The resume point a loaded checkpoint stands for: its sidecar, else its name."""
     meta = sidecar
-    if meta is None:
+    if meta is None:  # missing or unreadable: read again, to say why
         try:
             meta = read_metadata(path)
         except (FileNotFoundError, MetadataError) as exc:
@@ -256,7 +256,8 @@ def _agreeing_sidecar(
 
     A sidecar that says batch 40 beside ``b006.keras`` belongs to another
     checkpoint (copied or edited); none of its counters, metrics or state
-    describe this file, so it is set aside as a whole.
+    describe this file, so it is set aside as a whole: ``{}``, which the
+    rest of the resume reads as a checkpoint without a sidecar.
     """
     if meta is None:
         return None
@@ -272,7 +273,7 @@ def _agreeing_sidecar(
         CkptnameWarning,
         stacklevel=4,
     )
-    return None
+    return {}
 
 
 def _named_metrics(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -368,7 +368,8 @@ class Schedule:
         Another batch size, ``steps_per_epoch`` or data length would count
         other batches under the names of the run that saved the checkpoint
         (its epochs, its ``batch_in_epoch``). Checked where both lengths are
-        known, for the epoch the checkpoint stopped inside or the one after it.
+        known, for the first epoch after the checkpoint: the one it stopped
+        inside (its part before the checkpoint included), else a later one.
 
         Raises:
             CountError: the lengths differ.
@@ -378,7 +379,7 @@ class Schedule:
             return
         if not pending.complete and epoch == pending.epoch:
             before = pending.batch_in_epoch
-        elif pending.complete and epoch == pending.epoch + 1:
+        elif epoch > pending.epoch:
             before = 0
         else:
             return
