@@ -34,11 +34,30 @@ __all__ = [
     "check_extras",
     "check_extras_clash",
     "check_fields_for_batches",
+    "check_fields_for_preemption",
     "monitor_value",
     "not_validated",
     "render_name",
     "skipped_for_validation",
 ]
+
+
+def check_fields_for_preemption(template: Template, extras: Mapping[str, Any]) -> None:
+    """Refuse validation fields where a preemption checkpoint, at any batch, needs a name.
+
+    Raises:
+        MissingFieldError: a ``val_*`` field that is not an extra.
+    """
+    for name in template.fields:
+        if name not in COUNTERS and name not in extras and name.startswith("val_"):
+            raise MissingFieldError(
+                f"field '{name}' of template '{template.text}' has no value at a preemption "
+                "checkpoint, which can come at any batch: validation metrics exist only at "
+                f"epoch end; name checkpoints by a training metric such as '{name[4:]}', or "
+                "pass save_on_preemption=False",
+                (name,),
+                (),
+            )
 
 
 def check_fields_for_batches(

@@ -40,6 +40,7 @@ __all__ = [
     "metric_state",
     "optimizer_record",
     "outside_distribution",
+    "process_count",
     "public_iterations",
     "pythonify",
     "read_fit_loop",
@@ -608,6 +609,31 @@ def is_chief() -> bool:
         initialized = dist.is_available() and dist.is_initialized()
         return not initialized or dist.get_rank() == 0
     return chief_from_tf_config(os.environ.get("TF_CONFIG"))
+
+
+def process_count() -> int:
+    """How many processes train together (1 for a single process).
+
+    JAX: ``jax.process_count()``; PyTorch: the world size of
+    ``torch.distributed`` where it is initialized; TensorFlow: the tasks of
+    ``TF_CONFIG`` that train (``chief`` and ``worker``).
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax  # type: ignore[import-not-found,unused-ignore]  # only on the JAX backend
+
+        return int(jax.process_count())
+    if backend == "torch":
+        import torch.distributed as dist  # type: ignore[import-not-found,unused-ignore]
+
+        initialized = dist.is_available() and dist.is_initialized()
+        return int(dist.get_world_size()) if initialized else 1
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster") or {}
+    except (ValueError, AttributeError):
+        return 1
+    tasks = [cluster.get(kind) for kind in ("chief", "worker")]
+    return max(1, sum(len(task) for task in tasks if isinstance(task, list)))
 
 
 _AGREEMENTS = itertools.count()

@@ -23,8 +23,10 @@ save needs (``ckptname._fields``) and the save transaction
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 import keras
@@ -42,6 +44,7 @@ from ._fields import (
     check_extras,
     check_extras_clash,
     check_fields_for_batches,
+    check_fields_for_preemption,
     monitor_value,
     not_validated,
     render_name,
@@ -55,6 +58,7 @@ from ._keras_backend import (
     is_chief,
     jsonable,
     metric_state,
+    process_count,
     pythonify,
     read_fit_loop,
     restore_metrics,
@@ -68,6 +72,12 @@ from ._options import (
     check_initial_batch,
     check_reversible,
     check_suffix,
+)
+from ._preemption import (
+    PreemptionWatch,
+    check_preemption_signals,
+    check_single_process_preemption,
+    held_by_keras,
 )
 from ._rank import Mode, resolve_mode
 from ._resume import resume, resumed_point
@@ -190,6 +200,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         lock: bool | str = True,
         save_on_background: bool = False,
         initial_batch: int | None = None,
+        save_on_preemption: bool = False,
+        preemption_signals: Iterable[int] = (signal.SIGTERM,),
     ) -> None:
         super().__init__()
         check_filepath(filepath)
@@ -215,9 +227,17 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         check_extras(extras)
         check_initial_batch(initial_batch)
         self.initial_batch = initial_batch
+        self.save_on_preemption = bool(save_on_preemption)
+        self.preemption_signals = check_preemption_signals(save_on_preemption, preemption_signals)
         self._folder = CheckpointFolder(self.filepath, fsync=fsync)
         self.template = self._folder.template
         check_reversible(self.template)
+        if self.save_on_preemption and "batch" not in self.template.fields:
+            raise ValueError(
+                f"save_on_preemption=True needs '{{batch}}' in the template, got "
+                f"'{self.template.text}': a preemption checkpoint comes at any batch and must "
+                "have a name of its own, never replace another checkpoint"
+            )
         self.save_on_background = bool(save_on_background)
         self._init_state()
 
@@ -241,6 +261,12 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._written: set[str] = set()
         self._locks = LockKeeper(self.lock, self.filepath, before_release=self._join_saver)
         self._loop: FitLoop | None = None
+        # Created at train begin (signal handlers are process state, and a
+        # callback may be deep-copied before, as KerasTuner does).
+        self._watch: PreemptionWatch | None = None
+        self._preempted = False
+        self._train_logs: Mapping[str, Any] | None = None
+        self._last_saved_batch: int | None = None
         # The last save of this epoch that was recorded as inside it: (path, batch).
         self._open_save: tuple[str, int] | None = None
         self._background = BackgroundSaves() if self.save_on_background else None
@@ -264,6 +290,11 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
     def is_chief(self) -> bool:
         """Whether this process writes the folder (decided at ``on_train_begin``)."""
         return self._is_chief
+
+    @property
+    def preempted(self) -> bool:
+        """Whether the last ``fit`` stopped for a preemption signal, after saving a checkpoint."""
+        return self._preempted
 
     @property
     def last_checkpoint(self) -> str | None:
@@ -311,6 +342,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             self.template, self._schedule.every, self._extras_now(), self.monitor, self._needs()
         )
         self._resolve_mode(required=self.save_best_only or self.keep_best is not None)
+        if self.save_on_preemption:
+            check_fields_for_preemption(self.template, self._extras_now())
+            check_single_process_preemption(process_count())
         steps, self._loop = read_fit_loop(model, (self.params or {}).get("steps"))
         self._schedule.configure(steps)
         self._saved_this_run = None
@@ -325,6 +359,12 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         except BaseException:
             self._locks.release()
             raise
+        self._preempted = False
+        self._last_saved_batch = None
+        if self.save_on_preemption:
+            if self._watch is None:
+                self._watch = PreemptionWatch(self.preemption_signals, self)
+            self._watch.arm(in_fit=held_by_keras(sys._getframe(), self))
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Start counting an epoch (``epoch`` is 0-based, as Keras passes it)."""
@@ -352,6 +392,25 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         loop = self._loop
         if self._schedule.end_batch(batch, None if loop is None else loop.ran()):
             self._save(logs, end_of_epoch=self._schedule.ends_epoch())
+        watch = self._watch
+        if watch is not None:
+            self._train_logs = logs
+            if watch.requested and not self._preempted:
+                self._preempt(logs, end_of_epoch=self._schedule.ends_epoch())
+
+    def on_test_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        """During validation, act on a preemption signal (see ``save_on_preemption``).
+
+        The epoch's training batches have run: the checkpoint closes the
+        epoch (unless training stopped inside it), with the training logs of
+        its last batch; validation stops after this batch.
+        """
+        watch = self._watch
+        if watch is None or not watch.requested or self._preempted:
+            return
+        s = self._schedule
+        self._preempt(self._train_logs, end_of_epoch=s.epoch_steps is None or s.ends_epoch())
+        self.model.stop_evaluating = True
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Mark the epoch complete; save if ``save_freq='epoch'``.
@@ -363,6 +422,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         """
         self._schedule.end_epoch()
         self._unwrap_first_step()
+        if self._preempted:
+            return  # the preemption checkpoint is this fit's last
         if not self._schedule.every:
             self._save(logs, end_of_epoch=True)
         elif self._open_save is not None and self._open_save[1] == self._schedule.batch:
@@ -370,7 +431,18 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._open_save = None
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
-        """Apply retention once more, now without sparing the resumed-from checkpoint."""
+        """Apply retention once more, now without sparing the resumed-from checkpoint.
+
+        A preemption signal that came after the last batch boundary still gets
+        its checkpoint here, unless the count has one already.
+        """
+        watch = self._watch
+        if watch is not None:
+            watch.disarm()
+            if watch.requested and not self._preempted and self._schedule.counted_any:
+                s = self._schedule
+                self._preempt(self._train_logs, end_of_epoch=s.complete)
+        self._train_logs = None
         self._schedule.pending = None
         self._loop = None  # it holds Keras's epoch iterator, and its data
         self._unwrap_first_step()
@@ -515,7 +587,22 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
 
     # ------------------------------------------------------------------ saving
 
-    def _save(self, logs: Mapping[str, Any] | None, *, end_of_epoch: bool) -> None:
+    def _preempt(self, logs: Mapping[str, Any] | None, *, end_of_epoch: bool) -> None:
+        """Save a checkpoint at the count training stands at, complete it, and stop training.
+
+        Where the count already has a checkpoint (a scheduled save at this
+        very batch), that one serves. A background save in flight is
+        completed first, and the preemption save itself before training stops.
+        """
+        self._preempted = True
+        self.model.stop_training = True
+        if self._last_saved_batch != self._schedule.batch:
+            self._save(logs, end_of_epoch=end_of_epoch, preempted=True)
+        self._collect_background()
+
+    def _save(
+        self, logs: Mapping[str, Any] | None, *, end_of_epoch: bool, preempted: bool = False
+    ) -> None:
         # One save in flight: the previous one finishes (or reports) first.
         self._collect_background()
         # Reading `self.model` puts the values of the last step back into the
@@ -537,11 +624,13 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             return
         name, current = found
         shown = self._folder.url(self._folder.path(name))
-        improved = current is not None and self._tracker.improves(current)
-        best_only, epoch = self.save_best_only, self._schedule.epoch + 1
+        # A preemption checkpoint is a point to resume from, not a candidate best.
+        improved = not preempted and current is not None and self._tracker.improves(current)
+        best_only, epoch = self.save_best_only and not preempted, self._schedule.epoch + 1
         if not announce(self.verbose, best_only, self.monitor, epoch, self._tracker.value,
                         improved, current, shown):  # fmt: skip
             return
+        self._last_saved_batch = s.batch
         snapshot, previous = self._tracker.snapshot(), self._tracker.entry()
         if improved and current is not None:
             self._tracker.record(current, name)
@@ -552,6 +641,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         weights_only = self.save_weights_only
         meta = sidecar_for(model, self._schedule, self.template.text, name, plain, extras,
                            state, end_of_epoch=end_of_epoch, weights_only=weights_only)  # fmt: skip
+        if preempted:
+            meta["preempted"] = True
         batch, epoch = s.batch, s.epoch + 1
         if self._background is not None and self._background.submit(
             model, self._folder, name, meta, weights_only=weights_only,
