@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -230,12 +231,16 @@ def test_validation_freq_with_best_only_and_keep_best_tracks_validated_epochs(tm
         (
             {"filepath": "c/b{batch}.keras", "save_freq": 0},
             "Unrecognized save_freq: 0. Expected save_freq are 'epoch' or integer values; "
-            "ckptname needs 'epoch' or a whole number of batches above 0, got 0",
+            "ckptname accepts 'epoch', a whole number of batches above 0 (500), or a string: "
+            "'500ba' (batches), '2ep' (epochs), '30s', '10min' or '2h' (wall-clock time), "
+            "got 0",
         ),
         (
             {"filepath": "c/b{batch}.keras", "save_freq": "batch"},
             "Unrecognized save_freq: batch. Expected save_freq are 'epoch' or integer values; "
-            "ckptname needs 'epoch' or a whole number of batches above 0, got 'batch'",
+            "ckptname accepts 'epoch', a whole number of batches above 0 (500), or a string: "
+            "'500ba' (batches), '2ep' (epochs), '30s', '10min' or '2h' (wall-clock time), "
+            "got 'batch'",
         ),
         (
             {"filepath": "c/b{batch}.keras", "on_save_error": "ignore"},
@@ -874,3 +879,66 @@ def test_sweep_members_started_one_after_another_see_only_their_own_folder(tmp_p
 
     point = resume(model(seed=2), own)
     assert (point.path, point.batch) == (str(tmp_path / "runs" / "lr=0.1" / "b030.keras"), 30)
+
+
+# ----------------------------------------------------------------- save_freq forms
+
+
+def test_batches_and_epochs_spelled_as_strings_save_like_their_number_and_epoch(tmp_path):
+    template = "e{epoch}-b{batch:03d}.keras"
+    for folder, freq in (("n", 4), ("ba", "4ba"), ("ep", "epoch"), ("1ep", "1ep")):
+        fit(model(), [BatchAwareCheckpoint(str(tmp_path / folder / template), save_freq=freq)])
+    assert names(tmp_path / "ba") == names(tmp_path / "n")
+    assert names(tmp_path / "1ep") == names(tmp_path / "ep") == [
+        "e1-b010.keras", "e2-b020.keras", "e3-b030.keras",
+    ]  # fmt: skip
+    fit(model(), [BatchAwareCheckpoint(str(tmp_path / "2ep" / template), save_freq="2ep")],
+        epochs=5)  # fmt: skip
+    assert names(tmp_path / "2ep") == ["e2-b020.keras", "e4-b040.keras"]
+
+
+class Slow(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        import time
+
+        time.sleep(0.15)
+
+
+def test_a_wall_clock_save_freq_saves_about_every_interval_with_global_batch_names(tmp_path):
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch:03d}.keras"), save_freq="1s")
+    fit(model(), [Slow(), ckpt], epochs=2)
+    saved = names(tmp_path)
+    metas = [read_metadata(tmp_path / n) for n in saved]
+    assert [m["batch"] for m in metas] == [int(n[1:4]) for n in saved]
+    assert len(saved) >= 3  # 20 batches of at least 0.15 s: 3 s and more
+    gaps = [b["time"] - a["time"] for a, b in itertools.pairwise(metas)]
+    batches = [b["batch"] - a["batch"] for a, b in itertools.pairwise(metas)]
+    assert all(gap >= 0.9 for gap in gaps), gaps  # never before the interval
+    assert all(n <= 8 for n in batches), batches  # and at the first batch after it
+
+
+@ku.tensorflow_backend
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"save_freq": "30s"},
+         "save_freq='30s' on a cluster of 2 processes: each process's clock would decide at "
+         "another step, and the names would differ; pass a number of batches or epochs "
+         "instead"),
+        ({"save_on_preemption": True},
+         "save_on_preemption=True on a cluster of 2 processes: a signal reaches one process, "
+         "and the others would wait for it at their next step; pass save_on_preemption=False "
+         "and save with an integer save_freq, or train in one process"),
+    ],
+)  # fmt: skip
+def test_what_several_processes_cannot_agree_on_is_refused_before_training(
+    tmp_path, monkeypatch, kwargs, message
+):
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    task = {"type": "worker", "index": 0}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch}.keras"), **kwargs)
+    with pytest.raises(ckptname.ClusterError) as info:
+        fit(model(), [ckpt], epochs=1)
+    assert str(info.value) == message
+    assert names(tmp_path) == []

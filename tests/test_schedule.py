@@ -7,6 +7,7 @@ import warnings
 import pytest
 
 from ckptname import CkptnameWarning, CountError
+from ckptname._options import SaveFreq, parse_save_freq
 from ckptname._schedule import (
     Position,
     Restart,
@@ -253,3 +254,76 @@ def test_position_from_sidecar_reads_the_counters(meta, expected):
                                   {"epoch": 1.5, "batch_in_epoch": 1}])  # fmt: skip
 def test_position_from_sidecar_without_counters_is_none(meta):
     assert position_from_sidecar(meta) is None
+
+
+# ----------------------------------------------------------------- save_freq forms
+
+
+@pytest.mark.parametrize(
+    ("save_freq", "expected"),
+    [
+        ("epoch", SaveFreq(epochs=1)),
+        ("1ep", SaveFreq(epochs=1)),
+        ("2ep", SaveFreq(epochs=2)),
+        (500, SaveFreq(batches=500)),
+        ("500ba", SaveFreq(batches=500)),
+        ("30s", SaveFreq(seconds=30.0)),
+        ("10min", SaveFreq(seconds=600.0)),
+        ("2h", SaveFreq(seconds=7200.0)),
+    ],
+)
+def test_save_freq_forms_read_as_batches_epochs_or_seconds(save_freq, expected):
+    assert parse_save_freq(save_freq) == expected
+
+
+@pytest.mark.parametrize("save_freq", ["bogus", "0ba", "2 ep", "1.5h", "10m", -3, 2.0, True, None])
+def test_save_freq_fail_lists_the_accepted_forms(save_freq):
+    with pytest.raises(ValueError) as info:
+        parse_save_freq(save_freq)
+    assert str(info.value) == (
+        f"Unrecognized save_freq: {save_freq}. Expected save_freq are 'epoch' or integer values; "
+        "ckptname accepts 'epoch', a whole number of batches above 0 (500), or a string: "
+        "'500ba' (batches), '2ep' (epochs), '30s', '10min' or '2h' (wall-clock time), "
+        f"got {save_freq!r}"
+    )
+
+
+def test_every_k_epochs_saves_at_epochs_whose_number_k_divides():
+    schedule = Schedule(0, epochs=2)
+    assert [e + 1 for e in range(7) if schedule.epoch_due(e)] == [2, 4, 6]
+    assert not schedule.saves_at_batches
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_wall_clock_interval_saves_at_the_first_batch_end_after_it():
+    clock = Clock()
+    schedule = Schedule(0, seconds=3.0, clock=clock)
+    schedule.seed(None, fresh=False)
+    schedule.begin_epoch(0)
+    due = []
+    for index in range(12):
+        clock.now += 1.0  # a batch takes a second
+        if schedule.end_batch(index):
+            due.append(schedule.batch)
+    assert due == [3, 6, 9, 12] and schedule.saves_at_batches
+    assert not schedule.epoch_due(0)
+
+
+def test_a_wall_clock_interval_survives_a_resume_from_the_checkpoint_s_time():
+    clock = Clock(now=1010.0)
+    point = ResumePoint(path="b7.keras", epoch=1, batch=7, batch_in_epoch=7,
+                        end_of_epoch=False, saved_at=1008.5)  # fmt: skip
+    schedule = Schedule(0, seconds=3.0, clock=clock)
+    schedule.seed(point, fresh=True)
+    schedule.begin_epoch(0)
+    clock.now = 1011.0
+    assert schedule.end_batch(0) is False  # 2.5 s since the checkpoint
+    clock.now = 1011.6
+    assert schedule.end_batch(1) is True and schedule.batch == 9

@@ -1,9 +1,11 @@
 """Which process of a training cluster writes the checkpoint folder, with no Keras.
 
 This module is reserved for the rule that picks the one writer (the chief)
-from a cluster's configuration. The callback asks the backend for the facts
-(``TF_CONFIG`` on TensorFlow, the process index on JAX, the rank on PyTorch)
-and this module decides; a configuration that does not say who writes is a
+from a cluster's configuration, and for the settings a cluster of several
+processes refuses because its processes could not agree on them (a
+preemption signal that reaches one process, a wall-clock ``save_freq``).
+The callback asks the backend for the facts (``TF_CONFIG`` on TensorFlow,
+the process index on JAX, the rank on PyTorch) and this module decides; a configuration that does not say who writes is a
 :class:`~ckptname.ClusterError`, never a guess, because a wrong guess makes
 two processes write one folder, or none.
 
@@ -33,7 +35,11 @@ from typing import Any
 
 from ._errors import ClusterError
 
-__all__ = ["chief_from_tf_config"]
+__all__ = [
+    "check_single_process_clock",
+    "check_single_process_preemption",
+    "chief_from_tf_config",
+]
 
 _TASK_TYPES = ("chief", "worker", "evaluator", "ps")
 _WAY_OUT = "fix TF_CONFIG, or pass chief=True on exactly one process and chief=False on the others"
@@ -105,3 +111,41 @@ def _index_of(value: Any) -> int:
 
 def _error(problem: str) -> ClusterError:
     return ClusterError(f"TF_CONFIG {problem}, so which process writes is not known; {_WAY_OUT}")
+
+
+def check_single_process_preemption(processes: int) -> None:
+    """Refuse ``save_on_preemption`` on a cluster of several processes.
+
+    A signal reaches one process; every process must stop at the same step,
+    which needs the flag agreed in a collective at every step. Until that
+    exists, a silent stop of one worker (the others waiting in their next
+    collective) is refused.
+
+    Raises:
+        ClusterError: more than one process trains.
+    """
+    if processes > 1:
+        raise ClusterError(
+            f"save_on_preemption=True on a cluster of {processes} processes: a signal "
+            "reaches one process, and the others would wait for it at their next step; "
+            "pass save_on_preemption=False and save with an integer save_freq, or train "
+            "in one process"
+        )
+
+
+def check_single_process_clock(processes: int, save_freq: object) -> None:
+    """Refuse a wall-clock ``save_freq`` on a cluster of several processes.
+
+    Every process names every checkpoint; saves decided by each process's
+    clock would fall at different steps. Until the chief's decision is
+    agreed at the step, that is refused rather than left to drift.
+
+    Raises:
+        ClusterError: more than one process trains.
+    """
+    if processes > 1:
+        raise ClusterError(
+            f"save_freq={save_freq!r} on a cluster of {processes} processes: each process's "
+            "clock would decide at another step, and the names would differ; pass a number "
+            "of batches or epochs instead"
+        )

@@ -61,13 +61,15 @@ def check_fields_for_preemption(template: Template, extras: Mapping[str, Any]) -
 
 
 def check_fields_for_batches(
-    template: Template, every: int, extras: Mapping[str, Any], monitor: str, monitor_use: str | None
-) -> None:
-    """Refuse validation fields and a validation monitor when saving every ``every`` batches.
+    template: Template, every: int | str, extras: Mapping[str, Any], monitor: str,
+    monitor_use: str | None,
+) -> None:  # fmt: skip
+    """Refuse validation fields and a validation monitor when saving at batch ends.
 
     Args:
         template: the checkpoints' template.
-        every: the integer ``save_freq``; 0 (epoch saves) checks nothing.
+        every: the number of batches of ``save_freq``, or a wall-clock
+            ``save_freq`` (``"30s"``); 0 (epoch saves) checks nothing.
         extras: the extras, whose keys are always available.
         monitor: the monitored metric.
         monitor_use: what needs the monitor (``"save_best_only"``,
@@ -78,11 +80,12 @@ def check_fields_for_batches(
     """
     if not every:
         return
+    saving = f"every {every} batches" if isinstance(every, int) else f"every {every}"
     for name in template.fields:
         if name not in COUNTERS and name not in extras and name.startswith("val_"):
             raise MissingFieldError(
                 f"field '{name}' of template '{template.text}' will not be in the "
-                f"logs when saving every {every} batches: validation metrics exist "
+                f"logs when saving {saving}: validation metrics exist "
                 "only at epoch end; use save_freq='epoch', or a training metric such as "
                 f"'{name[4:]}'",
                 (name,),
@@ -90,8 +93,8 @@ def check_fields_for_batches(
             )
     if monitor_use is not None and monitor.startswith("val_") and monitor not in extras:
         raise MissingFieldError(
-            f"monitor '{monitor}' ({monitor_use}) will not be in the logs when saving every "
-            f"{every} batches: validation metrics exist only at epoch end; use "
+            f"monitor '{monitor}' ({monitor_use}) will not be in the logs when saving "
+            f"{saving}: validation metrics exist only at epoch end; use "
             f"save_freq='epoch', or monitor a training metric such as '{monitor[4:]}'",
             (monitor,),
             (),

@@ -29,12 +29,9 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
-from ._errors import ClusterError
-
 __all__ = [
     "PreemptionWatch",
     "check_preemption_signals",
-    "check_single_process_preemption",
     "held_by_keras",
 ]
 
@@ -75,26 +72,6 @@ def check_preemption_signals(save_on_preemption: object, signals: object) -> tup
             "save_on_preemption=False"
         )
     return tuple(found)
-
-
-def check_single_process_preemption(processes: int) -> None:
-    """Refuse ``save_on_preemption`` on a cluster of several processes.
-
-    A signal reaches one process; every process must stop at the same step,
-    which needs the flag agreed in a collective at every step. Until that
-    exists, a silent stop of one worker (the others waiting in their next
-    collective) is refused.
-
-    Raises:
-        ClusterError: more than one process trains.
-    """
-    if processes > 1:
-        raise ClusterError(
-            f"save_on_preemption=True on a cluster of {processes} processes: a signal "
-            "reaches one process, and the others would wait for it at their next step; "
-            "pass save_on_preemption=False and save with an integer save_freq, or train "
-            "in one process"
-        )
 
 
 class PreemptionWatch:

@@ -246,7 +246,14 @@ def _point_of(
         extras=dict(meta.get("extras") or {}),
         metric_state=dict(meta.get("metric_state") or {}),
         skipped=skipped,
+        saved_at=_saved_at(meta.get("time")),
     )
+
+
+def _saved_at(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _agreeing_sidecar(

@@ -33,7 +33,11 @@ none of these                             starts from ``initial_batch`` (0 unles
 * With ``save_freq=N``, a save is due when the global count crosses a multiple
   of N (``prev // N != now // N``), so a resumed run saves at the same batches
   as an uninterrupted one, and with ``steps_per_execution`` (where the count
-  moves by more than one) no multiple is skipped.
+  moves by more than one) no multiple is skipped. With ``"Kep"``, at the end of
+  every epoch whose 1-based number is a multiple of K. With a wall-clock
+  interval (``"30s"``), at the first batch end once that long has passed since
+  the last save, or since the time recorded with the checkpoint a run
+  resumed from (so the interval survives a restart).
 * A checkpoint saved inside an epoch makes the next epoch that enters it start
   counting ``batch_in_epoch`` after it (what ``fit_resumed`` relies on).
 """
@@ -41,8 +45,9 @@ none of these                             starts from ``initial_batch`` (0 unles
 from __future__ import annotations
 
 import math
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +80,8 @@ class ResumePoint:
         steps_per_epoch: batches per epoch of the saving run, if it knew them.
         metrics: the exact metric values recorded with the checkpoint.
         extras: the extras recorded with the checkpoint.
+        saved_at: when the checkpoint was saved (seconds since the epoch), if
+            recorded.
         metric_state: the values of the variables of ``model.metrics`` (the
             running sums behind the logged means) at a mid-epoch save, by
             metric name; empty where the sidecar has none (an end-of-epoch
@@ -96,6 +103,7 @@ class ResumePoint:
     extras: Mapping[str, Any] = field(default_factory=dict, hash=False)
     metric_state: Mapping[str, Any] = field(default_factory=dict, hash=False)
     skipped: tuple[str, ...] = ()
+    saved_at: float | None = None
 
     @property
     def resumed(self) -> bool:
@@ -225,24 +233,45 @@ class Schedule:
     hot path: integer work only), :meth:`end_epoch`.
 
     Args:
-        every: save every ``every`` global batches; 0 saves at epoch ends only.
+        every: save every ``every`` global batches; 0 saves at epoch ends only
+            (or by time).
+        epochs: with ``every`` 0 and no ``seconds``, save at the end of every
+            epoch whose 1-based number is a multiple of ``epochs``.
+        seconds: save at the first batch end once this many seconds passed
+            since the last save (0: not by time).
+        clock: the wall clock (seconds since the epoch), for tests.
     """
 
     __slots__ = (
         "batch",
+        "clock",
         "complete",
         "counted_any",
         "done",
         "epoch",
         "epoch_start",
         "epoch_steps",
+        "epochs",
         "every",
+        "last_save_time",
         "offset",
         "pending",
+        "seconds",
     )
 
-    def __init__(self, every: int) -> None:
+    def __init__(
+        self,
+        every: int,
+        *,
+        epochs: int = 1,
+        seconds: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.every = every
+        self.epochs = epochs
+        self.seconds = seconds
+        self.clock = clock
+        self.last_save_time = 0.0
         # `batch` is the global count; the in-epoch count is `offset + done`,
         # where `offset` is the part of the epoch done by an earlier run (a
         # mid-epoch resume).
@@ -255,6 +284,15 @@ class Schedule:
         self.counted_any = False
         self.epoch_steps: int | None = None
         self.pending: Position | None = None
+
+    @property
+    def saves_at_batches(self) -> bool:
+        """Whether saves fall at batch ends (by count or by time), not at epoch ends."""
+        return bool(self.every or self.seconds)
+
+    def epoch_due(self, epoch: int) -> bool:
+        """Whether a save is due at the end of 0-based ``epoch`` (``"epoch"``, ``"Kep"``)."""
+        return not self.saves_at_batches and (epoch + 1) % self.epochs == 0
 
     @property
     def batch_in_epoch(self) -> int:
@@ -304,6 +342,9 @@ class Schedule:
         """
         loaded = resumed if resumed is not None and resumed.resumed else None
         first = not self.counted_any
+        if first or (loaded is not None and fresh):
+            recorded = loaded.saved_at if loaded is not None else None
+            self.last_save_time = self.clock() if recorded is None else recorded
         if loaded is not None and (fresh or first):
             if first and initial_batch is not None and initial_batch != loaded.batch:
                 raise CountError(
@@ -420,7 +461,14 @@ class Schedule:
         self.batch = now
         self.counted_any = True
         every = self.every
-        return bool(every) and now // every != prev // every
+        if every:
+            return now // every != prev // every
+        if self.seconds:
+            moment = self.clock()
+            if moment - self.last_save_time >= self.seconds:
+                self.last_save_time = moment
+                return True
+        return False
 
     def end_epoch(self) -> None:
         """Mark the current epoch complete."""

@@ -33,6 +33,7 @@ import keras
 
 from ._background import in_worker
 from ._best import BestTracker
+from ._cluster import check_single_process_clock, check_single_process_preemption
 from ._errors import (
     CheckpointSaveError,
     CkptnameWarning,
@@ -72,13 +73,9 @@ from ._options import (
     check_initial_batch,
     check_reversible,
     check_suffix,
+    parse_save_freq,
 )
-from ._preemption import (
-    PreemptionWatch,
-    check_preemption_signals,
-    check_single_process_preemption,
-    held_by_keras,
-)
+from ._preemption import PreemptionWatch, check_preemption_signals, held_by_keras
 from ._rank import Mode, resolve_mode
 from ._resume import resume, resumed_point
 from ._retention import check_keep
@@ -128,8 +125,11 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         mode: ``"min"``, ``"max"`` or ``"auto"`` (from the model's metric, then
             from the name: accuracy/auc/precision/... are maximised, loss/error
             minimised; anything else is an error asking for a mode).
-        save_freq: ``"epoch"``, or a number N of batches: save when the global
-            batch count crosses a multiple of N.
+        save_freq: ``"epoch"``; a number N of batches (or ``"Nba"``): save when
+            the global batch count crosses a multiple of N; ``"Kep"``: at the
+            end of every K-th epoch; ``"30s"``, ``"10min"``, ``"2h"``: at the
+            first batch end once that long has passed since the last save
+            (or since the checkpoint a run resumed from was saved).
         initial_value_threshold: the value ``monitor`` must beat for the first
             best-only save.
         keep_last: keep only the N latest checkpoints of this template
@@ -171,6 +171,15 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             at ``on_train_end`` or at :meth:`wait`. A model whose config
             cannot be rebuilt (a subclassed model without ``get_config``) is
             saved synchronously, with one warning.
+
+        initial_batch: the global batch count to start from for a model
+            that arrives trained with no record of it (weights loaded by
+            hand); ignored where ``resume`` or this callback's own count says.
+        save_on_preemption: ``True`` watches ``preemption_signals``: one
+            arriving during ``fit`` leads to a checkpoint at the next batch
+            boundary, after which ``fit`` returns and :attr:`preempted` is
+            ``True`` (the README's "Preemption" section has the rules).
+        preemption_signals: the signals ``save_on_preemption`` watches.
 
     Raises:
         ValueError: an argument that ModelCheckpoint would refuse, an unknown
@@ -245,8 +254,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         """The run state the hooks keep: counting, the best, the folder's checks, the lock."""
         fixed: Mode | None = None if self.mode == "auto" else cast(Mode, self.mode)
         self._tracker = BestTracker(self.monitor, fixed, self.initial_value_threshold)
-        every = self.save_freq
-        self._schedule = Schedule(0 if every == "epoch" else int(cast(int, every)))
+        freq = parse_save_freq(self.save_freq)
+        self._schedule = Schedule(freq.batches, epochs=freq.epochs or 1, seconds=freq.seconds)
         self._start: StartCheck | None = None  # checked when the first epoch begins
         self._protect: set[str] = set()
         self._saved_this_run: str | None = None
@@ -339,8 +348,10 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._is_chief = is_chief() if self.chief is None else bool(self.chief)
         agree_on_chief(self._is_chief)
         check_fields_for_batches(
-            self.template, self._schedule.every, self._extras_now(), self.monitor, self._needs()
+            self.template, self._batch_saves(), self._extras_now(), self.monitor, self._needs()
         )
+        if self._schedule.seconds:
+            check_single_process_clock(process_count(), self.save_freq)
         self._resolve_mode(required=self.save_best_only or self.keep_best is not None)
         if self.save_on_preemption:
             check_fields_for_preemption(self.template, self._extras_now())
@@ -424,9 +435,13 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         self._unwrap_first_step()
         if self._preempted:
             return  # the preemption checkpoint is this fit's last
-        if not self._schedule.every:
+        if self._schedule.epoch_due(epoch):
             self._save(logs, end_of_epoch=True)
-        elif self._open_save is not None and self._open_save[1] == self._schedule.batch:
+        elif (
+            self._schedule.saves_at_batches
+            and self._open_save is not None
+            and self._open_save[1] == self._schedule.batch
+        ):
             self._close_epoch_of(self._open_save[0])
         self._open_save = None
 
@@ -492,6 +507,11 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             raise TypeError(f"the extras function must return a dict, got {type(got).__name__}")
         check_extras(got)
         return {str(k): jsonable(k, v) for k, v in got.items()}
+
+    def _batch_saves(self) -> int | str:
+        """What makes saves at batch ends, for messages: N batches, a time, or 0 (none)."""
+        s = self._schedule
+        return s.every or (str(self.save_freq) if s.seconds else 0)
 
     def _needs(self) -> str | None:
         """What needs the monitored value: ``"save_best_only"``, ``"keep_best"`` or ``None``."""
