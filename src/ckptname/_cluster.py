@@ -5,7 +5,8 @@ from a cluster's configuration, and for the settings a cluster of several
 processes refuses because its processes could not agree on them (a
 preemption signal that reaches one process, a wall-clock ``save_freq``).
 The callback asks the backend for the facts (``TF_CONFIG`` on TensorFlow,
-the process index on JAX, the rank on PyTorch) and this module decides; a configuration that does not say who writes is a
+the process index on JAX, the rank on PyTorch) and this module decides; a
+configuration that does not say who writes is a
 :class:`~ckptname.ClusterError`, never a guess, because a wrong guess makes
 two processes write one folder, or none.
 
