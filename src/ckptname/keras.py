@@ -664,7 +664,10 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         if preempted:
             meta["preempted"] = True
         batch, epoch = s.batch, s.epoch + 1
-        if self._background is not None and self._background.submit(
+        # A preemption checkpoint is written at once: handing it to the
+        # background thread (and, on the first save, building the twin) would
+        # only add to the wait before fit returns.
+        if not preempted and self._background is not None and self._background.submit(
             model, self._folder, name, meta, weights_only=weights_only,
             best=self._tracker.entry(), previous=previous, tracker=snapshot,
             done=lambda path: self._saved(path, shown, batch, epoch),
