@@ -627,3 +627,56 @@ def test_by_needs_field_names(capsys, tmp_path):
         "ckptname best: --by takes field names separated by commas, e.g. --by lr,seed; "
         "got 'lr,'\n",
     )
+
+
+# ------------------------------------------------------------------ names too long to save
+
+_TOO_LONG = (
+    "a save adds 41 bytes to a name (the temporary name of its sidecar, '.ckptname-tmp-<id>-' "
+    "+ name + '.ckptname.json'): 256 bytes, more than the 255 that file systems allow in a name"
+)
+
+
+def test_check_refuses_a_template_whose_names_cannot_be_saved(capsys):
+    template = "runs/" + "x" * 205 + "-{epoch:03d}.keras"
+    code, out, _ = run(capsys, "check", template)
+    assert (code, out) == (
+        2,
+        f"invalid: checkpoint names of this template take at least 215 bytes, and {_TOO_LONG}; "
+        f"make its last part give names of at most 214 bytes\n  {template}\n       ^\n",
+    )
+    code, out, _ = run(capsys, "check", template.replace("x" * 205, "x" * 204))
+    assert code == 0 and out.startswith("template:")
+
+
+def test_check_with_values_refuses_names_those_values_make_too_long(capsys):
+    template = "{run}-b{batch:05d}.keras"
+    code, out, _ = run(capsys, "check", template, "run=" + "r" * 202)
+    assert (code, out) == (
+        2,
+        f"invalid: checkpoint names of template '{template}' take at least 215 bytes with "
+        f"run='rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr...', and {_TOO_LONG}; shorten the values "
+        "or the template's last part to give names of at most 214 bytes\n",
+    )
+    code, out, _ = run(capsys, "check", template, "run=" + "r" * 201)
+    assert code == 0 and out.startswith("template:")
+
+
+def test_an_error_a_storage_library_raised_itself_is_one_line(capsys, monkeypatch):
+    """Raised outside what ckptname wraps (here, opening the file system): one line, exit 1."""
+    pytest.importorskip("fsspec")
+    import fsspec
+
+    ClientError = type("ClientError", (Exception,), {"__module__": "botocore.exceptions"})
+
+    def refuse(*args, **kwargs):
+        raise ClientError("An error occurred (InvalidAccessKeyId) when calling ListObjectsV2")
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", refuse)
+    code, out, err = run(capsys, "ls", "s3://bucket/run", "-t", T)
+    assert (code, out, err) == (
+        1,
+        "",
+        "ckptname ls: ClientError: An error occurred (InvalidAccessKeyId) when calling "
+        "ListObjectsV2\n",
+    )

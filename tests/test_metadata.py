@@ -17,6 +17,7 @@ import pytest
 import ckptname
 from ckptname import MetadataError, find_best, find_latest, read_metadata, scan
 from ckptname._metadata import (
+    METADATA_LIMIT,
     SIDECAR_SUFFIX,
     STATE_FORMAT,
     STATE_NAME,
@@ -98,6 +99,18 @@ def test_decode_fail(raw: bytes, message: str) -> None:
     with pytest.raises(MetadataError) as info:
         decode(raw, "sidecar 'x'")
     assert str(info.value) == message
+
+
+def test_decode_refuses_more_bytes_than_the_limit_before_parsing() -> None:
+    """What a ranged read of a larger remote object gives: the limit and a byte."""
+    raw = b"{" + b" " * METADATA_LIMIT  # 16 MiB + 1, valid JSON if it were read whole
+    with pytest.raises(MetadataError) as info:
+        decode(raw + b"}", "sidecar 'x'")
+    assert str(info.value) == (
+        "sidecar 'x' is larger than 16 MiB; ckptname reads its files only as regular files "
+        "of at most 16 MiB"
+    )
+    assert decode(raw[:-2] + b"}", "sidecar 'x'") == {}  # exactly 16 MiB: read
 
 
 def test_metadata_error_is_a_value_error() -> None:
@@ -196,6 +209,12 @@ def test_state_record() -> None:
         "latest": {"name": "ep3.keras", "epoch": 3},
         "best": None,
     }
+
+
+def test_state_record_since() -> None:
+    """Object stores: since when the folder is ckptname's, kept on every rewrite."""
+    assert state_record("ep{epoch}.keras", None, None, since=5.0)["since"] == 5.0
+    assert "since" not in state_record("ep{epoch}.keras", None, None)
 
 
 def test_write_state_then_read_state(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ckptname._errors import CheckpointError, StorageError
 from ckptname._metadata import is_reserved
 from ckptname._storage import (
     TMP_PREFIX,
@@ -20,6 +21,7 @@ from ckptname._storage import (
     storage_for,
     temp_name,
     temp_target,
+    transient,
 )
 
 _real_open = builtins.open
@@ -419,3 +421,147 @@ def test_fsspec_temp_path_and_no_temp_files(memory_folder: tuple[FsspecStorage, 
         storage.write_temp(path, b"x")
     storage.fsync(path)  # nothing to flush, even for a missing file
     assert storage.listdir(folder) == []
+
+
+# ------------------------------------------------------------------ failures of object stores
+
+
+class _ClientError(Exception):
+    """What botocore raises for an error response: the response rides along."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(f"An error occurred ({code})")
+        self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+
+def _named(name: str, *bases: type[BaseException]) -> type[BaseException]:
+    """An exception class called ``name``, as a library below fsspec defines it."""
+    return type(name, bases or (Exception,), {})
+
+
+def _translated(status: int, code: str, number: int) -> OSError:
+    """What s3fs raises for an error response: an OSError caused by the client error."""
+    error = OSError(number, "the store's message")
+    error.__cause__ = _ClientError(status, code)
+    return error
+
+
+TRANSIENT = [
+    _named("EndpointConnectionError", _named("ConnectionError")),  # botocore, refused
+    _named("ReadTimeoutError"),  # botocore, urllib3
+    _named("ServerDisconnectedError", _named("ClientConnectionError")),  # aiohttp
+    _named("ClientPayloadError"),
+    ConnectionResetError(errno.ECONNRESET, "reset"),
+    TimeoutError("timed out"),
+    _translated(500, "InternalError", 121),
+    _translated(503, "SlowDown", errno.EBUSY),
+    _translated(429, "TooManyRequests", errno.EIO),
+    _ClientError(502, "BadGateway"),
+    OSError(errno.ECONNREFUSED, "refused"),
+]
+NOT_TRANSIENT = [
+    FileNotFoundError(errno.ENOENT, "missing"),
+    PermissionError(errno.EACCES, "denied"),
+    _translated(403, "AccessDenied", errno.EACCES),
+    _translated(400, "InvalidArgument", errno.EINVAL),
+    _translated(409, "OperationAborted", errno.EBUSY),  # a 409 is no outage, whatever errno
+    _ClientError(404, "NoSuchKey"),
+    ValueError("bad argument"),
+]
+
+
+@pytest.mark.parametrize("error", TRANSIENT, ids=lambda e: type(e).__name__)
+def test_transient_failures(error: BaseException) -> None:
+    assert transient(error() if isinstance(error, type) else error)
+
+
+@pytest.mark.parametrize("error", NOT_TRANSIENT, ids=lambda e: type(e).__name__)
+def test_transient_failures_fail(error: BaseException) -> None:
+    assert not transient(error)
+
+
+def test_a_file_system_error_becomes_a_storage_error_and_reads_are_retried(
+    memory_folder: tuple[FsspecStorage, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the library raises is a StorageError naming the URL and the cause; a
+    transient failure of a read is tried again, with pauses; a write is tried once."""
+    storage, folder = memory_folder
+    path = storage.join(folder, "b1.keras")
+    storage.write_bytes(path, b"model")
+    pauses: list[float] = []
+    monkeypatch.setattr("ckptname._storage.time.sleep", pauses.append)
+    calls = []
+    refused = _named("EndpointConnectionError", _named("ConnectionError"))
+    real_cat = type(storage.fs).cat_file
+    outage = {"requests": 2}  # refused before the store comes back
+
+    def flaky(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0])
+        if len(calls) <= outage["requests"]:
+            raise refused('Could not connect to the endpoint URL: "http://127.0.0.1:9/x"')
+        return real_cat(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(storage.fs), "cat_file", flaky)
+    assert storage.read_bytes(path) == b"model"  # the third attempt succeeds
+    assert (len(calls), pauses) == (3, [0.25, 1.0])
+    calls.clear()
+    outage["requests"] = 100
+    with pytest.raises(StorageError) as info:
+        storage.read_small(path, 100)
+    assert str(info.value) == (
+        f"could not read 'memory://{path}': EndpointConnectionError: Could not connect to the "
+        'endpoint URL: "http://127.0.0.1:9/x" (tried 3 times)'
+    )
+    assert isinstance(info.value, CheckpointError) and isinstance(info.value, OSError)
+
+    def full(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0])
+        raise _translated(507, "InsufficientStorage", errno.EIO)
+
+    calls.clear()
+    monkeypatch.setattr(type(storage.fs), "pipe_file", full)
+    with pytest.raises(StorageError) as writing:
+        storage.write_bytes(path, b"new")
+    assert len(calls) == 1  # a write is never tried twice
+    assert str(writing.value) == (
+        f"could not write 'memory://{path}': HTTP 507: the store's message"
+    )
+    assert writing.value.errno == errno.EIO
+    with pytest.raises(FileNotFoundError):  # an absent file is an answer, not a failure
+        storage.remove(storage.join(folder, "missing"))
+
+
+def test_read_many_retries_only_what_failed_and_bounds_each_file(
+    memory_folder: tuple[FsspecStorage, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage, folder = memory_folder
+    paths = [storage.join(folder, name) for name in ("a", "b", "c", "missing")]
+    for path, data in zip(paths, (b"a" * 10, b"b" * 11, b"")):
+        storage.write_bytes(path, data)
+    monkeypatch.setattr("ckptname._storage.time.sleep", lambda seconds: None)
+    real = type(storage.fs).cat_ranges
+    asked: list[list[str]] = []
+
+    def once_refused(self: Any, paths: list[str], *args: Any, **kwargs: Any) -> Any:
+        asked.append(list(paths))
+        results = real(self, paths, *args, **kwargs)
+        if len(asked) == 1:  # the first read of "a" is refused
+            results[0] = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+        return results
+
+    monkeypatch.setattr(type(storage.fs), "cat_ranges", once_refused)
+    got = storage.read_many(paths, limit=10)
+    assert got[:3] == [b"a" * 10, b"b" * 11, b""]  # "b" is over the limit: 11 bytes say so
+    assert isinstance(got[3], FileNotFoundError)
+    assert asked == [paths, paths[:1]]
+
+
+def test_modified_is_the_stores_time(memory_folder: tuple[FsspecStorage, str]) -> None:
+    import time
+
+    storage, folder = memory_folder
+    path = storage.join(folder, "a")
+    storage.write_bytes(path, b"a")
+    when = storage.modified(path)
+    assert when is not None and abs(when - time.time()) < 60
+    assert storage.modified(storage.join(folder, "missing")) is None

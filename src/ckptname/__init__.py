@@ -13,6 +13,7 @@ from ._errors import MetadataError as MetadataError
 from ._errors import MissingFieldError as MissingFieldError
 from ._errors import MonitorError as MonitorError
 from ._errors import RenderError as RenderError
+from ._errors import StorageError as StorageError
 from ._errors import TemplateError as TemplateError
 from ._metadata import read_metadata as read_metadata
 from ._rank import resolve_mode as resolve_mode

@@ -13,6 +13,9 @@ without knowing about ckptname::
     ├── CheckpointError(CkptnameError, RuntimeError)  a checkpoint folder in a state
     │   │                                             that training must not continue from
     │   ├── CheckpointSaveError(CheckpointError, OSError)  a save failed on disk or remote
+    │   ├── StorageError(CheckpointError, OSError)    an object store (any fsspec file
+    │   │                                             system) failed a read, a listing,
+    │   │                                             a write or a delete
     │   └── FolderLockedError(CheckpointError)        another live run holds the folder's
     │                                                 lock (``.ckptname.lock``)
     ├── MetadataError(CkptnameError, ValueError)      a sidecar or state file that
@@ -61,6 +64,7 @@ __all__ = [
     "MissingFieldError",
     "MonitorError",
     "RenderError",
+    "StorageError",
     "TemplateError",
 ]
 
@@ -152,6 +156,30 @@ class CheckpointError(CkptnameError, RuntimeError):
 
 class CheckpointSaveError(CheckpointError, OSError):
     """Writing a checkpoint, its sidecar or the state file failed."""
+
+
+class StorageError(CheckpointError, OSError):
+    """An object store (any fsspec file system) failed a read, a listing, a write or a delete.
+
+    Whatever the file system library raised (an ``OSError``, a botocore or
+    aiohttp client error, a timeout) becomes this error, chained as its
+    ``__cause__``: the message names what was done, the URL and the cause,
+    and ``errno`` is kept where the cause had one. A read that failed for a
+    transient reason (a refused or dropped connection, a timeout, HTTP 5xx or
+    throttling) was retried before (``ckptname._storage`` has the policy).
+    Absent files are not failures: they stay ``FileNotFoundError``.
+
+    Attributes:
+        url: the path or URL the operation was on.
+        cause: the cause, in words (``"HTTP 500: We encountered an internal error..."``).
+        attempts: how many times the operation was tried.
+    """
+
+    def __init__(self, message: str, *, url: str, cause: str, attempts: int = 1) -> None:
+        self.url = url
+        self.cause = cause
+        self.attempts = attempts
+        super().__init__(message)
 
 
 class FolderLockedError(CheckpointError):

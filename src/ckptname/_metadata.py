@@ -73,6 +73,12 @@ The state file (format ``ckptname.state/1``)::
               "value": 0.4912345} or null,
      "time": 1763859000.3}
 
+On object stores the state file also holds ``"since": 1763850000.0``, the time
+ckptname first wrote it into the folder, kept on every rewrite: an upload
+without its sidecar from before then was there before ckptname (another
+tool's checkpoint), one from after it is a save of ckptname's that did not
+finish (see ``ckptname._transaction``).
+
 Names in both are relative to the folder that holds the state file. Floats that
 JSON cannot hold (NaN, inf) are written as the strings ``"nan"``, ``"inf"``,
 ``"-inf"`` and read back as floats.
@@ -81,7 +87,9 @@ Reading is defensive, since anyone who can write into a checkpoint folder can
 put anything under these names. A sidecar or state file is read only if it
 is a regular file (opened without blocking: a FIFO never hangs a reader) of
 at most :data:`METADATA_LIMIT` bytes (16 MiB; ckptname writes a few hundred
-bytes, a few KiB with ``metric_state``); its JSON may nest at most as deep as
+bytes, a few KiB with ``metric_state``), on object stores with one ranged
+GET of at most 16 MiB and a byte, so that a hostile object of any size
+costs no more memory than that; its JSON may nest at most as deep as
 the interpreter's recursion allows; and the sections readers rely on must
 have their types: ``metrics`` an object of numbers (or text), ``extras`` an
 object, ``metric_state`` an object of lists of numbers nested at most
@@ -100,7 +108,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._errors import MetadataError
-from ._storage import Storage, UnsafeFileError, storage_for
+from ._storage import SMALL_FILE_LIMIT, Storage, UnsafeFileError, storage_for
 from ._version import __version__
 
 __all__ = [
@@ -128,8 +136,10 @@ CHECKPOINT_FORMAT = "ckptname.checkpoint/1"
 STATE_FORMAT = "ckptname.state/1"
 _RESERVED_MARK = ".ckptname"
 # The largest sidecar or state file read (16 MiB): far above what ckptname
-# writes, far below what would strain memory.
-METADATA_LIMIT = 16 << 20
+# writes, far below what would strain memory. Storage.read_many reads at most
+# one byte more of each file.
+METADATA_LIMIT = SMALL_FILE_LIMIT
+_READ_RULE = "ckptname reads its files only as regular files of at most 16 MiB"
 # metric_state holds each metric variable as a nested list of its shape.
 _MAX_STATE_DEPTH = 32
 
@@ -177,9 +187,13 @@ def decode(raw: bytes, what: str) -> dict[str, Any]:
     """Parse sidecar or state bytes, and check the types of the sections readers use.
 
     Raises:
-        MetadataError: the bytes are not a JSON object, nest too deeply, or a
-            section has the wrong type (see the module docstring).
+        MetadataError: the bytes are more than :data:`METADATA_LIMIT` (what
+            ``Storage.read_many`` gives of a larger file), not a JSON object,
+            nest too deeply, or a section has the wrong type (see the module
+            docstring).
     """
+    if len(raw) > METADATA_LIMIT:
+        raise MetadataError(f"{what} is larger than 16 MiB; {_READ_RULE}")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -269,10 +283,7 @@ def _read(storage: Storage, path: str, what: str) -> bytes:
     try:
         return storage.read_small(path, METADATA_LIMIT)
     except UnsafeFileError as exc:
-        raise MetadataError(
-            f"{what} is {exc.reason}; ckptname reads its files only as regular files "
-            "of at most 16 MiB"
-        ) from None
+        raise MetadataError(f"{what} is {exc.reason}; {_READ_RULE}") from None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -365,7 +376,11 @@ def read_state(storage: Storage, folder: str) -> dict[str, Any] | None:
 
 
 def state_record(
-    template: str, latest: Mapping[str, Any] | None, best: Mapping[str, Any] | None
+    template: str,
+    latest: Mapping[str, Any] | None,
+    best: Mapping[str, Any] | None,
+    *,
+    since: float | None = None,
 ) -> dict[str, Any]:
     """A state file's content (format ``ckptname.state/1``), stamped with the time now.
 
@@ -374,14 +389,19 @@ def state_record(
         latest: the newest checkpoint's entry (``name``, counters), or ``None``.
         best: the best checkpoint's entry (``name``, ``monitor``, ``mode``,
             ``value``), or ``None``.
+        since: when ckptname first wrote the folder's state file (object
+            stores), or ``None`` to leave it out.
     """
-    return {
+    record: dict[str, Any] = {
         "format": STATE_FORMAT,
         "template": template,
         "latest": latest,
         "best": best,
         "time": time.time(),
     }
+    if since is not None:
+        record["since"] = since
+    return record
 
 
 def write_state(storage: Storage, folder: str, state: Mapping[str, Any]) -> None:

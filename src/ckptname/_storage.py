@@ -52,6 +52,34 @@ sidecars, the state file, the lock) are read with :meth:`Storage.read_small`:
 only a regular file, opened without blocking (a FIFO never hangs a reader),
 and at most ``limit`` bytes (a link to ``/dev/zero`` never fills memory).
 
+On object stores the same bound holds, with one ranged GET (``Range: bytes=0-
+<limit>``): a hostile object of any size costs at most ``limit`` bytes of
+memory. :meth:`Storage.read_many` reads sidecars the same way, at most
+:data:`SMALL_FILE_LIMIT` bytes of each.
+
+Failures of object stores (:class:`FsspecStorage`): whatever the file system
+library raises (an ``OSError``, a botocore or aiohttp client error, a
+timeout) becomes a :class:`~ckptname.StorageError`, a ``CkptnameError`` and
+an ``OSError`` that names the operation, the URL and the cause, with the
+original chained; only an absent file stays ``FileNotFoundError`` (or
+``NotADirectoryError``, ``IsADirectoryError``). Reads (listing, looking up,
+reading) that fail for a transient reason are tried again; writes and
+deletes are not (a failed save is reported, and ``on_save_error`` decides):
+
+====================================  ==========================================
+failure                               read retried?
+====================================  ==========================================
+refused, reset or dropped             yes: :data:`READ_ATTEMPTS` attempts in all,
+connection, timeout, HTTP 5xx, 429,   pausing :data:`READ_RETRY_DELAYS` seconds
+throttling (``SlowDown``)             before the 2nd and the 3rd
+anything else (403, 400, ...)         no
+====================================  ==========================================
+
+The file system's own retries come inside each attempt (s3fs retries dropped
+connections, timeouts and ``SlowDown`` 5 times; botocore retries connection
+errors, 5xx and throttling up to 5 attempts in its default "legacy" mode,
+which ``config_kwargs={"retries": {"max_attempts": N}}`` changes).
+
 Deleting inside a local tree goes through :class:`LocalTree`, which walks
 down from the root with directory file descriptors and removes names
 relative to them, so that no path is resolved twice: a folder swapped for a
@@ -64,10 +92,20 @@ import contextlib
 import errno
 import os
 import stat as _stat
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
+
+from ._errors import StorageError
 
 __all__ = [
+    "NAME_LIMIT",
+    "READ_ATTEMPTS",
+    "READ_RETRY_DELAYS",
+    "SMALL_FILE_LIMIT",
+    "TEMP_NAME_OVERHEAD",
     "TMP_PREFIX",
     "Entry",
     "FsspecStorage",
@@ -79,10 +117,26 @@ __all__ = [
     "storage_for",
     "temp_name",
     "temp_target",
+    "transient",
 ]
+
+T = TypeVar("T")
 
 TMP_PREFIX = ".ckptname-tmp-"
 _ID_LENGTH = 12  # hex digits: 48 random bits, so two writers never pick one name
+# The bytes a temporary name adds to the name it stands for: the prefix, the
+# id and the dash after it (27).
+TEMP_NAME_OVERHEAD = len(TMP_PREFIX) + _ID_LENGTH + 1
+# The most bytes a file system allows in one name (a path part): 255 on
+# ext4, XFS, btrfs, APFS, NTFS (in UTF-16 units there), tmpfs, NFS.
+NAME_LIMIT = 255
+# The most bytes read_many takes of one file (16 MiB): the limit ckptname
+# reads its sidecars and state files under.
+SMALL_FILE_LIMIT = 16 << 20
+# A read that fails for a transient reason is tried this many times in all,
+# pausing before each retry (seconds); see the module docstring.
+READ_ATTEMPTS = 3
+READ_RETRY_DELAYS = (0.25, 1.0)
 
 
 def temp_name(name: str) -> str:
@@ -208,20 +262,24 @@ class Storage:
         """
         return None
 
-    def read_many(self, paths: list[str]) -> list[bytes | OSError]:
+    def read_many(self, paths: list[str], limit: int = SMALL_FILE_LIMIT) -> list[bytes | OSError]:
         """The contents of several small files, read concurrently where the storage can.
 
         Args:
             paths: the files.
+            limit: the most bytes wanted of each file.
 
         Returns:
             For each path, in order, its bytes, or the ``OSError`` reading it
-            raised (``FileNotFoundError`` where nothing is there).
+            raised (``FileNotFoundError`` where nothing is there). Of a file
+            over ``limit`` bytes, only its first ``limit + 1`` bytes are read
+            and returned: a result longer than ``limit`` says that the file is
+            too large, and is all the memory it costs.
         """
         out: list[bytes | OSError] = []
         for path in paths:
             try:
-                out.append(self.read_bytes(path))
+                out.append(self.read_small(path, limit))
             except OSError as exc:
                 out.append(exc)
         return out
@@ -236,6 +294,14 @@ class Storage:
 
     def stat(self, path: str) -> Entry | None:
         """The entry for one path (its name is the last part), or ``None`` if absent."""
+        raise NotImplementedError
+
+    def modified(self, path: str) -> float | None:
+        """When a file was last written, as a POSIX time, where the storage says; else ``None``.
+
+        Only for deciding what a killed save left behind: listings never read
+        times (they order nothing).
+        """
         raise NotImplementedError
 
     def read_bytes(self, path: str) -> bytes:
@@ -343,6 +409,12 @@ class LocalStorage(Storage):
         is_dir = _stat.S_ISDIR(st.st_mode)
         return Entry(os.path.basename(path), is_dir, None if is_dir else st.st_size, st.st_mtime)
 
+    def modified(self, path: str) -> float | None:
+        try:
+            return os.lstat(path).st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
     def read_bytes(self, path: str) -> bytes:
         with open(path, "rb") as fh:
             return fh.read()
@@ -432,15 +504,179 @@ class LocalStorage(Storage):
 # folder by folder as fsspec's generic ``find`` does.
 _FLAT_LISTING = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"})
 
+# An absent file: an answer, not a failure.
+_ABSENT = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+_TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EREMOTEIO",  # s3fs: HTTP 500 InternalError
+        "ETIMEDOUT",
+        "ECONNREFUSED",
+        "ECONNRESET",
+        "ECONNABORTED",
+        "EHOSTUNREACH",
+        "ENETUNREACH",
+        "ENETDOWN",
+        "EPIPE",
+        "EAGAIN",
+    )
+    if hasattr(errno, name)
+)
+# Exception classes of the libraries below fsspec, by name (so none needs
+# importing): a class or any of its bases with one of these names is transient.
+_TRANSIENT_TYPES = frozenset(
+    {
+        "ConnectionError",  # built-in, and botocore's (EndpointConnectionError...)
+        "TimeoutError",  # built-in and asyncio's; fsspec's FSTimeoutError
+        "HTTPClientError",  # botocore: a connection dropped mid-request
+        "ReadTimeoutError",  # botocore, urllib3
+        "ConnectTimeoutError",
+        "ClientConnectionError",  # aiohttp: ServerDisconnectedError, ClientOSError...
+        "ClientPayloadError",  # aiohttp: a body cut short
+        "IncompleteRead",
+        "ResponseParserError",
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+    }
+)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and the ones it was raised from (``__cause__``, else ``__context__``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 16:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _http(exc: BaseException) -> tuple[int | None, str | None]:
+    """The HTTP status and the store's error code behind an exception, where it carries them."""
+    for link in _chain(exc):
+        response = getattr(link, "response", None)
+        if isinstance(response, dict):  # botocore's ClientError
+            meta = response.get("ResponseMetadata") or {}
+            error = response.get("Error") or {}
+            status = meta.get("HTTPStatusCode")
+            code = error.get("Code")
+            return (
+                status if isinstance(status, int) else None,
+                code if isinstance(code, str) else None,
+            )
+        status = getattr(link, "status", getattr(link, "code", None))  # aiohttp, gcsfs
+        if isinstance(status, int) and not isinstance(status, bool) and 100 <= status < 600:
+            return status, None
+    return None, None
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failure of a remote read may pass if the read is tried again.
+
+    Refused, reset or dropped connections, timeouts, HTTP 5xx and 429, and
+    throttling are; an absent file, a refused permission or a bad request
+    are not.
+    """
+    if isinstance(exc, _ABSENT):
+        return False
+    status, code = _http(exc)
+    if code in _TRANSIENT_CODES:
+        return True
+    if status is not None:
+        return status >= 500 or status == 429
+    for link in _chain(exc):
+        if any(cls.__name__ in _TRANSIENT_TYPES for cls in type(link).__mro__):
+            return True
+        if isinstance(link, OSError) and link.errno in _TRANSIENT_ERRNOS:
+            return True
+    return False
+
+
+def _cause(exc: BaseException) -> str:
+    """What went wrong, in words: the store's message, with the HTTP status where there is one."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        message = str(exc)
+        text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    status, _ = _http(exc)
+    if status is not None and f"HTTP {status}" not in text:
+        text = f"HTTP {status}: {text}"
+    return text
+
+
+def _storage_error(what: str, url: str, exc: BaseException, attempts: int) -> StorageError:
+    cause = _cause(exc)
+    tried = f" (tried {attempts} times)" if attempts > 1 else ""
+    error = StorageError(f"could not {what} {url!r}: {cause}{tried}", url=url, cause=cause,
+                         attempts=attempts)  # fmt: skip
+    errno_ = next((link.errno for link in _chain(exc) if isinstance(link, OSError)), None)
+    if isinstance(errno_, int):
+        # errno alone: setting strerror or filename would rewrite the message.
+        error.errno = errno_
+    error.__cause__ = exc
+    return error
+
+
+def _pause(attempt: int) -> None:
+    time.sleep(READ_RETRY_DELAYS[min(attempt - 1, len(READ_RETRY_DELAYS) - 1)])
+
+
+def _posix_time(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
 
 class FsspecStorage(Storage):
-    """Files on any fsspec file system (object stores, ``memory://``...)."""
+    """Files on any fsspec file system (object stores, ``memory://``...).
+
+    Every call into the file system goes through :meth:`_call`: a failure
+    becomes a :class:`~ckptname.StorageError` (an absent file stays
+    ``FileNotFoundError``), and a read that failed for a transient reason is
+    tried again (see the module docstring).
+    """
 
     remote = True
 
     def __init__(self, fs: Any, protocol: str) -> None:
         self.fs = fs
         self.protocol = protocol
+
+    def _call(self, what: str, path: str, fn: Callable[..., T], *args: Any, read: bool,
+              **kwargs: Any) -> T:  # fmt: skip
+        """``fn(*args, **kwargs)``, with failures as ``StorageError`` and reads retried.
+
+        Raises:
+            FileNotFoundError, NotADirectoryError, IsADirectoryError: nothing
+                (or a folder) is at ``path``.
+            StorageError: the file system failed; ``what`` says what was being
+                done to ``path``.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn(*args, **kwargs)
+            except _ABSENT:
+                raise
+            except Exception as exc:  # any library's error: botocore, aiohttp, asyncio
+                if read and attempt < READ_ATTEMPTS and transient(exc):
+                    _pause(attempt)
+                    continue
+                raise _storage_error(what, self.url(path), exc, attempt) from exc
 
     def join(self, *parts: str) -> str:
         return "/".join(p.rstrip("/") for p in parts if p != "")
@@ -450,7 +686,7 @@ class FsspecStorage(Storage):
         # is written by other processes, so always ask the store itself.
         self.fs.invalidate_cache(path)
         try:
-            infos = self.fs.ls(path, detail=True)
+            infos = self._call("list", path, self.fs.ls, path, detail=True, read=True)
         except (FileNotFoundError, NotADirectoryError):
             return []
         out = []
@@ -474,7 +710,9 @@ class FsspecStorage(Storage):
         # As for listdir: ask the store, not a cache.
         self.fs.invalidate_cache(path)
         try:
-            infos = self.fs.find(path, detail=True, withdirs=False)
+            infos = self._call(
+                "list", path, self.fs.find, path, detail=True, withdirs=False, read=True
+            )
         except (FileNotFoundError, NotADirectoryError):
             return []
         finally:
@@ -511,49 +749,115 @@ class FsspecStorage(Storage):
         for key in [k for k in list(cache) if isinstance(k, str) and k.startswith(below)]:
             cache.pop(key, None)
 
-    def read_many(self, paths: list[str]) -> list[bytes | OSError]:
+    def read_many(self, paths: list[str], limit: int = SMALL_FILE_LIMIT) -> list[bytes | OSError]:
         if not paths:
             return []
-        # A ranged read from byte 0 is one GET: s3fs asks for the size first
-        # (a HEAD) only for a read without a range. Async file systems run
-        # the reads concurrently.
-        results = self.fs.cat_ranges(list(paths), 0, None, on_error="return")
-        # Any failure of the ranged read (an empty object refuses a range on
-        # some stores) is settled by a plain read, which raises the error a
-        # single read would.
-        return [
-            result
-            if isinstance(result, (bytes, FileNotFoundError))
-            else Storage.read_many(self, [path])[0]
-            for path, result in zip(paths, results)
-        ]
+        # A ranged read from byte 0 is one GET (s3fs asks for the size first,
+        # a HEAD, only for a read without a range), and it bounds the memory
+        # a hostile object costs. Async file systems run the reads
+        # concurrently; those that failed transiently are tried again together.
+        results: list[bytes | OSError | None] = [None] * len(paths)
+        failed: dict[int, BaseException] = {}
+        pending = list(range(len(paths)))
+        attempt = 0
+        while pending:
+            attempt += 1
+            try:
+                got = self.fs.cat_ranges(
+                    [paths[i] for i in pending], 0, limit + 1, on_error="return"
+                )
+            except Exception as exc:  # the whole batch failed (a session, the event loop)
+                got = [exc] * len(pending)
+            again = []
+            for i, result in zip(pending, got):
+                if isinstance(result, (bytes, FileNotFoundError, NotADirectoryError)):
+                    results[i] = result
+                elif (
+                    isinstance(result, BaseException)
+                    and attempt < READ_ATTEMPTS
+                    and transient(result)
+                ):
+                    again.append(i)
+                else:
+                    failed[i] = (
+                        result
+                        if isinstance(result, BaseException)
+                        else TypeError(f"the file system returned {type(result).__name__}")
+                    )
+            if again:
+                _pause(attempt)
+            pending = again
+        for i, failure in failed.items():
+            if transient(failure):
+                results[i] = _storage_error("read", self.url(paths[i]), failure, attempt)
+                continue
+            # Any other failure of the ranged read (an empty object refuses a
+            # range on some stores) is settled by a single read, which says
+            # what a read of that one file says.
+            try:
+                results[i] = self._head(paths[i], limit)
+            except OSError as err:
+                results[i] = err
+        return [r if r is not None else FileNotFoundError(p) for r, p in zip(results, paths)]
+
+    def _head(self, path: str, limit: int) -> bytes:
+        """At most the first ``limit + 1`` bytes of a file, in one ranged GET."""
+        try:
+            data: bytes = self._call(
+                "read", path, self.fs.cat_file, path, start=0, end=limit + 1, read=True
+            )
+        except StorageError as exc:
+            if exc.__cause__ is None or transient(exc.__cause__):
+                raise
+            # Some stores refuse any range of an empty object (HTTP 416).
+            entry = self.stat(path)
+            if entry is not None and not entry.is_dir and entry.size == 0:
+                return b""
+            raise
+        return data
 
     def exists(self, path: str) -> bool:
-        return bool(self.fs.exists(path))
+        return bool(self._call("look up", path, self.fs.exists, path, read=True))
 
     def lexists(self, path: str) -> bool:
         # Object stores have no symbolic links.
         return self.exists(path)
 
-    def stat(self, path: str) -> Entry | None:
+    def _info(self, path: str) -> dict[str, Any] | None:
         self.fs.invalidate_cache(path)
         try:
-            info = self.fs.info(path)
+            info: dict[str, Any] = self._call("look up", path, self.fs.info, path, read=True)
         except (FileNotFoundError, NotADirectoryError):
+            return None
+        return info
+
+    def stat(self, path: str) -> Entry | None:
+        info = self._info(path)
+        if info is None:
             return None
         is_dir = info.get("type") == "directory"
         size = None if is_dir else info.get("size")
         return Entry(path.rstrip("/").rsplit("/", 1)[-1], is_dir, size, None)
 
+    def modified(self, path: str) -> float | None:
+        info = self._info(path)
+        if info is None:
+            return None
+        for key in ("LastModified", "last_modified", "mtime", "updated", "created"):
+            found = _posix_time(info.get(key))
+            if found is not None:
+                return found
+        return None
+
     def read_bytes(self, path: str) -> bytes:
-        data: bytes = self.fs.cat_file(path)
+        data: bytes = self._call("read", path, self.fs.cat_file, path, read=True)
         return data
 
     def read_small(self, path: str, limit: int, *, follow: bool = True) -> bytes:
         # One ranged GET: an object store holds only whole objects (no FIFOs,
         # no links), so the size is the one thing to bound.
         try:
-            data: bytes = self.fs.cat_file(path, start=0, end=limit + 1)
+            data = self._head(path, limit)
         except IsADirectoryError:
             raise UnsafeFileError(path, "a directory") from None
         if len(data) > limit:
@@ -573,17 +877,17 @@ class FsspecStorage(Storage):
     def write_bytes(self, path: str, data: bytes, *, fsync: bool = False) -> None:
         # Object stores make a single PUT visible whole or not at all, and
         # durable once it returns: there is nothing to flush.
-        self.fs.pipe_file(path, data)
+        self._call("write", path, self.fs.pipe_file, path, data, read=False)
 
     def put_file(self, local_path: str, path: str) -> None:
-        self.fs.put_file(local_path, path)
+        self._call("upload", path, self.fs.put_file, local_path, path, read=False)
 
     def replace(self, src: str, dst: str) -> None:
         # A copy then a delete on object stores: not atomic, unlike os.replace.
-        self.fs.mv(src, dst)
+        self._call("move", src, self.fs.mv, src, dst, read=False)
 
     def remove(self, path: str) -> None:
-        self.fs.rm_file(path)
+        self._call("remove", path, self.fs.rm_file, path, read=False)
 
     def makedirs(self, path: str) -> None:
         # Object stores have no folders to create: a key's prefix is its folder.

@@ -14,31 +14,80 @@ The local save order (see :meth:`CheckpointFolder.save`):
 3. the state file is rewritten to name the new checkpoint;
 4. the model is renamed to its name.
 
-On an object store the model is uploaded, then the sidecar (its commit
-marker), then the state file. Before the first upload into a root that has
-no state file yet, the state file is written (naming no checkpoint): it
-marks the folder as ckptname's, so that from the very first save an upload
-without its sidecar is an unfinished save, never a checkpoint.
+Replacing a checkpoint (a name that already holds one: a template without
+counters, such as ``last.keras``) writes new, then retires old. Steps 1 to 3
+leave the old checkpoint and its sidecar as they are (the new sidecar waits
+under its temporary name), so a failure or a kill up to there leaves the old
+checkpoint complete. Then the old sidecar is renamed aside (to a temporary
+name), the model renamed onto the name, and the new sidecar into place, and
+the old sidecar removed. A failed rename puts the old sidecar back; a kill
+between those renames leaves a checkpoint without a sidecar for that
+moment, never with the other checkpoint's.
+
+On an object store:
+
+0. before the first upload into a root that has no state file yet, the
+   state file is written (naming no checkpoint): it marks the folder as
+   ckptname's, so that from the very first save an upload without its
+   sidecar is an unfinished save, never a checkpoint;
+1. the model is uploaded under its name;
+2. the sidecar, its commit marker, is written;
+3. the state file is rewritten to name the new checkpoint.
+
+A replacing save writes new, then retires old as well: the upload is one
+request that replaces the old object whole or not at all, and the old
+sidecar stays until the new one is written over it. A failed upload (an
+HTTP 500, a refused connection) leaves the old checkpoint committed and
+unchanged; nothing is deleted before the new checkpoint is complete. Between
+steps 1 and 2 of a replace the name holds the new model with the old sidecar
+(an object store has no rename to close that gap): a kill there leaves a
+complete checkpoint whose sidecar is one save old.
+
+What a killed or failed save leaves is removed when the next run of the
+folder begins (:meth:`CheckpointFolder.clean_leftovers`), by the chief and
+only in the run's own folders: temporary files, sidecars without their
+checkpoint, and on object stores uploads without their commit marker made
+after ckptname first wrote the root's state file and before the run's start.
+Sweep members share the root's state file; a member touches nothing of the
+shared root but its own temporary state files.
+
+A save adds up to :data:`SAVE_NAME_OVERHEAD` bytes to a checkpoint's name
+(the temporary name of its sidecar), so a local checkpoint's name holds at
+most :data:`MAX_NAME_BYTES` bytes; :func:`check_name_length` refuses longer
+names before anything is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import math
 import os
+import re
 import shutil
 import stat as _stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ._errors import CheckpointError, CheckpointSaveError, CkptnameError, MetadataError
+from ._errors import (
+    CheckpointError,
+    CheckpointSaveError,
+    CkptnameError,
+    MetadataError,
+    RenderError,
+    StorageError,
+    TemplateError,
+)
 from ._metadata import (
     LOCK_NAME,
+    METADATA_LIMIT,
     SIDECAR_SUFFIX,
     STATE_NAME,
+    decode,
     encode,
     is_reserved,
     read_sidecar,
@@ -50,16 +99,133 @@ from ._rank import as_counter, can_win, progress_key
 from ._retention import RetentionPlan, apply_retention, plan_retention
 from ._roots import layout_for
 from ._scan import Checkpoint, scan
-from ._storage import LocalTree, storage_for, temp_target
+from ._storage import (
+    NAME_LIMIT,
+    TEMP_NAME_OVERHEAD,
+    TMP_PREFIX,
+    LocalTree,
+    storage_for,
+    temp_target,
+)
 from ._template import Template
 
-__all__ = ["CheckpointFolder", "StartCheck", "split_filepath"]
+__all__ = [
+    "MAX_NAME_BYTES",
+    "SAVE_NAME_OVERHEAD",
+    "CheckpointFolder",
+    "StartCheck",
+    "check_name_length",
+    "least_name_bytes",
+    "split_filepath",
+]
 
 T = TypeVar("T")
 
 # A temporary lock file younger than this may belong to a run taking the lock
 # right now; older ones were left by a run killed while taking it.
 _STALE_LOCK_TEMP_SECONDS = 60
+
+# The most bytes a local save adds to a checkpoint's name (41): the temporary
+# name of its sidecar, ".ckptname-tmp-<id>-" before it and ".ckptname.json"
+# after it. On object stores nothing is added to the name on the local disk
+# (the model is written there under its own name before the upload).
+SAVE_NAME_OVERHEAD = TEMP_NAME_OVERHEAD + len(SIDECAR_SUFFIX)
+# The longest local checkpoint name (214 bytes).
+MAX_NAME_BYTES = NAME_LIMIT - SAVE_NAME_OVERHEAD
+_OVERHEAD_WORDS = (
+    f"the temporary name of its sidecar, '{TMP_PREFIX}<id>-' + name + '{SIDECAR_SUFFIX}'"
+)
+# The width in a format spec: [[fill]align][sign][z][#][0][width]...
+_SPEC_WIDTH = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)")
+
+
+def least_name_bytes(template: Template, values: Mapping[str, Any] | None = None) -> int:
+    """The fewest bytes a checkpoint name (the last path part) of ``template`` can take.
+
+    Fields with a value in ``values`` count as that value renders; the
+    others as their narrowest rendering (their width, else one character, or
+    none for a string).
+
+    =================================  ===============  ======
+    template                           values           bytes
+    =================================  ===============  ======
+    ``b{batch:05d}.keras``             none             11
+    ``run-{run}/b{batch}.keras``       none             8
+    ``{run}-b{batch}.keras``           ``run="abc"``    12
+    =================================  ===============  ======
+    """
+    leaf = template.segments[-1]
+    given = values or {}
+    total = sum(len(literal.encode()) for literal in leaf.literals)
+    for view in leaf.field_views:
+        if view.name in given:
+            try:
+                total += len(format(given[view.name], view.spec).encode())
+                continue
+            except (TypeError, ValueError):
+                pass  # counted as its narrowest below; rendering will say what is wrong
+        match = _SPEC_WIDTH.match(view.spec)
+        width = int(match.group(1)) if match and match.group(1) else 0
+        total += max(width, 0 if view.kind == "str" else 1)
+    return total
+
+
+def _over_limit(size: int, overhead: int) -> str:
+    return (
+        f"a save adds {overhead} bytes to a name ({_OVERHEAD_WORDS}): {size + overhead} "
+        f"bytes, more than the {NAME_LIMIT} that file systems allow in a name"
+    )
+
+
+def check_name_length(
+    template: Template,
+    values: Mapping[str, Any] | None = None,
+    *,
+    overhead: int = SAVE_NAME_OVERHEAD,
+    filepath: str | None = None,
+) -> None:
+    """Refuse a template whose checkpoint names cannot be saved: too long with what a save adds.
+
+    Args:
+        template: the checkpoints' template.
+        values: values fixed before training (extras); ``None`` checks the
+            template alone.
+        overhead: the bytes a save adds to a name (:data:`SAVE_NAME_OVERHEAD`
+            locally, 0 on object stores).
+        filepath: the text to show in a :class:`TemplateError` (the
+            callback's filepath), else the template's.
+
+    Raises:
+        TemplateError: without ``values``: the template's text alone makes
+            names too long.
+        RenderError: with ``values``: those values make them too long.
+    """
+    least = least_name_bytes(template, values)
+    if least + overhead <= NAME_LIMIT:
+        return
+    most = NAME_LIMIT - overhead
+    if values is None:
+        text = filepath or template.text
+        leaf = template.segments[-1].text
+        raise TemplateError(
+            f"checkpoint names of this template take at least {least} bytes, and "
+            f"{_over_limit(least, overhead)}; make its last part give names of at most "
+            f"{most} bytes",
+            text,
+            len(text) - len(leaf),
+        )
+    names = dict.fromkeys(view.name for view in template.segments[-1].field_views)
+    shown = ", ".join(f"{name}={_short(values[name])}" for name in names if name in values)
+    raise RenderError(
+        f"checkpoint names of template '{template.text}' take at least {least} bytes"
+        f"{' with ' + shown if shown else ''}, and {_over_limit(least, overhead)}; shorten "
+        f"the values or the template's last part to give names of at most {most} bytes"
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:36] + "...'"
 
 
 def split_filepath(filepath: str) -> tuple[str, Template]:
@@ -209,23 +375,39 @@ class CheckpointFolder:
     """
 
     def __init__(self, filepath: str, *, fsync: bool = True) -> None:
+        """Open the folder of a callback's ``filepath``.
+
+        Raises:
+            TemplateError: ``filepath`` is not a valid template, or its
+                checkpoint names would be too long to save (see
+                :func:`check_name_length`).
+        """
         self.root, self.template = split_filepath(filepath)
         self.storage, self.inner = storage_for(self.root)
         self.fsync = fsync
         self.latest: dict[str, Any] | None = None
         self._scopes: list[_Scope] = []
         self._marked = False  # the remote root is known to hold a state file
+        # When ckptname first wrote the remote root's state file (see clean_leftovers).
+        self._since: float | None = None
+        self.name_overhead = 0 if self.remote else SAVE_NAME_OVERHEAD
+        check_name_length(self.template, overhead=self.name_overhead, filepath=filepath)
 
     def bind_run(self, values: Mapping[str, Any]) -> None:
-        """Fix the folder levels this run writes into, from values fixed for the run.
+        """Fix what the run's own values decide: the folder levels it writes into, name lengths.
 
-        Called at train begin with the run's extras: with
+        Called at train begin, before any batch, with the run's extras: with
         ``lr={lr}/b{batch:04d}.keras`` and ``{"lr": 0.1}``, this run's
         checkpoints are those under ``lr=0.1/``. Folder fields the values do
         not hold (metrics, counters) fix nothing.
+
+        Raises:
+            RenderError: with these values, checkpoint names would be too
+                long to save (see :func:`check_name_length`).
         """
         scope = _scope_of(self.template, values)
         self._scopes = [] if scope is None else [scope]
+        check_name_length(self.template, values, overhead=self.name_overhead)
 
     def _claim(self, name: str) -> None:
         """Count the folder of a name this run saves among its own (extras that changed)."""
@@ -498,38 +680,64 @@ class CheckpointFolder:
         meta = self.sidecar(record)
         return None if meta is None else as_counter(meta.get("batch"))
 
-    def clean_leftovers(self, records: Iterable[Checkpoint]) -> None:
-        """Remove what a killed save of this template left behind.
+    def clean_leftovers(
+        self, records: Iterable[Checkpoint], *, started: float | None = None
+    ) -> None:
+        """Remove what a killed or failed save of this run left behind.
 
-        Run at train begin, after the folder's lock is taken (so no live run
-        of this folder is saving). In the root and in every folder that holds
-        a checkpoint of the template, it removes:
+        Run at train begin by the chief, after the folder's lock is taken
+        (so no live run of this folder is saving). In the run's own folders
+        (the root, or with :meth:`bind_run` the folders its values fix) and
+        in every folder that holds one of its checkpoints, it removes:
 
         * temporary files of this template's checkpoints and of their
           sidecars, and of the state file;
         * temporary lock files older than a minute (a run killed while taking
           the lock; younger ones may belong to a run taking it right now);
         * sidecars whose checkpoint does not exist (a save killed before its
-          rename, or a prune killed between a checkpoint and its sidecar).
+          rename, or a prune killed between a checkpoint and its sidecar);
+        * on object stores, uploads of this template without their sidecar
+          (the commit marker) made after ckptname first wrote the root's
+          state file (its ``since``) and before ``started``: a save killed or
+          failed between the upload and its sidecar. Younger ones may be
+          another writer's save in progress; older ones, and every upload in
+          a root whose state file does not say since when it is ckptname's,
+          were there before: checkpoints of another tool.
+
+        A sweep member (a run whose values fix its folders, under a root that
+        other members share) touches nothing in the shared root but its own
+        temporary state files (those that name its own checkpoints): another
+        member may be writing the state file right now.
 
         Scanning ignores all of these anyway; removing them keeps the folder
-        as an uninterrupted run leaves it. Other templates' files are left
-        alone. Local folders are listed and cleaned through descriptors walked
-        down from the root (``ckptname._storage.LocalTree``): a folder swapped
-        for a link out of the root meanwhile is never cleaned.
+        as an uninterrupted run leaves it. Other templates' and other runs'
+        files are left alone. Local folders are listed and cleaned through
+        descriptors walked down from the root (``ckptname._storage.LocalTree``):
+        a folder swapped for a link out of the root meanwhile is never cleaned.
+
+        Args:
+            records: the run's checkpoints (:meth:`records`).
+            started: when the run started (POSIX time); now by default.
         """
-        folders = {""} | {s.prefix for s in self._scopes}
-        for rec in records:
-            folders.add(rec.name.rpartition("/")[0])
+        started = time.time() if started is None else started
+        own = {s.prefix for s in self._scopes if s.prefix}
+        shared_root = bool(self._scopes) and all(s.prefix for s in self._scopes)
+        folders = own | {rec.name.rpartition("/")[0] for rec in records}
+        if not shared_root:
+            folders.add("")
         if self.remote:
-            self._clean_remote(sorted(folders))
+            state = self.read_state() or {}
+            since = state.get("since")
+            if isinstance(since, (int, float)) and not isinstance(since, bool):
+                self._since = float(since)
+            self._clean_remote(sorted(folders), started)
             return
         try:
             tree = LocalTree(self.inner or ".")
         except OSError:
             return
         with tree:
-            for folder in sorted(folders):
+            for folder in sorted(folders | ({""} if shared_root else set())):
                 try:
                     names = tree.listdir(folder)
                 except OSError:
@@ -546,10 +754,40 @@ class CheckpointFolder:
                     with contextlib.suppress(OSError):
                         if _stat.S_ISDIR(tree.lstat(rel).st_mode):
                             continue
-                        if self._is_leftover(name, present, mtime):
+                        if folder == "" and shared_root:
+                            leftover = temp_target(name) == STATE_NAME and self._own_state(rel)
+                        else:
+                            leftover = self._is_leftover(name, present, mtime)
+                        if leftover:
                             tree.remove(rel)
 
-    def _clean_remote(self, folders: list[str]) -> None:
+    def _own_state(self, rel: str) -> bool:
+        """Whether a temporary state file in the root names one of this run's checkpoints.
+
+        A run writes the state file only once it has saved (its ``latest``
+        is then a checkpoint of its own folders): a temporary state file
+        that names another member's checkpoint is that member's, perhaps
+        being renamed into place right now; one that cannot be read is left
+        alone.
+        """
+        try:
+            raw = self.storage.read_small(self.path(rel), METADATA_LIMIT, follow=False)
+            latest = decode(raw, "state file").get("latest")
+        except (OSError, MetadataError):
+            return False
+        name = latest.get("name") if isinstance(latest, dict) else None
+        return isinstance(name, str) and self._is_own(name)
+
+    def _is_own(self, name: str) -> bool:
+        """Whether a name relative to the root is one of this run's checkpoints' names."""
+        if self.template.parse(name) is None:
+            return False
+        return not self._scopes or any(s.template.parse(name) is not None for s in self._scopes)
+
+    def _clean_remote(self, folders: list[str], started: float) -> None:
+        # Object stores keep times to the second: an upload in the second the
+        # root became ckptname's counts as ckptname's.
+        since = None if self._since is None else math.floor(self._since)
         for rel in folders:
             folder = self.path(rel) if rel else self.inner
             try:
@@ -558,16 +796,27 @@ class CheckpointFolder:
                 continue
             present = {entry.name for entry in entries}
             for entry in entries:
-                if entry.is_dir or not is_reserved(entry.name):
+                if entry.is_dir:
                     continue
                 path = self.storage.join(folder, entry.name)
+                if is_reserved(entry.name):
 
-                def mtime(path: str = path) -> float | None:
-                    found = self.storage.stat(path)
-                    return None if found is None else found.mtime
+                    def mtime(path: str = path) -> float | None:
+                        return self.storage.modified(path)
 
-                if self._is_leftover(entry.name, present, mtime):
                     with contextlib.suppress(OSError):
+                        if self._is_leftover(entry.name, present, mtime):
+                            self.storage.remove(path)
+                    continue
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                if since is None or entry.name + SIDECAR_SUFFIX in present:
+                    continue
+                if not self._is_own(name):
+                    continue
+                with contextlib.suppress(OSError):
+                    when = self.storage.modified(path)
+                    if when is not None and since <= when < started:
+                        # An upload whose commit marker never came.
                         self.storage.remove(path)
 
     def _is_leftover(
@@ -609,13 +858,13 @@ class CheckpointFolder:
         and the state file names it.
 
         Where the name already holds a checkpoint (a template without
-        counters, such as ``best.keras``), the old sidecar is removed first and
-        the new one is renamed into place right after the model: a kill
-        between those two renames leaves the new checkpoint without a sidecar
-        (its counters are then read from its name).
+        counters, such as ``best.keras``), the old checkpoint stays complete,
+        sidecar included, until the new one is written: new, then retire old
+        (the module docstring has the order, locally and on object stores).
 
         A failed step removes what this save wrote and puts the state file
-        back as it was (naming ``previous_best``).
+        back as it was (naming ``previous_best``); a failed replace leaves
+        the old checkpoint as it was.
 
         Args:
             name: the checkpoint's name relative to the root.
@@ -628,13 +877,16 @@ class CheckpointFolder:
             The checkpoint's storage path.
 
         Raises:
-            CheckpointSaveError: a step failed; the message names the step, the
-                path and the cause, and ``errno`` is kept.
+            CheckpointSaveError: a step failed, whatever it raised (the writer's
+                own errors and a storage library's included); the message names
+                the step, the path and the cause, and ``errno`` is kept. A name
+                too long to save is refused before anything is written.
         """
         self._claim(name)
         entry = {"name": name}
         entry.update((key, meta[key]) for key in ("epoch", "batch", "batch_in_epoch", "iterations"))
         save = _Save(self.path(name), encode(dict(meta)), write_model, entry, best, previous_best)
+        self._check_saved_name(save.path)
         previous_latest = self.latest
         try:
             if self.remote:
@@ -646,6 +898,18 @@ class CheckpointFolder:
             raise
         return save.path
 
+    def _check_saved_name(self, path: str) -> None:
+        size = len(path.rpartition("/")[2].rpartition(os.sep)[2].encode())
+        if size + self.name_overhead <= NAME_LIMIT:
+            return
+        err = CheckpointSaveError(
+            f"could not write the checkpoint {self.url(path)!r}: its name is {size} bytes, "
+            f"and {_over_limit(size, self.name_overhead)}; keep names to at most "
+            f"{NAME_LIMIT - self.name_overhead} bytes"
+        )
+        err.errno = errno.ENAMETOOLONG
+        raise err
+
     def _save_local(self, save: _Save) -> None:
         storage = self.storage
         path, write_model = save.path, save.write_model
@@ -654,31 +918,32 @@ class CheckpointFolder:
         folder = os.path.dirname(path)
         if folder:
             _step("create the folder", folder, storage.makedirs, folder)
-        overwrite = storage.lexists(path)
+        replacing = storage.lexists(path)
         # Same folder (so the rename is atomic), a name no template matches,
         # and the real suffix (so Keras accepts it).
         tmp: str | None = storage.temp_path(path)
         side_tmp: str | None = None
+        aside: str | None = None  # the old sidecar, set aside while the name changes hands
         placed: list[str] = []
         state_written = False
         try:
-            if storage.lexists(side):
-                # An older checkpoint's sidecar would describe the new file.
-                _step("remove the old sidecar", side, storage.remove, side)
             _step("write the checkpoint", path, write_model, tmp)
             if self.fsync:
                 _step("flush the checkpoint to disk", path, storage.fsync, tmp)
             side_tmp = _step("write the sidecar", side, storage.write_temp, side, save.data)
-            if not overwrite:
+            if not replacing:
                 _step("write the sidecar", side, storage.replace, side_tmp, side)
                 side_tmp = None
                 placed.append(side)
             self.latest = save.entry
             self.write_state(save.best)
             state_written = True
+            if replacing and storage.lexists(side):
+                # An older checkpoint's sidecar must never describe the new file.
+                aside = storage.temp_path(side)
+                _step("set the old sidecar aside", side, storage.replace, side, aside)
             _step("rename the checkpoint into place", path, storage.replace, tmp, path)
             tmp = None
-            placed.append(path)
             if side_tmp is not None:
                 _step("write the sidecar", side, storage.replace, side_tmp, side)
                 side_tmp = None
@@ -687,7 +952,12 @@ class CheckpointFolder:
                 if leftover is not None:
                     with contextlib.suppress(OSError):
                         storage.remove(leftover)
-            if isinstance(exc, CheckpointSaveError):
+            if aside is not None and tmp is not None:
+                # The new model never took the name: the old checkpoint is whole again.
+                restore, aside = aside, None  # if even this fails, it stays for the next start
+                with contextlib.suppress(OSError):
+                    storage.replace(restore, side)
+            if isinstance(exc, CheckpointSaveError) and tmp is not None:
                 # All or nothing: a checkpoint whose save did not finish is
                 # not left for a resume to pick.
                 for target in placed:
@@ -698,24 +968,31 @@ class CheckpointFolder:
                     with contextlib.suppress(OSError):
                         self.write_state(save.previous_best)
             raise
+        finally:
+            if aside is not None:
+                with contextlib.suppress(OSError):
+                    storage.remove(aside)
 
     def _save_remote(self, save: _Save) -> None:
         storage = self.storage
         path = save.path
         side = sidecar_path(path)
-        created = False
+        self._mark_remote(save.previous_best)
+        # A name whose commit marker exists holds a checkpoint: it is
+        # replaced, never uncommitted (nothing of it is removed first).
+        replacing = _step("look up the sidecar", self.url(side), storage.exists, side)
+        committed = False
         try:
-            self._mark_remote(save.previous_best)
-            if storage.exists(side):
-                _step("remove the old sidecar", side, storage.remove, side)
             self._upload(path, save.write_model)
-            created = True
-            _step("write the sidecar", side, storage.write_bytes, side, save.data)
+            _step("write the sidecar", self.url(side), storage.write_bytes, side, save.data)
+            committed = True
             self.latest = save.entry
             self.write_state(save.best)
         except CheckpointSaveError:
-            if created:
-                for leftover in (side, path):
+            if not replacing:
+                # All or nothing: the commit marker goes first, so the upload
+                # is never a checkpoint without it, then the upload.
+                for leftover in (side, path) if committed else (path,):
                     with contextlib.suppress(OSError):
                         storage.remove(leftover)
             raise
@@ -730,25 +1007,42 @@ class CheckpointFolder:
         """
         if self._marked:
             return
-        path = self.path(STATE_NAME)
-        if not self.storage.exists(path):
+        url = self.url(self.path(STATE_NAME))
+        state = _step("look up the state file", url, self._state_or_empty)
+        if state is None:
+            self._since = time.time()
             self.write_state(best)
+        elif self._since is None and isinstance(state.get("since"), (int, float)):
+            self._since = float(state["since"])
         self._marked = True
 
+    def _state_or_empty(self) -> dict[str, Any] | None:
+        """The state file; ``{}`` where it is there but unreadable; ``None`` where it is not."""
+        try:
+            return read_state(self.storage, self.inner)
+        except MetadataError:
+            return {}
+
     def _upload(self, path: str, write_model: Callable[[str], None]) -> None:
-        folder = tempfile.mkdtemp(prefix="ckptname-")
+        url = self.url(path)
+        folder = _step("write the checkpoint", url, tempfile.mkdtemp, "", "ckptname-")
         try:
             local = os.path.join(folder, os.path.basename(path))
-            _step("write the checkpoint", path, write_model, local)
-            _step("upload the checkpoint", path, self.storage.put_file, local, path)
+            _step("write the checkpoint", url, write_model, local)
+            _step("upload the checkpoint", url, self.storage.put_file, local, path)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
     def write_state(self, best: Mapping[str, Any] | None) -> None:
         """Write the folder's state file: template, the latest this run saved, ``best``."""
         path = self.path(STATE_NAME)
-        state = state_record(self.template.text, self.latest, best)
-        _step("write the state file", path, self.storage.write_bytes, path, encode(state))
+        since = None
+        if self.remote:
+            # Kept on every rewrite; a state file without it gets it now.
+            since = self._since = time.time() if self._since is None else self._since
+        state = state_record(self.template.text, self.latest, best, since=since)
+        _step("write the state file", self.url(path), self.storage.write_bytes, path, encode(state))
+
 
     # ------------------------------------------------------------------ retention
 
@@ -772,8 +1066,22 @@ class CheckpointFolder:
             The plan that was applied.
 
         Raises:
-            OSError: deleting failed.
+            OSError: listing or deleting failed (a ``StorageError`` on object
+                stores); any other failure is a ``CheckpointSaveError``.
         """
+        with _upkeep():
+            return self._prune(newest, keep_last, keep_best, monitor, mode, protect, exclude)
+
+    def _prune(
+        self,
+        newest: str,
+        keep_last: int | None,
+        keep_best: int | None,
+        monitor: str,
+        mode: str,
+        protect: Iterable[str],
+        exclude: Iterable[str],
+    ) -> RetentionPlan:
         left_out = {normalized(path) for path in exclude}
         records = [rec for rec in self.records() if normalized(rec.path) not in left_out]
         if keep_best is not None:
@@ -795,7 +1103,6 @@ class CheckpointFolder:
         apply_retention(plan, self.root, template=self.template)
         return plan
 
-
     def drop_replaced(
         self, superseded: Sequence[tuple[Checkpoint, int]], batch: int, written: set[str]
     ) -> list[tuple[Checkpoint, int]]:
@@ -810,13 +1117,15 @@ class CheckpointFolder:
             The superseded checkpoints that are left (later than ``batch``).
 
         Raises:
-            OSError: deleting failed.
+            OSError: deleting failed (a ``StorageError`` on object stores);
+                any other failure is a ``CheckpointSaveError``.
         """
         due = [(rec, at) for rec, at in superseded if at <= batch]
         doomed = tuple(rec for rec, _ in due if normalized(rec.path) not in written)
         if doomed:
             plan = RetentionPlan(keep=(), delete=doomed)
-            apply_retention(plan, self.root, template=self.template)
+            with _upkeep():
+                apply_retention(plan, self.root, template=self.template)
         return [(rec, at) for rec, at in superseded if at > batch]
 
 
@@ -825,17 +1134,49 @@ def normalized(path: str) -> str:
     return path if "://" in path else os.path.normpath(path)
 
 
+def _cause(exc: BaseException) -> str:
+    """A failure's cause in words: an OS error's text, a storage error's cause, else the type."""
+    if isinstance(exc, StorageError):
+        return exc.cause
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    if isinstance(exc, OSError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _step(what: str, path: str, fn: Callable[..., T], *args: Any) -> T:
-    """Run one I/O step; an ``OSError`` becomes a ``CheckpointSaveError`` naming the step."""
+    """Run one step of a save; any failure becomes a ``CheckpointSaveError`` naming the step.
+
+    Whatever the step raises (an ``OSError``, a storage library's own error,
+    the model writer's ``ValueError``) is a failed save, which the caller's
+    ``on_save_error`` governs; ``KeyboardInterrupt`` and other
+    ``BaseException`` pass through.
+    """
     try:
         return fn(*args)
-    except OSError as exc:
-        if isinstance(exc, CheckpointSaveError):
-            raise
-        cause = exc.strerror or str(exc) or type(exc).__name__
-        err = CheckpointSaveError(f"could not {what} {path!r}: {cause}")
-        # errno alone keeps `except OSError as e: e.errno == ENOSPC` working;
-        # setting filename or strerror too would make OSError rewrite the message.
-        err.errno = exc.errno
+    except CheckpointSaveError:
+        raise
+    except Exception as exc:
+        err = CheckpointSaveError(f"could not {what} {path!r}: {_cause(exc)}")
+        if isinstance(exc, OSError):
+            # errno alone keeps `except OSError as e: e.errno == ENOSPC` working;
+            # setting filename or strerror too would make OSError rewrite the message.
+            err.errno = exc.errno
         raise err from exc
+
+
+@contextlib.contextmanager
+def _upkeep() -> Iterator[None]:
+    """Pass ``OSError`` through; make any other failure of pruning a ``CheckpointSaveError``.
+
+    So that the callback's ``on_save_error`` governs it like a failed delete.
+    """
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        raise CheckpointSaveError(_cause(exc)) from exc
 

@@ -1,12 +1,14 @@
 """The ``ckptname`` command: look at checkpoint folders and templates from a shell.
 
 Exit codes: 0 success; 1 nothing found, or a file system or network error
-(``OSError``; also, silently, when the program reading the output has gone,
-as in ``ckptname ls ROOT | head -1``); 2 bad usage: a bad template, bad arguments or values, or an
-optional package the command needs that is not installed. An error prints one
-line (or a template with a caret) on stderr, never a traceback; where the
-library's message says how to fix a call (``pass mode='min'``), the command
-line says it with its flags (``pass --mode min``).
+(``OSError``, which an object store's failure is as a ``StorageError``, and
+any error a storage library raised itself; also, silently, when the program
+reading the output has gone, as in ``ckptname ls ROOT | head -1``); 2 bad
+usage: a bad template (names too long to save included), bad arguments or
+values, or an optional package the command needs that is not installed. An
+error prints one line (or a template with a caret) on stderr, never a
+traceback; where the library's message says how to fix a call (``pass
+mode='min'``), the command line says it with its flags (``pass --mode min``).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._errors import CkptnameError, TemplateError
+from ._errors import CkptnameError, RenderError, TemplateError
 from ._metadata import read_metadata
 from ._rank import COUNTERS, as_counter, metric_value
 from ._retention import apply_retention, plan_retention
 from ._scan import Checkpoint, best_per_group, find_best, find_latest, scan
 from ._template import Template
+from ._transaction import check_name_length
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -80,15 +83,19 @@ def _dump(data: Any) -> str:
 # ----------------------------------------------------------------------------- commands
 
 
-def cmd_render(args: argparse.Namespace) -> int:
-    t = Template(args.template)
+def _values(items: Sequence[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for item in args.values:
+    for item in items:
         key, sep, text = item.partition("=")
         if not sep:
             raise _UsageError(f"value {item!r} is not key=value; write e.g. epoch=3")
         values[key] = _value(text)
-    print(t.render(values))
+    return values
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    t = Template(args.template)
+    print(t.render(_values(args.values)))
     return EXIT_OK
 
 
@@ -154,9 +161,14 @@ def check_notes(t: Template) -> list[str]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    values = _values(args.values)
     try:
         t = Template(args.template)
-    except TemplateError as exc:
+        # Names a save cannot write (a local save adds a temporary name).
+        check_name_length(t)
+        if values:
+            check_name_length(t, values)
+    except (TemplateError, RenderError) as exc:
         print(f"invalid: {exc}")
         return EXIT_USAGE
     print(f"template:   {t.text}")
@@ -571,6 +583,12 @@ def _add_template_commands(sub: _Subparsers) -> None:
 
     p = sub.add_parser("check", help="is a template valid and reversible; what will go wrong")
     p.add_argument("template")
+    p.add_argument(
+        "values",
+        nargs="*",
+        metavar="key=value",
+        help="values fixed for a run (extras): are its checkpoint names short enough to save",
+    )
     p.set_defaults(func=cmd_check)
 
 
@@ -661,6 +679,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not _from_storage_library(exc):
+            raise
+        # An error a storage library raised that ckptname did not wrap: still one line.
+        print(f"ckptname {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_IO_ERROR
+
+
+# Libraries below fsspec whose own errors mean that the storage failed.
+_STORAGE_LIBRARIES = frozenset(
+    {"fsspec", "s3fs", "gcsfs", "adlfs", "botocore", "aiobotocore", "aiohttp", "urllib3"}
+)
+
+
+def _from_storage_library(exc: BaseException) -> bool:
+    return any(
+        cls.__module__.partition(".")[0] in _STORAGE_LIBRARIES for cls in type(exc).__mro__
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
