@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 KERAS_TESTS := tests/test_keras_callback.py tests/test_keras_resume.py \
 	tests/test_keras_save_errors.py tests/test_keras_loop.py tests/test_reliability_kill.py \
 	tests/test_keras_background.py tests/test_keras_counting.py tests/test_keras_optimizers.py \
-	tests/test_keras_fit_resumed.py tests/test_keras_preemption.py
+	tests/test_keras_fit_resumed.py tests/test_keras_preemption.py tests/test_keras_cluster.py
 
 # torch is installed first, on its own, as the CPU build (torch==2.13.0 alone
 # resolves to 2.13.0+cpu here); the test extras then find it installed. On

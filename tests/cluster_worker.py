@@ -2,9 +2,13 @@
 
 ``python cluster_worker.py SPEC`` reads the JSON file ``SPEC``:
 
-* ``backend``: ``"tensorflow"`` (``MultiWorkerMirroredStrategy``, the cluster in
-  ``TF_CONFIG``) or ``"jax"`` (``jax.distributed`` with CPU collectives and
-  ``keras.distribution.DataParallel``, each process feeding its half of the data);
+* ``backend``: ``"tensorflow"`` (``MultiWorkerMirroredStrategy``) or ``"jax"``
+  (``jax.distributed`` with CPU collectives and ``keras.distribution.DataParallel``,
+  each process feeding its half of the data);
+* ``launch``: on TensorFlow, ``"tf_config"`` (the cluster in ``TF_CONFIG``, the
+  default) or ``"resolver"`` (no ``TF_CONFIG``: the strategy is given a
+  ``SimpleClusterResolver`` of the same cluster, as a Slurm job gives it a
+  ``SlurmClusterResolver``);
 * ``index``, ``ports``: this process and the cluster's addresses;
 * ``filepath``: the checkpoint template, local or ``s3://``; ``s3``: the S3
   server's endpoint, and the access key this process signs with;
@@ -13,6 +17,14 @@
   callback; ``agree_timeout``: how long processes wait for each other at train begin;
 * ``kill_at``: the global batch after which this process reports ``paused_at``
   and waits, for the test to SIGKILL the whole cluster at once, or ``None``;
+* ``save_on_preemption``: the callback's argument; ``signal_at``, ``signal_to``:
+  process ``signal_to`` sends itself SIGTERM once global batch ``signal_at`` - 1
+  has ended (the other process receives nothing);
+* ``in_scope``: on TensorFlow, ``resume`` and ``fit`` are called inside
+  ``with strategy.scope():`` (else after the block that built the model);
+* ``misconfigured``: instead of training, one ``fit`` for each entry, with the
+  callback given that entry's ``chief``, ``filepath`` and ``save_on_preemption``
+  (each a list of one value per process), recording the error each raised;
 * ``report``: where to write what this process computed, rewritten after every
   checkpoint, so a killed process leaves it too.
 
@@ -28,6 +40,7 @@ stuck cluster); a process still running after ``deadline`` seconds dumps and exi
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import os
@@ -35,6 +48,7 @@ import signal
 import sys
 import time
 import traceback
+from typing import Any
 
 with open(sys.argv[1]) as spec_file:
     SPEC = json.load(spec_file)
@@ -51,15 +65,21 @@ WORKERS = len(PORTS)
 def start_cluster() -> object | None:
     """Join the cluster; the TensorFlow strategy (``None`` on JAX)."""
     if BACKEND == "tensorflow":
-        os.environ["TF_CONFIG"] = json.dumps(
-            {
-                "cluster": {"worker": [f"127.0.0.1:{port}" for port in PORTS]},
-                "task": {"type": "worker", "index": INDEX},
-            }
-        )
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in PORTS]}
+        resolver = None
+        if SPEC.get("launch") == "resolver":
+            import tensorflow as tf
+
+            resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+                tf.train.ClusterSpec(cluster), task_type="worker", task_id=INDEX, rpc_layer="grpc"
+            )
+        else:
+            os.environ["TF_CONFIG"] = json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": INDEX}}
+            )
         import tensorflow as tf
 
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
         work_around_keras_under_mwms()
         return strategy
     # No TensorFlow on JAX: nothing here needs it (NumPy input), and keeping it out
@@ -156,11 +176,12 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from ckptname.keras import BatchAwareCheckpoint, fit_resumed, resume
-
     filepath = SPEC["filepath"]
     chief = INDEX == 0
-    writes = [] if chief or "://" in filepath else watch_writes(os.path.dirname(filepath))
+    roots = [os.path.dirname(path) for case in SPEC.get("misconfigured", [])
+             for path in case["filepath"]]  # fmt: skip
+    watched = [os.path.dirname(filepath), *roots]
+    writes = [] if chief or "://" in filepath else watch_writes(os.path.commonpath(watched))
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(STEPS * LOCAL_BATCH * WORKERS, 4)).astype("float32")
@@ -186,6 +207,20 @@ def main() -> None:
             model = build()
     else:
         model = build()
+    in_scope = strategy is not None and SPEC.get("in_scope")
+    scope = strategy.scope() if in_scope else contextlib.nullcontext()  # type: ignore[attr-defined]
+    with scope:
+        train(strategy, model, x, y, batch_size, writes)
+
+
+def train(strategy: Any, model: Any, x: Any, y: Any, batch_size: int, writes: list[str]) -> None:
+    """Resume from the folder and train to the end (or the kill, or the signal)."""
+    import keras
+    import numpy as np
+
+    from ckptname.keras import BatchAwareCheckpoint, fit_resumed, resume
+
+    filepath = SPEC["filepath"]
     point = resume(model, filepath)
     if SPEC.get("without_callback") and INDEX != 0:
         # A cluster given the callback on the chief alone: this process trains without it.
@@ -193,12 +228,16 @@ def main() -> None:
                     shuffle=False, verbose=0)  # fmt: skip
         return
     if SPEC.get("agree_timeout"):
-        import ckptname._keras_backend
+        import ckptname._keras_cluster
 
-        ckptname._keras_backend.AGREE_TIMEOUT_S = SPEC["agree_timeout"]
+        ckptname._keras_cluster.AGREE_TIMEOUT_S = SPEC["agree_timeout"]
+    if SPEC.get("misconfigured"):
+        misconfigured(model, x, y, batch_size, writes)
+        return
+    preemption = SPEC.get("save_on_preemption", False)
     ckpt = BatchAwareCheckpoint(filepath, monitor="loss", save_freq=4, keep_last=2,
-                                save_on_background=SPEC["background"],
-                                chief=SPEC["chief"])  # fmt: skip
+                                save_on_background=SPEC["background"], chief=SPEC["chief"],
+                                save_on_preemption=preemption)  # fmt: skip
     if strategy is not None:
         replicas = strategy.num_replicas_in_sync  # type: ignore[attr-defined]
     else:
@@ -227,6 +266,8 @@ def main() -> None:
 
         def on_train_batch_end(self, batch: int, logs: object = None) -> None:
             self.note()
+            if SPEC.get("signal_to") == INDEX and ckpt.batch == SPEC["signal_at"] - 1:
+                os.kill(os.getpid(), signal.SIGTERM)
             if SPEC["kill_at"] is not None and ckpt.batch == SPEC["kill_at"]:
                 report["paused_at"] = ckpt.batch
                 write_report()
@@ -243,9 +284,35 @@ def main() -> None:
     fit_resumed(model, x, y, resume=point, epochs=EPOCHS, batch_size=batch_size,
                 shuffle=False, verbose=0, callbacks=[ckpt, Record()])  # fmt: skip
     report["iterations"] = int(np.asarray(model.optimizer.iterations))
+    report["batch"], report["preempted"] = ckpt.batch, ckpt.preempted
     write_report()
     if strategy is not None:
         # TensorFlow's gRPC teardown at exit takes seconds and adds nothing here.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def misconfigured(model: Any, x: Any, y: Any, batch_size: int, writes: list[str]) -> None:
+    """One fit for each misconfiguration of the spec; the error each raised, in the report."""
+    from ckptname.keras import BatchAwareCheckpoint
+
+    errors: list[list[str] | None] = []
+    for case in SPEC["misconfigured"]:
+        mine = {key: values[INDEX] for key, values in case.items()}
+        ckpt = BatchAwareCheckpoint(mine["filepath"], monitor="loss", save_freq=mine["save_freq"],
+                                    chief=mine["chief"],
+                                    save_on_preemption=mine["save_on_preemption"])  # fmt: skip
+        try:
+            model.fit(x, y, epochs=1, batch_size=batch_size, shuffle=False, verbose=0,
+                      callbacks=[ckpt])  # fmt: skip
+        except Exception as exc:  # the test compares type and message
+            errors.append([f"{type(exc).__module__}.{type(exc).__name__}", str(exc)])
+        else:
+            errors.append(None)
+    with open(SPEC["report"], "w") as fh:
+        json.dump({"index": INDEX, "errors": errors, "writes": writes}, fh)
+    if BACKEND == "tensorflow":
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -102,6 +102,29 @@ def test_a_signal_during_a_training_batch_saves_there_stops_and_resumes_exactly(
     assert_same_end(m, done)
 
 
+def test_a_signal_while_fit_resumed_finishes_an_interrupted_epoch_stops_fit_resumed(tmp_path):
+    done = reference(tmp_path / "ref")
+    first = BatchAwareCheckpoint(str(tmp_path / "run" / TEMPLATE), save_freq=5,
+                                 save_on_preemption=True)  # fmt: skip
+    fit(model(), [SignalAt(train=13), first])
+    # Resumed at batch 13, in the middle of epoch 2: a second signal at batch 14
+    # (sent before the checkpoint callback's hook), while fit_resumed finishes that
+    # epoch, stops it there, not only its first fit.
+    m = model(seed=1)
+    point = resume(m, str(tmp_path / "run" / TEMPLATE))
+    x, y = data()
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "run" / TEMPLATE), save_freq=5,
+                                save_on_preemption=True)  # fmt: skip
+    history = fit_resumed(m, x, y, resume=point, epochs=3, batch_size=10, shuffle=False,
+                          verbose=0, callbacks=[SignalAt(train=1), ckpt])  # fmt: skip
+    assert ckpt.preempted and ckpt.batch == 14 and history.epoch == [1]
+    assert int(m.optimizer.iterations) == 14
+    assert names(tmp_path / "run") == [*EVERY_5[:2], "e2-b013-3.keras", "e2-b014-4.keras"]
+    m = resume_to_the_end(tmp_path / "run")
+    assert names(tmp_path / "run") == sorted([*EVERY_5, "e2-b013-3.keras", "e2-b014-4.keras"])
+    assert_same_end(m, done)
+
+
 def test_a_signal_during_validation_saves_the_end_of_the_epoch_and_resumes_exactly(tmp_path):
     x, y = data()
     val = {"validation_data": (x[:20], y[:20]), "validation_batch_size": 5}

@@ -4,9 +4,16 @@ Each test starts real worker processes (``cluster_worker.py``): two TensorFlow
 ``MultiWorkerMirroredStrategy`` workers on a local folder, and two JAX processes
 (``jax.distributed``, ``keras.distribution.DataParallel``) on the S3 server. A
 cluster trains without interruption; a second cluster on another folder is
-SIGKILLed as a whole in the middle of an epoch, restarted, resumes on every
+SIGKILLed as a whole in the middle of an epoch and restarted with
+``save_on_preemption``; only its second worker is sent SIGTERM, and every worker
+stops at the same step with one checkpoint; restarted again, it resumes on every
 worker and finishes. Both must end with the same checkpoints, and each worker
-must have computed the names the chief wrote.
+must have computed the names the chief wrote. TensorFlow workers after the first
+run get no ``TF_CONFIG``: their strategy is given a cluster resolver, as on Slurm;
+the killed run and the last one call ``fit`` inside ``with strategy.scope():``.
+One more cluster per backend is misconfigured in each way the processes must
+catch together (two writers, none, other folders, other settings): every worker
+gets the same ``ClusterError``, and nothing is written.
 
 A cluster that does not finish in time (a collective some worker never joined)
 is stopped: every worker's stacks are dumped (``faulthandler`` on ``SIGUSR1``) and
@@ -36,6 +43,8 @@ from ckptname._metadata import SIDECAR_SUFFIX, STATE_NAME
 WORKER = Path(__file__).with_name("cluster_worker.py")
 TEMPLATE = "e{epoch:02d}-b{batch:04d}-{loss:.4f}.keras"
 KILL_AT = 14  # in the middle of epoch 2, after the save at batch 12
+# The preemption checkpoint, resumed from 12: while fit_resumed finishes epoch 2.
+SIGNAL_AT = 14
 DEADLINE = 120  # seconds for one cluster run; the workers dump their stacks and exit after it
 # Saves every 4 global batches over 3 epochs of 8, keeping the last 2:
 # b0004 (mid-epoch), b0008 (an epoch's end), ... b0024.
@@ -181,23 +190,86 @@ def paused(report: Path, at: int) -> bool:
         return False
 
 
-def check_run(whole: list[dict[str, Any]], killed: list[dict[str, Any]],
-              resumed: list[dict[str, Any]]) -> None:  # fmt: skip
-    """What every worker computed, in the three runs."""
-    for run in (whole, killed, resumed):
+def check_workers(*runs: list[dict[str, Any]]) -> None:
+    """In each run: one cluster of two, one writer, every name computed by every worker."""
+    for run in runs:
         chief, other = run
         assert chief["replicas"] == other["replicas"] == 2  # one cluster of two processes
         assert (chief["chief"], other["chief"]) == (True, False)
         assert chief["names"] == other["names"]  # every worker names every checkpoint alike
         assert other["writes"] == []  # the non-chief wrote nothing in the folder
+
+
+def check_run(whole: list[dict[str, Any]], killed: list[dict[str, Any]],
+              preempted: list[dict[str, Any]], resumed: list[dict[str, Any]]) -> None:  # fmt: skip
+    """What every worker computed, in the four runs."""
+    check_workers(whole, killed, preempted, resumed)
     names = whole[0]["names"]
     assert [int(name.split("-b")[1][:4]) for name in names] == SAVED_AT
     # Killed after batch 14: every worker resumes from the save at batch 12,
-    # in the middle of epoch 2, and names the rest as the whole run did.
+    # in the middle of epoch 2, and names the next save as the whole run did.
     assert killed[0]["names"] == names[:3]
-    assert [r["resumed_from"] for r in resumed] == [12, 12]
-    assert killed[0]["names"] + resumed[0]["names"] == names
+    assert [r["resumed_from"] for r in preempted] == [12, 12]
+    # SIGTERM reached the second worker alone, after batch 13: both stopped
+    # after batch 14, fit_resumed returning normally, with the checkpoint of batch 14.
+    assert [(r["batch"], r["preempted"]) for r in preempted] == [(SIGNAL_AT, True)] * 2
+    assert len(preempted[0]["names"]) == 1
+    assert preempted[0]["names"][0].startswith(f"e02-b{SIGNAL_AT:04d}-")
+    assert [r["iterations"] for r in preempted] == [SIGNAL_AT, SIGNAL_AT]
+    # Resumed from it on every worker, the rest is named as the whole run named it.
+    assert [r["resumed_from"] for r in resumed] == [SIGNAL_AT, SIGNAL_AT]
+    assert resumed[0]["names"] == names[3:]
+    assert [r["batch"] for r in resumed] == [r["batch"] for r in whole] == [24, 24]
     assert [r["iterations"] for r in resumed] == [r["iterations"] for r in whole] == [24, 24]
+    assert [r["preempted"] for r in (*whole, *resumed)] == [False] * 4
+
+
+def check_preemption_checkpoint(listing: list[str], sidecar: str) -> None:
+    """After the preempted run: the save at 12 and the preemption checkpoint at 14, so marked."""
+    names = sorted(n for n in listing if n.endswith(".keras"))
+    assert [int(n.split("-b")[1][:4]) for n in names] == [12, SIGNAL_AT]
+    assert json.loads(sidecar)["preempted"] is True
+
+
+def misconfigurations(root: str) -> list[dict[str, list[Any]]]:
+    """Each way the processes of a cluster can be told different things (see cluster_worker)."""
+    same = [f"{root}/same/{TEMPLATE}"] * 2
+    return [
+        {"chief": [True, True], "filepath": same, "save_freq": [4, 4],
+         "save_on_preemption": [False, False]},
+        {"chief": [False, False], "filepath": same, "save_freq": [4, 4],
+         "save_on_preemption": [False, False]},
+        {"chief": [None, None], "filepath": [f"{root}/{i}/{TEMPLATE}" for i in range(2)],
+         "save_freq": [4, 4], "save_on_preemption": [False, False]},
+        {"chief": [None, None], "filepath": same, "save_freq": [4, "epoch"],
+         "save_on_preemption": [True, False]},
+    ]  # fmt: skip
+
+
+ONE_WRITER = ("exactly one may: pass chief=True on one process only, or leave chief=None on "
+              "every process so that the cluster's configuration picks one")  # fmt: skip
+SAME_SETTINGS = ("every process must give BatchAwareCheckpoint the same filepath, save_freq "
+                 "and save_on_preemption, since each names every checkpoint and the chief "
+                 "alone writes")  # fmt: skip
+
+
+def check_misconfigured(reports: list[dict[str, Any]], root: str) -> None:
+    """Every worker got the same ClusterError for each misconfiguration, word for word."""
+    error = "ckptname._errors.ClusterError"
+    expected = [
+        [error, f"2 of the 2 processes would write the checkpoint folder (processes 0, 1); "
+                f"{ONE_WRITER}"],
+        [error, f"none of the 2 processes would write the checkpoint folder, so no checkpoint "
+                f"would be saved; {ONE_WRITER}"],
+        [error, f"the 2 processes of this cluster were given different settings: the "
+                f"filepath's root is '{root}/0' on process 0, '{root}/1' on process 1; "
+                f"{SAME_SETTINGS}"],
+        [error, "the 2 processes of this cluster were given different settings: save_freq is "
+                "4 on process 0, 'epoch' on process 1; save_on_preemption is True on process "
+                f"0, False on process 1; {SAME_SETTINGS}"],
+    ]  # fmt: skip
+    assert [r["errors"] for r in reports] == [expected, expected]
+    assert reports[1]["writes"] == []
 
 
 def only_checkpoints(listing: list[str], names: list[str]) -> None:
@@ -214,20 +286,53 @@ def loads(paths: list[str]) -> None:
         assert model.optimizer is not None and int(model.optimizer.iterations) > 0
 
 
-def test_two_tensorflow_workers_write_once_name_alike_and_resume_after_a_kill(tmp_path):
+def test_two_tensorflow_workers_write_once_name_alike_and_resume_after_a_kill_and_a_preemption(
+    tmp_path,
+):
     pytest.importorskip("tensorflow")
     whole_root, killed_root = tmp_path / "whole", tmp_path / "killed"
     whole = run_cluster(tmp_path, "tensorflow", str(whole_root / TEMPLATE), "whole")
+    # From here on, no TF_CONFIG: the strategy is given a cluster resolver. The killed
+    # run calls resume and fit inside `with strategy.scope():`, saving synchronously.
+    run = {"launch": "resolver"}
     killed = run_cluster(tmp_path, "tensorflow", str(killed_root / TEMPLATE), "killed",
-                         kill_at=KILL_AT)  # fmt: skip
-    # The restarted chief saves in the background: the same files, training not waiting.
+                         kill_at=KILL_AT, in_scope=True, **run)  # fmt: skip
+    preempted = run_cluster(tmp_path, "tensorflow", str(killed_root / TEMPLATE), "preempted",
+                            save_on_preemption=True, signal_at=SIGNAL_AT, signal_to=1,
+                            **run)  # fmt: skip
+    listing = os.listdir(killed_root)
+    sidecar = next(n for n in listing if f"-b{SIGNAL_AT:04d}-" in n and n.endswith(SIDECAR_SUFFIX))
+    check_preemption_checkpoint(listing, (killed_root / sidecar).read_text())
+    # The restarted chief saves in the background, inside the strategy's scope: the
+    # same files, training not waiting; every worker shares its (absent) preemption
+    # flag at every batch.
     resumed = run_cluster(tmp_path, "tensorflow", str(killed_root / TEMPLATE), "resumed",
-                          background=True)  # fmt: skip
-    check_run(whole, killed, resumed)
+                          background=True, save_on_preemption=True, in_scope=True,
+                          **run)  # fmt: skip
+    check_run(whole, killed, preempted, resumed)
     names = whole[0]["names"]
     only_checkpoints(os.listdir(whole_root), names)
-    only_checkpoints(os.listdir(killed_root), names)
+    only_checkpoints(os.listdir(killed_root), names)  # no temporary file left
     loads([str(root / name) for root in (whole_root, killed_root) for name in names[-2:]])
+
+
+def test_misconfigured_tensorflow_workers_all_stop_with_the_same_cluster_error(tmp_path):
+    pytest.importorskip("tensorflow")
+    root = str(tmp_path / "misconfigured")
+    # Launched with a cluster resolver and no TF_CONFIG, where nothing else says
+    # who the others are or what they were given.
+    reports = run_cluster(tmp_path, "tensorflow", f"{root}/same/{TEMPLATE}", "misconfigured",
+                          launch="resolver", misconfigured=misconfigurations(root))  # fmt: skip
+    check_misconfigured(reports, root)
+    assert not os.path.exists(root)  # nothing was written, not even a lock
+    # The callback given to the chief alone: the chief stops with an error after its
+    # wait (3 s here) instead of hanging; the other fails in its next collective.
+    run_cluster(tmp_path, "tensorflow", f"{root}/chief-only/{TEMPLATE}", "chief-only",
+                launch="resolver", without_callback=True, agree_timeout=3, want=[1, None],
+                error="ckptname._errors.ClusterError: a process of the 2 did not begin "
+                "training with a BatchAwareCheckpoint within 3 s; every process of the cluster "
+                "must run the callback (only the chief writes): pass it to fit on every "
+                "process")  # fmt: skip
 
 
 @pytest.fixture
@@ -246,7 +351,7 @@ def recording_s3() -> Iterator[Any]:
         server.stop()
 
 
-def test_two_jax_processes_write_once_to_s3_name_alike_and_resume_after_a_kill(
+def test_two_jax_processes_write_once_to_s3_name_alike_and_resume_after_a_kill_and_a_preemption(
     tmp_path, recording_s3
 ):
     pytest.importorskip("jax")
@@ -256,14 +361,12 @@ def test_two_jax_processes_write_once_to_s3_name_alike_and_resume_after_a_kill(
     fs.mkdir("cluster")
     url = "s3://cluster/{run}/" + TEMPLATE
     run = {"s3": recording_s3.endpoint}
-    # Two processes told to write: both stop at train begin, before any training (once
-    # process 0, which serves the cluster's coordination, has stopped, JAX may end the
-    # other before it prints the error).
-    run_cluster(tmp_path, "jax", url.replace("{run}", "two-chiefs"), "two-chiefs", chief=True,
-                want=[1, None],
-                error="ckptname._errors.ClusterError: 2 of the 2 processes would write the "
-                "checkpoint folder (processes [0, 1]); exactly one may: pass chief=True on one "
-                "process only, or leave chief=None so that process 0 writes", **run)  # fmt: skip
+    # Processes told different things: each raises the same ClusterError at train
+    # begin, before any training, and nothing is written.
+    misconfigured = run_cluster(tmp_path, "jax", url.replace("{run}", "misconfigured/same"),
+                                "misconfigured", misconfigured=misconfigurations(
+                                    "s3://cluster/misconfigured"), **run)  # fmt: skip
+    check_misconfigured(misconfigured, "s3://cluster/misconfigured")
     # The callback given to the chief alone: the chief stops with an error after its
     # wait (3 s here), instead of hanging; the other fails in its first step, whose
     # peer is gone (or is killed).
@@ -276,9 +379,16 @@ def test_two_jax_processes_write_once_to_s3_name_alike_and_resume_after_a_kill(
     whole = run_cluster(tmp_path, "jax", url.replace("{run}", "whole"), "whole", **run)
     killed = run_cluster(tmp_path, "jax", url.replace("{run}", "killed"), "killed",
                          kill_at=KILL_AT, **run)  # fmt: skip
+    preempted = run_cluster(tmp_path, "jax", url.replace("{run}", "killed"), "preempted",
+                            save_on_preemption=True, signal_at=SIGNAL_AT, signal_to=1,
+                            **run)  # fmt: skip
+    listing = [p.rsplit("/", 1)[1] for p in fs.ls("cluster/killed", refresh=True)]
+    sidecar = next(n for n in listing if f"-b{SIGNAL_AT:04d}-" in n and n.endswith(SIDECAR_SUFFIX))
+    check_preemption_checkpoint(listing, fs.cat(f"cluster/killed/{sidecar}").decode())
     resumed = run_cluster(tmp_path, "jax", url.replace("{run}", "killed"), "resumed",
-                          background=True, **run)  # fmt: skip
-    check_run(whole, killed, resumed)
+                          background=True, save_on_preemption=True, **run)  # fmt: skip
+    check_run(whole, killed, preempted, resumed)
+    assert [p for p in fs.find("cluster") if "misconfigured" in p] == []  # nothing written
     names = whole[0]["names"]
     for folder in ("whole", "killed"):
         only_checkpoints([p.rsplit("/", 1)[1] for p in fs.ls(f"cluster/{folder}", refresh=True)],

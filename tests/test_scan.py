@@ -894,6 +894,121 @@ def test_every_template_pattern_here_takes_the_fast_path() -> None:
 
     for template in [TEMPLATE, "b{batch:05d}.weights.h5", "step-{batch}", "ep{epoch}", SWEEP]:
         assert layout_for(template).fast is not None, template
+        leaf = layout_for(template).leaf
+        counter = next(c for c in ("batch", "epoch") if c in leaf.fields)
+        assert leaf.names_at_least(["x"], counter, 5) == [], template
+
+
+@pytest.fixture
+def read_back(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every name read back in full (Template.parse, parse_many, read_listing) during the test."""
+    seen: list[str] = []
+    real_parse, real_listing = ckptname.Template.parse, ckptname.Template.read_listing
+
+    def parse(self: ckptname.Template, name: str) -> Any:
+        seen.append(name)
+        return real_parse(self, name)
+
+    def read_listing(self: ckptname.Template, names: Any, companion: str) -> Any:
+        seen.extend(names)
+        return real_listing(self, names, companion)
+
+    monkeypatch.setattr(ckptname.Template, "parse", parse)
+    monkeypatch.setattr(ckptname.Template, "read_listing", read_listing)
+    return seen
+
+
+MANY = "ep{epoch:03d}-b{batch:06d}.h5"
+
+
+def many_checkpoints(root: Path, count: int, template: str = MANY) -> None:
+    """``count`` checkpoints of a run, then a crash's empty file under the next name."""
+    root.mkdir(parents=True, exist_ok=True)
+    t = ckptname.Template(template)
+    for i in range(1, count + 1):
+        (root / t.render(epoch=i // 100 + 1, batch=i * 3, loss=(i % 97) / 100)).write_bytes(b"x")
+    (root / t.render(epoch=count // 100 + 1, batch=count * 3 + 3, loss=0.0)).write_bytes(b"")
+
+
+def test_find_latest_in_a_large_folder_reads_back_only_its_newest_names(
+    tmp_path: Path, read_back: list[str], stats: list[str]
+) -> None:
+    many_checkpoints(tmp_path, 5000)
+    read_back.clear()
+    stats.clear()
+    found = find_latest(tmp_path, "ep{epoch:03d}-b{batch:06d}.h5")
+    assert found is not None and found.name == "ep051-b015000.h5"
+    # A sample of about 500 names, and those at or above the sample's newest: a few dozen.
+    assert len(read_back) < 600
+    # The empty one (and whether a sidecar vouches for it), then the latest.
+    assert stats == ["ep051-b015003.h5", "ep051-b015003.h5.ckptname.json", "ep051-b015000.h5"]
+    assert found == scan(tmp_path, "ep{epoch:03d}-b{batch:06d}.h5")[-1]
+
+
+def test_the_sample_is_not_fooled_by_a_listing_that_alternates(
+    tmp_path: Path, read_back: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On tmpfs each checkpoint is listed next to its sidecar: a sample taking
+    # every second name would see sidecars only, and find no bound.
+    many_checkpoints(tmp_path, 3100)  # 6,202 names: a step of 6202 // 256 = 24 would do
+    for path in list(tmp_path.iterdir()):
+        sidecar(tmp_path, path.name, batch=1)
+    real = ckptname._scan.listdir_bytes
+    monkeypatch.setattr(
+        ckptname._scan, "listdir_bytes", lambda path: sorted(real(path), reverse=True)
+    )
+
+    def every_counter(*args: Any) -> Any:
+        raise AssertionError("the search of every counter ran: the sample found no bound")
+
+    monkeypatch.setattr(ckptname._scan, "_descending_fast", every_counter)
+    read_back.clear()
+    found = find_latest(tmp_path, MANY)
+    assert found is not None and found.name == "ep032-b009303.h5"  # vouched for, though empty
+    assert len(read_back) < 500
+
+
+def test_find_latest_goes_on_past_every_name_of_the_newest_search(tmp_path: Path) -> None:
+    # Every name at or above the sample's bound is an empty file: the rest of
+    # the folder is searched, newest first, as in a small folder.
+    many_checkpoints(tmp_path, 3000)
+    for path in sorted(tmp_path.iterdir())[-600:]:
+        path.write_bytes(b"")
+    found = find_latest(tmp_path, "ep{epoch:03d}-b{batch:06d}.h5")
+    expected = [r for r in scan(tmp_path, "ep{epoch:03d}-b{batch:06d}.h5")][-1]
+    assert found == expected and found.size == 1
+
+
+def test_find_best_reads_back_only_the_names_that_share_the_best_value(
+    tmp_path: Path, read_back: list[str]
+) -> None:
+    template = "ep{epoch:03d}-b{batch:06d}-{loss:.2f}.h5"
+    many_checkpoints(tmp_path, 2000, template)
+    read_back.clear()
+    found = find_best(tmp_path, "loss", "min", template)
+    # 0.00 is the empty file's: the earliest complete one of the 0.00 group wins.
+    assert found is not None and found.name == "ep001-b000291-0.00.h5"
+    assert sorted(read_back) == sorted(p.name for p in tmp_path.glob("*-0.00.h5"))
+
+
+def test_records_made_in_bulk_equal_those_the_constructor_makes(tmp_path: Path) -> None:
+    committed_folder(tmp_path)
+    records = scan(tmp_path, "b{batch:05d}.h5") + scan(tmp_path, "b{batch:05d}.h5", sizes=True)
+    for record in records:
+        made = Checkpoint(
+            record.path,
+            record.name,
+            dict(record.values),
+            record.epoch,
+            record.batch,
+            record.batch_in_epoch,
+            size=record.size,
+            mtime=record.mtime,
+            template=record.template,
+        )
+        assert record == made and hash(record) == hash(made) and repr(record) == repr(made)
+        assert pickle.loads(pickle.dumps(record)) == record
+        assert all(hasattr(record, f.name) for f in dataclasses.fields(Checkpoint))
 
 
 def test_a_name_whose_counter_is_not_a_number_is_never_the_latest(tmp_path: Path) -> None:

@@ -160,6 +160,10 @@ class _Cut:
         histories = []
         if rest is not None:
             histories.append(self.fit(*rest, epoch_index, epoch_index + 1, **rest_kw))
+            if getattr(self.model, "stop_training", False):
+                # A callback stopped training in the interrupted epoch (a preemption
+                # checkpoint, EarlyStopping): the epochs after it are not fitted either.
+                return _merge_histories(histories)
         if epoch_index + 1 < self.epochs:
             histories.append(self.fit(*after, epoch_index + 1, self.epochs, **after_kw))
         return _merge_histories(histories)

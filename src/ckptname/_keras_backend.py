@@ -1,46 +1,42 @@
-"""Keras-specific helpers of the callback: counters, metric state, saving, the chief.
+"""Keras-specific helpers of the callback: counters, metric state, saving.
 
 This module is reserved for what needs Keras (or a backend) to answer: how
 many batches ``fit``'s loop runs, the optimizers a model tracks, the running
-sums behind the logged metric means,
-the direction Keras knows for a compiled metric, which process writes, and
-writing the model. Everything above it asks through these functions; the
+sums behind the logged metric means, the direction Keras knows for a
+compiled metric, and writing the model (the cluster's processes are
+``ckptname._keras_cluster``'s). Everything above it asks through these functions; the
 counting, best tracking and save transaction below it never import Keras.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
-import os
 import sys
+import threading
 import warnings
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
 
-from ._cluster import chief_from_tf_config
-from ._errors import CkptnameWarning, ClusterError, CountError
+from ._errors import CkptnameWarning, CountError
 from ._metadata import sidecar_record
 from ._rank import is_number
 from ._schedule import Schedule, epoch_length, execution_ran
 
 __all__ = [
     "FitLoop",
-    "agree_on_chief",
     "build_optimizers",
     "direction_from_model",
     "distribution_scope",
-    "is_chief",
     "jsonable",
     "lost_optimizer_state",
     "metric_state",
     "optimizer_record",
     "outside_distribution",
-    "process_count",
+    "outside_strategy",
     "public_iterations",
     "pythonify",
     "read_fit_loop",
@@ -95,13 +91,18 @@ def save_model(model: Any, target: str, *, weights_only: bool) -> None:
     """Write ``model`` (or its weights) to ``target`` as Keras would, a little faster.
 
     Called by the chief alone, so it runs outside any Keras distribution
-    (see :func:`outside_distribution`).
+    and outside a TensorFlow strategy's scope (see :func:`outside_distribution`
+    and :func:`outside_strategy`).
     """
-    with saving_cache(), outside_distribution():
-        if weights_only:
-            model.save_weights(target, overwrite=True)
-        else:
-            model.save(target, overwrite=True)
+
+    def write() -> None:
+        with saving_cache(), outside_distribution():
+            if weights_only:
+                model.save_weights(target, overwrite=True)
+            else:
+                model.save(target, overwrite=True)
+
+    outside_strategy(write)
 
 
 def to_numpy(value: Any) -> Any:
@@ -417,6 +418,51 @@ def outside_distribution() -> Iterator[None]:
         keras.distribution.set_distribution(current)
 
 
+_T = TypeVar("_T")
+
+
+def outside_strategy(work: Callable[[], _T]) -> _T:
+    """Run what the chief does alone outside the ``MultiWorkerMirroredStrategy`` scope it is in.
+
+    With ``fit`` called inside ``with strategy.scope():``, every variable
+    created is the strategy's, and creating one is a collective (its initial
+    value is broadcast from the chief): the throwaway objects of Keras's
+    saving, or a twin built for background saves, created by the chief
+    alone would meet the other workers' next training collective instead
+    and abort both. TensorFlow keeps the strategy scope per thread, so
+    ``work`` runs on a thread of its own, outside any scope, as it runs when
+    ``fit`` is called outside the block; the caller waits for it, and its
+    error is raised here. Elsewhere ``work`` runs where it is called.
+    """
+    if not _in_multi_worker_scope():
+        return work()
+    done: list[_T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as exc:  # raised again on the calling thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="ckptname-outside-strategy")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
+def _in_multi_worker_scope() -> bool:
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy() and isinstance(
+        tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy
+    )
+
+
 @contextlib.contextmanager
 def saving_cache() -> Iterator[None]:
     """Let Keras reuse the attribute skip-sets it computes on every save.
@@ -577,128 +623,6 @@ def direction_from_model(model: Any, monitor: str) -> str | None:
             if direction == "down":
                 return "min"
     return None
-
-
-def is_chief() -> bool:
-    """Whether this process is the one that writes, from the cluster configuration.
-
-    ========================  ==============================================
-    backend                   the chief
-    ========================  ==============================================
-    JAX                       process 0 (``jax.process_index()``)
-    PyTorch                   rank 0 of ``torch.distributed`` where it is
-                              initialized, else this process
-    TensorFlow                ``TF_CONFIG``: the ``chief`` task, else
-                              worker 0 of a cluster without a chief; no
-                              ``TF_CONFIG``: this process
-                              (``ckptname._cluster`` has the rule)
-    ========================  ==============================================
-
-    Raises:
-        ClusterError: on TensorFlow, a ``TF_CONFIG`` that does not say which
-            process writes.
-    """
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax  # type: ignore[import-not-found,unused-ignore]  # only on the JAX backend
-
-        return bool(jax.process_index() == 0)
-    if backend == "torch":
-        import torch.distributed as dist  # type: ignore[import-not-found,unused-ignore]
-
-        initialized = dist.is_available() and dist.is_initialized()
-        return not initialized or dist.get_rank() == 0
-    return chief_from_tf_config(os.environ.get("TF_CONFIG"))
-
-
-def process_count() -> int:
-    """How many processes train together (1 for a single process).
-
-    JAX: ``jax.process_count()``; PyTorch: the world size of
-    ``torch.distributed`` where it is initialized; TensorFlow: the tasks of
-    ``TF_CONFIG`` that train (``chief`` and ``worker``).
-    """
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax  # type: ignore[import-not-found,unused-ignore]  # only on the JAX backend
-
-        return int(jax.process_count())
-    if backend == "torch":
-        import torch.distributed as dist  # type: ignore[import-not-found,unused-ignore]
-
-        initialized = dist.is_available() and dist.is_initialized()
-        return int(dist.get_world_size()) if initialized else 1
-    try:
-        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster") or {}
-    except (ValueError, AttributeError):
-        return 1
-    tasks = [cluster.get(kind) for kind in ("chief", "worker")]
-    return max(1, sum(len(task) for task in tasks if isinstance(task, list)))
-
-
-_AGREEMENTS = itertools.count()
-AGREE_TIMEOUT_S = 300.0
-"""How long a JAX process waits at train begin for the others to say whether they write."""
-
-
-def agree_on_chief(chief: bool) -> None:
-    """Check that exactly one process of a JAX cluster writes (every process calls this).
-
-    On JAX across processes, each process posts its decision in the
-    cluster's coordination service (the key-value store of
-    ``jax.distributed``, as ``jax.experimental.array_serialization`` uses it)
-    and reads every other's, waiting at most :data:`AGREE_TIMEOUT_S`. So
-    ``chief=True`` passed on two processes, or on none, stops every process
-    with the same error instead of two writers racing or none saving; and a
-    process that never runs the callback (given to ``fit`` on the chief
-    alone) is an error on the chief after the wait, not a silent hang.
-    Elsewhere (one process, or a TensorFlow cluster, whose ``TF_CONFIG`` is
-    checked instead) there is nothing to check.
-
-    Raises:
-        ClusterError: not exactly one process would write, or a process did
-            not reach this point in time.
-    """
-    if keras.backend.backend() != "jax":
-        return
-    import jax  # type: ignore[import-not-found,unused-ignore]  # only on the JAX backend
-
-    count = jax.process_count()
-    if count < 2:
-        return
-    from jax._src import distributed  # type: ignore[import-not-found,unused-ignore]
-
-    client = distributed.global_state.client
-    if client is None:  # several processes without jax.distributed: nothing to ask
-        return
-    # The n-th train begin of this process meets the n-th of every other.
-    prefix = f"ckptname/writes/{next(_AGREEMENTS)}"
-    client.key_value_set(f"{prefix}/{jax.process_index()}", "1" if chief else "0")
-    wait = int(AGREE_TIMEOUT_S * 1000)
-    writers = []
-    for other in range(count):
-        try:
-            said = client.blocking_key_value_get(f"{prefix}/{other}", wait)
-        except Exception as exc:  # jaxlib's runtime error: only a deadline is ours to explain
-            if "DEADLINE_EXCEEDED" not in str(exc):
-                raise
-            raise ClusterError(
-                f"process {other} of the {count} did not begin training with a "
-                f"BatchAwareCheckpoint within {AGREE_TIMEOUT_S:g} s; every process of the "
-                "cluster must run the callback (only the chief writes): pass it to fit on "
-                "every process"
-            ) from exc
-        if said == "1":
-            writers.append(other)
-    # No process goes on (or stops) before every one has read every decision:
-    # process 0 serves the store, and its end would cut the others' reads.
-    client.wait_at_barrier(f"{prefix}/read", wait)
-    if len(writers) != 1:
-        raise ClusterError(
-            f"{len(writers)} of the {count} processes would write the checkpoint folder "
-            f"(processes {writers}); exactly one may: pass chief=True on one process only, "
-            "or leave chief=None so that process 0 writes"
-        )
 
 
 def restore_metrics(model: Any, state: Mapping[str, Any], epoch: int, still_first: Any) -> Any:

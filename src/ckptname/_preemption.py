@@ -4,7 +4,9 @@ This module is reserved for the signal side of ``save_on_preemption``: which
 signals are watched, installing and restoring their handlers, and the flag
 a handler sets. It imports neither Keras nor TensorFlow. The callback checks
 the flag at every batch boundary Keras offers (training and validation
-batches), saves one checkpoint there and stops training.
+batches), saves one checkpoint there and stops training; on a cluster it
+shares the flag with the other processes at each of those boundaries first
+(``ckptname._keras_cluster``), so all stop at the same one.
 
 The rules:
 
@@ -109,6 +111,11 @@ class PreemptionWatch:
         for number in self.signals:
             self._previous[number] = signal.signal(number, self._handle)
         self._armed = True
+
+    @property
+    def armed(self) -> bool:
+        """Whether the handlers are installed (from train begin to train end)."""
+        return self._armed
 
     def disarm(self) -> None:
         """Put the previous handlers back (at train end); the flag stays as it is."""

@@ -1,7 +1,7 @@
-"""Find checkpoints: list them, and pick the latest and the best.
+"""Find checkpoints: every one in progress order, the latest, the best.
 
-A template says where checkpoints are and what their names mean; scanning
-reads names back with it instead of guessing from times or string order:
+A template says where checkpoints are and what their names mean; the queries
+here read names back with it instead of guessing from times or string order:
 
 ===============================================  ===============================
 template (relative to ``root``)                  names it finds
@@ -15,45 +15,24 @@ template (relative to ``root``)                  names it finds
                                                  ``Checkpoint.values``
 ===============================================  ===============================
 
-What counts as a checkpoint:
+This module is reserved for the queries; what counts as a checkpoint, and how
+a root is listed, is ``ckptname._listing``'s. Each query reads no more of a
+local folder than its answer needs:
 
-* the whole name matches the template (``step-100.backup`` is not
-  ``step-{step}``), part by part: each folder part with its folder level of
-  the template, never a glob;
-* it is a file of at least one byte (a directory or an empty file is never a
-  checkpoint: an empty file is what a crash during a non-atomic save leaves).
-  Locally, a file whose sidecar sits next to it was renamed into place
-  complete by the callback: the sidecar vouches for it, and it is taken
-  without a ``stat`` (so, whatever its size); any other file is stat'ed;
-* its name holds no ``.ckptname`` (temporary files, sidecars, the state file
-  and the lock belong to ckptname);
-* on the local disk, it is reached without leaving the root: a symbolic link
-  (to a checkpoint or to a folder) is followed only where it leads inside
-  the root, the rule pruning follows too;
-* on remote (fsspec) roots, where there is no atomic rename, a checkpoint in a
-  folder that ckptname writes into counts only once its sidecar exists: the
-  callback writes the sidecar last, as a commit marker. A folder counts as
-  written by ckptname when it, or a folder listed on the way down from
-  ``root``, holds the state file, or when it holds any sidecar. In other
-  remote folders (checkpoints uploaded by other tools) every matching,
-  non-empty object counts: object stores make each upload visible whole or
-  not at all. Local saves are atomic by rename, so local checkpoints need no
-  marker.
-
-How a tree is listed:
-
-=====================================  ========================================
-root                                   listing
-=====================================  ========================================
-local folder                           one ``os.scandir`` per folder level of
-                                       the template (entry types, no stat);
-                                       ``find_latest`` one ``os.listdir`` of
-                                       names as bytes, searched in one pass
-object store that lists a prefix       one flat listing of the tree below the
-flatly (S3, GCS, Azure, memory), a     template's leading literal folders,
-template with a field in a folder      1,000 keys a request on S3
-other remote roots and templates       one ``ls`` per folder level
-=====================================  ========================================
+=================  ============================================================
+query              what it reads of a local folder
+=================  ============================================================
+``scan``           every name with its type (``os.scandir``), all read back in
+                   one search; a ``stat`` of each match no sidecar vouches for
+``find_latest``    the names as bytes (``os.listdir``); the newest counter in
+                   an even sample of them is a bound that only the newest
+                   names reach, one search finds those, and only they are read
+                   back; then a ``stat`` per candidate, newest first, until one
+                   is complete
+``find_best``      the names, and of each only the monitored field; the names
+                   that share the best value are read back, and stat'ed in
+                   order until one is complete
+=================  ============================================================
 
 Sidecars are read only where a rule needs them: to order checkpoints whose
 names hold no counter, to break a tie on a rounded metric, and to rank by a
@@ -64,17 +43,13 @@ The order of checkpoints is :func:`ckptname._rank.progress_key`.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import heapq
 import os
-import stat
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from itertools import filterfalse
-from operator import contains
 from typing import Any, AnyStr
 
 from ._errors import (
@@ -84,6 +59,20 @@ from ._errors import (
     MissingFieldError,
     TemplateError,
     advised,
+)
+from ._listing import (
+    Checkpoint,
+    Folder,
+    all_records,
+    checked_local,
+    folders,
+    inside_root,
+    listdir_bytes,
+    listdir_names,
+    make_record,
+    merge_values,
+    records_in_bulk,
+    unchecked_records,
 )
 from ._metadata import (
     SIDECAR_SUFFIX,
@@ -102,6 +91,7 @@ from ._rank import (
     best_key,
     can_win,
     in_sequence,
+    is_number,
     metric_value,
     progress_key,
     resolve_mode,
@@ -109,236 +99,12 @@ from ._rank import (
     tie_break,
 )
 from ._roots import Layout, Root, cached_template, layout_for, open_root
-from ._storage import Entry, Storage, storage_for, temp_target
-from ._template import Template, same_value
+from ._storage import Storage, storage_for, temp_target
+from ._template import Template
 
 __all__ = ["Checkpoint", "best_per_group", "find_best", "find_latest", "scan"]
 
 _EXAMPLE_TEMPLATE = "ep{epoch:02d}-{val_loss:.2f}.keras"
-
-
-# --------------------------------------------------------------------------- record
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """One checkpoint found on disk or in an object store.
-
-    Records are values: frozen, cheap, comparable, hashable and picklable.
-    Two records are equal when they name the same checkpoint the same way
-    (``path``, ``name``, ``values``, counters, ``template``); ``size``,
-    ``mtime`` and ``metadata`` are what was read along the way, where it
-    was, and take no part in comparisons, so that a record from
-    :func:`find_latest` (which stats the file it returns) equals the same
-    checkpoint's record from :func:`scan` (which may not).
-
-    Attributes:
-        path: the full path, or the URL for a URL root (``root`` joined with
-            ``name``, spelled as ``root`` was given).
-        name: the path relative to ``root``, with ``/`` between parts.
-        values: everything read from the name, directory parts included
-            (``{"lr": 0.001, "seed": 2, "epoch": 12}``).
-        epoch: the ``epoch`` field of the name, or ``None`` where the template
-            lacks it.
-        batch: the ``batch`` field (the global batch count), or ``None``.
-        batch_in_epoch: the ``batch_in_epoch`` field, or ``None``.
-        size: the size in bytes where it was read, else ``None``: every
-            remote checkpoint (from the listing); the local checkpoint that
-            :func:`find_latest` or :func:`find_best` returns; local records
-            of ``scan(..., sizes=True)``, and those ``scan`` stat'ed anyway
-            (no sidecar vouched for them, or they are links).
-        mtime: the modification time of a local file where it was read (as
-            for ``size``); it orders checkpoints only when neither name nor
-            sidecar hold a counter.
-        template: the text of the template the name matched.
-        metadata: the checkpoint's sidecar where it was read (to order by its
-            counters, or to break a tie by its exact metric values), else
-            ``None``. Not compared.
-    """
-
-    path: str
-    name: str
-    values: dict[str, Any] = field(hash=False)
-    epoch: int | None = None
-    batch: int | None = None
-    batch_in_epoch: int | None = None
-    size: int | None = field(default=None, kw_only=True, compare=False, hash=False)
-    mtime: float | None = field(default=None, kw_only=True, compare=False, hash=False)
-    template: str | None = field(default=None, kw_only=True)
-    metadata: dict[str, Any] | None = field(
-        default=None, kw_only=True, compare=False, hash=False, repr=False
-    )
-
-    def as_dict(self) -> dict[str, Any]:
-        """A flat dict for ``pandas.DataFrame``: the record's attributes and its values.
-
-        Keys are ``path``, ``name``, ``epoch``, ``batch``, ``batch_in_epoch``,
-        ``size``, ``mtime``, ``template``, then every field of ``values``. A
-        field whose name is one of those attributes and whose value differs
-        from it (a template field called ``size``) is kept as ``values.<name>``.
-        """
-        out: dict[str, Any] = {
-            "path": self.path,
-            "name": self.name,
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "size": self.size,
-            "mtime": self.mtime,
-            "template": self.template,
-        }
-        for key, value in self.values.items():
-            if key not in out:
-                out[key] = value
-            elif out[key] != value or type(out[key]) is not type(value):
-                out[f"values.{key}"] = value
-        return out
-
-
-def _make(
-    path: str,
-    name: str,
-    values: dict[str, Any],
-    template: str,
-    *,
-    size: int | None = None,
-    mtime: float | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> Checkpoint:
-    get = values.get
-    # This runs once per listed checkpoint: as_counter only where a counter
-    # is not already a plain int (most templates write counters with 'd').
-    epoch = get("epoch")
-    if epoch is not None and type(epoch) is not int:
-        epoch = as_counter(epoch)
-    batch = get("batch")
-    if batch is not None and type(batch) is not int:
-        batch = as_counter(batch)
-    in_epoch = get("batch_in_epoch")
-    if in_epoch is not None and type(in_epoch) is not int:
-        in_epoch = as_counter(in_epoch)
-    return Checkpoint(
-        path,
-        name,
-        values,
-        epoch,
-        batch,
-        in_epoch,
-        size=size,
-        mtime=mtime,
-        template=template,
-        metadata=metadata,
-    )
-
-
-# --------------------------------------------------------------------------- folders
-
-
-@dataclass(frozen=True, slots=True)
-class _Folder:
-    """A leaf folder found by walking the template's folder levels."""
-
-    inner: str
-    prefix: str  # the folder's name relative to root, ending in '/', or ''
-    values: dict[str, Any]
-    managed: bool  # a state file was seen on the way down (remote commit rule)
-
-
-def _merge(outer: dict[str, Any], inner: dict[str, Any]) -> dict[str, Any] | None:
-    """Values of a name's parts, merged; ``None`` where one field reads two ways."""
-    if not outer:
-        return inner
-    merged = dict(outer)
-    for key, value in inner.items():
-        if key in merged and not same_value(merged[key], value):
-            return None
-        merged[key] = value
-    return merged
-
-
-def _folders(root: Root, layout: Layout) -> list[_Folder]:
-    """The leaf folders: one listing per folder level, only as deep as the template."""
-    folders = [_Folder(root.inner, "", {}, False)]
-    storage = root.storage
-    for segment in layout.dirs:
-        found: list[_Folder] = []
-        if not segment.fields:
-            # A literal folder name needs no listing: descend into it, and let
-            # the listing below find out whether it exists.
-            part = segment.render({})
-            for f in folders:
-                inner = root.join(f.inner, part)
-                if root.local and os.path.islink(inner) and not _inside_root(root, inner):
-                    continue  # a link out of the root is never followed
-                found.append(_Folder(inner, f.prefix + part + "/", f.values, f.managed))
-            folders = found
-            continue
-        for f in folders:
-            try:
-                entries = storage.listdir(f.inner)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            managed = f.managed or any(e.name == STATE_NAME for e in entries)
-            for entry in sorted(entries, key=lambda e: e.name):
-                if not entry.is_dir or is_reserved(entry.name):
-                    continue
-                values = segment.parse(entry.name)
-                if values is None:
-                    continue
-                merged = _merge(f.values, values)
-                if merged is None:
-                    continue
-                if entry.link and not _inside_root(root, root.join(f.inner, entry.name)):
-                    continue  # a link out of the root is never followed
-                found.append(
-                    _Folder(
-                        root.join(f.inner, entry.name),
-                        f.prefix + entry.name + "/",
-                        merged,
-                        managed,
-                    )
-                )
-        folders = found
-    return folders
-
-
-def _listdir_names(path: str) -> list[str]:
-    try:
-        return os.listdir(path or ".")
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _listdir_bytes(path: str) -> list[bytes]:
-    try:
-        return os.listdir(os.fsencode(path or "."))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _inside_root(root: Root, path: str) -> bool:
-    """Whether a local path, once links are resolved, lies inside the root.
-
-    Called only where a link was met: a link is followed only where it
-    leads inside the root (the root itself may be a link: the user named
-    it), for reading as for pruning (``ckptname._storage.LocalTree``).
-    """
-    base = os.path.realpath(root.inner or ".")
-    real = os.path.realpath(path)
-    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
-
-
-def _local_stat(root: Root, path: str) -> os.stat_result | None:
-    """``os.stat`` of a local checkpoint file, or ``None`` where it is gone or a link out."""
-    try:
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            if not _inside_root(root, path):
-                return None
-            st = os.stat(path)
-    except OSError:
-        return None
-    return st
 
 
 # --------------------------------------------------------------------------- sidecars
@@ -434,375 +200,7 @@ def _with_sidecars(
     return out
 
 
-# --------------------------------------------------------------------------- listing
-
-
-def _local_records(
-    root: Root,
-    layout: Layout,
-    folder: _Folder,
-    *,
-    check: bool,
-    names: list[str] | None = None,
-) -> list[Checkpoint]:
-    """Every name in a local leaf folder that reads back with the template.
-
-    With ``check``, each is also stat'ed: only complete files are kept (see
-    :func:`_complete`), with their size and time. Without it, records are
-    unchecked (the caller checks the few it returns). ``names`` is the
-    folder's listing where the caller has it already.
-    """
-    if names is None:
-        names = _listdir_names(folder.inner)
-    with _records_in_bulk():
-        return _records_of_names(root, layout, folder, names, check=check)
-
-
-def _records_of_names(
-    root: Root, layout: Layout, folder: _Folder, names: list[str], *, check: bool
-) -> list[Checkpoint]:
-    parse = layout.leaf.parse
-    out: list[Checkpoint] = []
-    text = layout.text
-    prefix = folder.prefix
-    # Joined once per folder, not once per name: this loop runs per file.
-    user_base = root.path(prefix)
-    inner_base = os.path.join(folder.inner, "") if folder.inner else ""
-    for name in names:
-        if is_reserved(name):
-            continue
-        values = parse(name)
-        if values is None:
-            continue
-        merged = _merge(folder.values, values)
-        if merged is None:
-            continue
-        if not check:
-            out.append(_make(user_base + name, prefix + name, merged, text))
-            continue
-        st = _local_stat(root, inner_base + name)
-        vouched = partial(os.path.lexists, sidecar_path(inner_base + name))
-        if st is None or not _complete(st, vouched):
-            continue  # deleted since the listing, a dangling link or one out of the root
-        size, mtime = st.st_size, st.st_mtime
-        out.append(_make(user_base + name, prefix + name, merged, text, size=size, mtime=mtime))
-    return out
-
-
-@contextlib.contextmanager
-def _records_in_bulk() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a listing is turned into records.
-
-    Each record is an object the collector tracks, so making 100,000 of them
-    sets off collections, and each of those walks the objects of the whole
-    process: with Keras loaded, they double the cost of a scan. Records hold
-    no reference cycles, so there is nothing for the collector to find
-    among them. It is paused only for loops over listed names (no I/O but
-    ``stat``), and runs again as before when the block ends, if it was on.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def _local_checked(
-    root: Root, layout: Layout, folder: _Folder, *, sizes: bool
-) -> list[Checkpoint]:
-    """Every complete checkpoint in a local leaf folder, reading no more than the rules need.
-
-    One ``os.scandir``: entry types come with the listing (no system call),
-    so folders and other non-files are dropped unread. A regular file whose
-    sidecar is listed next to it is a checkpoint the callback committed (it
-    renames the complete file into place after writing the sidecar) and is
-    not stat'ed; any other match is stat'ed once, and dropped if it is
-    empty (see :func:`_complete`). A symbolic link is followed with a
-    ``stat`` only where it leads inside the root: it counts where it leads to
-    a regular file that is complete by the same rule. With ``sizes``, every
-    match is stat'ed, and its record carries its size and time.
-    """
-    with _LocalFolder(folder.inner) as listing, _records_in_bulk():
-        if listing.missing:
-            return []
-        files = listing.files
-        suffix = SIDECAR_SUFFIX
-        listed = set(files)
-        parse = layout.leaf.parse
-        text = layout.text
-        prefix = folder.prefix
-        outer = folder.values
-        user_base = root.path(prefix)  # joined once per folder: the loop runs per file
-        stat_at = listing.stat
-        out: list[Checkpoint] = []
-        for names, follow in ((files, False), (listing.links, True)):
-            for name in names:
-                if _RESERVED in name:
-                    continue
-                values = parse(name)
-                if values is None:
-                    continue
-                if outer:
-                    values = _merge(outer, values)
-                    if values is None:
-                        continue
-                if not sizes and not follow and name + suffix in listed:
-                    out.append(_make(user_base + name, prefix + name, values, text))
-                    continue
-                if follow and not _inside_root(root, os.path.join(folder.inner or ".", name)):
-                    continue  # a link that leads out of the root is never followed
-                try:
-                    st = stat_at(name, follow)
-                except OSError:
-                    continue  # deleted since the listing, or a dangling link
-                if not _complete(st, partial(contains, listed, name + suffix)):
-                    continue
-                out.append(
-                    _make(
-                        user_base + name,
-                        prefix + name,
-                        values,
-                        text,
-                        size=st.st_size,
-                        mtime=st.st_mtime,
-                    )
-                )
-        return out
-
-
-_RESERVED = ".ckptname"  # what is_reserved looks for, inlined into the loop above
-
-
-class _LocalFolder:
-    """A local folder's regular files and symbolic links, and a ``stat`` for its names.
-
-    A context manager: on entry the folder is listed once with
-    ``os.scandir`` (entries whose type the listing does not give, on some
-    file systems, are typed by ``os.scandir`` with one ``lstat`` each).
-    Where the platform allows, the folder stays open until exit and
-    :meth:`stat` reads names relative to it, so no path is resolved again.
-    ``missing`` is true where the folder does not exist.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path or "."
-        self.files: list[str] = []
-        self.links: list[str] = []
-        self.missing = False
-        self._fd: int | None = None
-
-    def __enter__(self) -> _LocalFolder:
-        target: str | int = self.path
-        if os.scandir in os.supports_fd and os.stat in os.supports_dir_fd:
-            try:
-                self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-            except (FileNotFoundError, NotADirectoryError):
-                self.missing = True
-                return self
-            target = self._fd
-        try:
-            with os.scandir(target) as it:
-                for entry in it:
-                    if entry.is_file(follow_symlinks=False):
-                        self.files.append(entry.name)
-                    elif entry.is_symlink():
-                        self.links.append(entry.name)
-        except (FileNotFoundError, NotADirectoryError):
-            self.missing = True
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def stat(self, name: str, follow: bool) -> os.stat_result:
-        """``os.stat`` of a name in this folder (``follow``: through a link)."""
-        if self._fd is not None:
-            return os.stat(name, dir_fd=self._fd, follow_symlinks=follow)
-        return os.stat(os.path.join(self.path, name), follow_symlinks=follow)
-
-
-def _leaf_records(
-    root: Root,
-    layout: Layout,
-    prefix: str,
-    outer: dict[str, Any],
-    managed: bool,
-    entries: Iterable[Entry],
-    names: set[str],
-) -> list[Checkpoint]:
-    """Every complete, non-empty object of a remote leaf folder that reads back.
-
-    Args:
-        prefix: the folder relative to root, ending in ``/``, or ``''``.
-        outer: the values read from the folder's path.
-        managed: a state file was seen in a folder listed on the way down.
-        entries: the folder's entries (folders among them are skipped).
-        names: the names of every entry of the folder, folders included.
-    """
-    managed = (
-        managed or STATE_NAME in names or any(name.endswith(SIDECAR_SUFFIX) for name in names)
-    )
-    parse = layout.leaf.parse
-    out: list[Checkpoint] = []
-    for entry in entries:
-        name = entry.name
-        if entry.is_dir or is_reserved(name) or entry.size == 0:
-            continue
-        if managed and name + SIDECAR_SUFFIX not in names:
-            continue  # uploaded, but its save has not been committed
-        values = parse(name)
-        if values is None:
-            continue
-        merged = _merge(outer, values)
-        if merged is None:
-            continue
-        rel = prefix + name
-        out.append(_make(root.path(rel), rel, merged, layout.text, size=entry.size))
-    return out
-
-
-def _remote_by_level(root: Root, layout: Layout) -> list[Checkpoint]:
-    """Every complete checkpoint of a remote tree, listing folder by folder."""
-    records: list[Checkpoint] = []
-    for folder in _folders(root, layout):
-        entries = root.storage.listdir(folder.inner)
-        names = {e.name for e in entries}
-        records.extend(
-            _leaf_records(
-                root, layout, folder.prefix, folder.values, folder.managed, entries, names
-            )
-        )
-    return records
-
-
-def _remote_flat(root: Root, layout: Layout) -> list[Checkpoint] | None:
-    """Every complete checkpoint of a remote tree, from one flat listing of it.
-
-    The tree below the template's leading literal folders (``runs/`` in
-    ``runs/lr={lr}/ep{epoch}.h5``) is listed once (:meth:`Storage.find`),
-    and each path is read part by part with the template's folder
-    templates, as the walk folder by folder reads them: the same records,
-    the same values, and the same commit rule, where a state file counts in
-    the folders that walk lists (those that hold a field level, and the leaf
-    folder).
-
-    Returns ``None`` where the walk lists only one folder anyway (no field
-    in a folder part), or where the storage cannot list a tree flatly.
-    """
-    dirs = layout.dirs
-    lead = 0
-    while lead < len(dirs) and not dirs[lead].fields:
-        lead += 1
-    if lead == len(dirs):
-        return None
-    base = root.inner
-    lead_prefix = ""
-    for segment in dirs[:lead]:
-        part = segment.render({})
-        base = root.join(base, part)
-        lead_prefix += part + "/"
-    entries = root.storage.find(base)
-    if entries is None:
-        return None
-    with _records_in_bulk():
-        return _tree_records(root, layout, lead_prefix, dirs[lead:], entries)
-
-
-def _tree_records(
-    root: Root, layout: Layout, lead_prefix: str, below: tuple[Template, ...], entries: list[Entry]
-) -> list[Checkpoint]:
-    """The records of a flat listing of a tree (see :func:`_remote_flat`).
-
-    Args:
-        lead_prefix: the template's leading literal folders, ending in ``/``
-            (or ``''``): where the listing was made, relative to root.
-        below: the template's folder levels below them.
-        entries: every file below, named relative to where it was listed.
-    """
-    depth = len(below)
-    literal = [None if seg.fields else seg.render({}) for seg in below]
-    # The folders the walk folder by folder would list on the way down: the
-    # folder above each field level.
-    listed_depths = [d for d in range(depth) if below[d].fields]
-    states: set[str] = set()  # folders (relative to base) that hold a state file
-    leaf_names: dict[str, set[str]] = {}
-    leaf_files: dict[str, list[Entry]] = {}
-    for entry in entries:
-        parts = entry.name.split("/")
-        if "" in parts:
-            continue  # an empty key part: no folder the walk would see
-        if STATE_NAME in parts:
-            for j, part in enumerate(parts[: depth + 1]):
-                if part == STATE_NAME:
-                    states.add("/".join(parts[:j]))
-        if len(parts) <= depth:
-            continue  # above the leaf folders
-        folder = "/".join(parts[:depth])
-        names = leaf_names.get(folder)
-        if names is None:
-            names = leaf_names[folder] = set()
-            leaf_files[folder] = []
-        names.add(parts[depth])
-        if len(parts) == depth + 1:
-            leaf_files[folder].append(Entry(parts[depth], False, entry.size, None))
-    records: list[Checkpoint] = []
-    for folder in sorted(leaf_names):
-        parts = folder.split("/")
-        values: dict[str, Any] | None = {}
-        for segment, fixed, part in zip(below, literal, parts):
-            if fixed is not None:
-                if part != fixed:
-                    values = None
-                    break
-                continue
-            read = None if is_reserved(part) else segment.parse(part)
-            values = None if read is None else _merge(values or {}, read)
-            if values is None:
-                break
-        if values is None:
-            continue
-        managed = any("/".join(parts[:d]) in states for d in listed_depths)
-        records.extend(
-            _leaf_records(
-                root,
-                layout,
-                lead_prefix + folder + "/",
-                values,
-                managed,
-                leaf_files[folder],
-                leaf_names[folder],
-            )
-        )
-    return records
-
-
-def _all_records(
-    root: Root, layout: Layout, *, check: bool, sizes: bool = False
-) -> list[Checkpoint]:
-    """Every checkpoint under ``root``, unordered.
-
-    ``check=False`` asks local roots only for names (the caller checks the
-    few records it returns); remote records are always complete, as the
-    listing gives sizes.
-    """
-    if not root.local:
-        flat = _remote_flat(root, layout)
-        return flat if flat is not None else _remote_by_level(root, layout)
-    records: list[Checkpoint] = []
-    for folder in _folders(root, layout):
-        if check:
-            records.extend(_local_checked(root, layout, folder, sizes=sizes))
-        else:
-            records.extend(_local_records(root, layout, folder, check=False))
-    return records
+# --------------------------------------------------------------------------- order
 
 
 def _ordered(root: Root, layout: Layout, records: list[Checkpoint]) -> list[Checkpoint]:
@@ -813,7 +211,7 @@ def _ordered(root: Root, layout: Layout, records: list[Checkpoint]) -> list[Chec
         if root.local:
             records = [_with_mtime(root, r) for r in records]
         problems.warn(stacklevel=5)
-    with _records_in_bulk():
+    with records_in_bulk():
         sort_by_progress(records)
     return records
 
@@ -982,13 +380,13 @@ def _from_state(root: Root, template: Template, state: dict[str, Any]) -> Checkp
         )
         return None
     assert isinstance(name, str)
-    if not in_sequence(_make(name, name, values, template.text)):
+    if not in_sequence(make_record(name, name, values, template.text)):
         return None  # not a name of the sequence: never the latest; list instead
-    found = _make(root.path(name), name, values, template.text)
+    found = make_record(root.path(name), name, values, template.text)
     if root.local:
-        if "/" in name and not _inside_root(root, root.inner_path(name)):
+        if "/" in name and not inside_root(root, root.inner_path(name)):
             return None  # through a folder that is a link out of the root
-        return _checked_local(root, found)
+        return checked_local(root, found)
     entry = root.storage.stat(root.inner_path(name))
     if entry is None or entry.is_dir or entry.size == 0:
         return None
@@ -997,44 +395,137 @@ def _from_state(root: Root, template: Template, state: dict[str, Any]) -> Checkp
 
 # --------------------------------------------------------------------------- latest
 
+# A folder of at least this many names is first searched for its newest names
+# alone (see _newest_above_sample); in smaller ones, one search of every
+# counter costs about as much as taking the sample.
+_SAMPLED_FROM = 2048
+# Names in that sample: the largest counter among them is passed by about one
+# name in this many of the folder's, and those few are all that is read back.
+_SAMPLE = 512
 
-def _descending_local(root: Root, layout: Layout, folder: _Folder) -> Iterator[Checkpoint]:
+
+def _descending_local(root: Root, layout: Layout, folder: Folder) -> Iterator[Checkpoint]:
     """Unchecked records of one local folder, newest first, computed lazily.
 
-    The fast path lists the folder once, finds the first progress counter of
-    every match with one search over the joined listing, and parses only the
-    names that carry the largest; the next largest is looked at only when the
-    caller refuses every record it was given (an empty file, say).
+    The folder is listed once. In a large folder, the newest names are found
+    first (:func:`_newest_above_sample`), and only they are read back; most
+    calls need no more. Where the caller refuses all of them (empty files,
+    say), or in a small folder, :func:`_descending_fast` finds the first
+    progress counter of every match with one search of the joined listing
+    and reads back only the names that carry the largest, then the next
+    largest. Templates whose counters that search cannot read are parsed in
+    full (:func:`_descending_general`).
 
     Where the template's pattern is ASCII, the folder is listed as bytes and
     searched with the same pattern compiled for bytes: the kernel's answer is
-    the same, and the 100,000 names the search rejects are never decoded.
-    On ASCII names and an ASCII pattern, bytes and text patterns match alike;
-    a folder with any other name is searched as text.
+    the same, and the names the search rejects are never decoded.
     """
     if layout.fast is None:
-        yield from _descending_general(root, layout, folder, _listdir_names(folder.inner))
+        yield from _descending_general(root, layout, folder, listdir_names(folder.inner))
         return
+    given: set[str] = set()
     if layout.fast_bytes is not None:
-        raw = _listdir_bytes(folder.inner)
-        if not raw:
-            return
-        joined_bytes = b"\x00".join([b"", *raw, b""])
-        if joined_bytes.isascii():
-            yield from _descending_fast(
-                root,
-                layout,
-                folder,
-                joined_bytes,
-                layout.fast_bytes.findall(joined_bytes),
-                lambda: [name.decode("ascii") for name in raw],
-            )
-            return
-        names = [os.fsdecode(name) for name in raw]
+        raw = listdir_bytes(folder.inner)
+        if len(raw) >= _SAMPLED_FROM:
+            for record in _newest_above_sample(root, layout, folder, raw):
+                given.add(record.name)
+                yield record
+        rest = _descending_bytes(root, layout, folder, raw)
     else:
-        names = _listdir_names(folder.inner)
+        names = listdir_names(folder.inner)
+        if len(names) >= _SAMPLED_FROM:
+            for record in _newest_above_sample(root, layout, folder, names):
+                given.add(record.name)
+                yield record
+        rest = _descending_names(root, layout, folder, names)
+    for record in rest:
+        if record.name not in given:
+            yield record
+
+
+def _newest_above_sample(
+    root: Root, layout: Layout, folder: Folder, raw: Sequence[AnyStr]
+) -> list[Checkpoint]:
+    """Records of a folder's newest names, newest first; ``[]`` where there is no such search.
+
+    An even sample of the listing is read back, and the largest counter in
+    it is a bound that only the newest names of the folder reach: one search
+    of the listing (:meth:`ckptname.Template.names_at_least`) finds every
+    name that reads back with a counter at or above it, and a few more,
+    without decoding or reading back the rest. The records are those of the
+    names at or above the bound: every other record of the folder is older
+    than each of them, so the caller goes on to the rest only where it
+    refuses all of these.
+    """
+    leaf = layout.leaf
+    counter = next(c for c in COUNTERS if c in leaf.fields)
+    sample = [os.fsdecode(name) for name in raw[:: _sample_step(len(raw))]]
+    counters = [as_counter(values.get(counter)) for values in leaf.parse_many(sample)[1]]
+    bound = max([c for c in counters if c is not None], default=None)
+    if bound is None or bound < 1:
+        return []
+    found = leaf.names_at_least(raw, counter, bound)
+    if found is None:
+        return []
+    records = [
+        record
+        for record in unchecked_records(root, layout, folder, map(os.fsdecode, found))
+        if _at_least(getattr(record, counter), bound)
+    ]
+    sort_by_progress(records)
+    records.reverse()  # no two records of one folder share a name, so none tie
+    return records
+
+
+def _sample_step(count: int) -> int:
+    """Every how many names of a listing of ``count`` the sample takes one.
+
+    About ``count / _SAMPLE``, and not a multiple of 2, 3, 5 or 7: a listing
+    may repeat a pattern (on tmpfs, newest first, each checkpoint next to its
+    sidecar), and a step that is a multiple of its period would sample the
+    sidecars alone.
+    """
+    step = max(1, count // _SAMPLE)
+    while step > 1 and any(step % p == 0 for p in (2, 3, 5, 7)):
+        step += 1
+    return step
+
+
+def _at_least(counter: int | None, bound: int) -> bool:
+    return counter is not None and counter >= bound
+
+
+def _descending_bytes(
+    root: Root, layout: Layout, folder: Folder, raw: list[bytes]
+) -> Iterator[Checkpoint]:
+    """:func:`_descending_fast` over a listing in bytes: searched as bytes where it is ASCII.
+
+    On ASCII names and an ASCII pattern, bytes and text patterns match
+    alike; a folder with any other name is searched as text.
+    """
+    if not raw:
+        return
+    assert layout.fast_bytes is not None
+    joined = b"\x00".join([b"", *raw, b""])
+    if not joined.isascii():
+        yield from _descending_names(root, layout, folder, [os.fsdecode(n) for n in raw])
+        return
+    yield from _descending_fast(
+        root,
+        layout,
+        folder,
+        joined,
+        layout.fast_bytes.findall(joined),
+        lambda: [name.decode("ascii") for name in raw],
+    )
+
+
+def _descending_names(
+    root: Root, layout: Layout, folder: Folder, names: list[str]
+) -> Iterator[Checkpoint]:
     if not names:
         return
+    assert layout.fast is not None
     joined = "\x00".join(["", *names, ""])
     yield from _descending_fast(
         root, layout, folder, joined, layout.fast.findall(joined), lambda: names
@@ -1044,7 +535,7 @@ def _descending_local(root: Root, layout: Layout, folder: _Folder) -> Iterator[C
 def _descending_fast(
     root: Root,
     layout: Layout,
-    folder: _Folder,
+    folder: Folder,
     joined: AnyStr,
     texts: list[AnyStr],
     all_names: Callable[[], list[str]],
@@ -1090,7 +581,7 @@ def _descending_fast(
 
 
 def _names_with_counter(
-    root: Root, layout: Layout, folder: _Folder, joined: AnyStr, text: AnyStr, value: int
+    root: Root, layout: Layout, folder: Folder, joined: AnyStr, text: AnyStr, value: int
 ) -> tuple[list[str], list[Checkpoint]]:
     """The names in ``joined`` whose first progress counter is ``value`` (written
     ``text``): the names that match, and records of those whose parts agree."""
@@ -1114,55 +605,36 @@ def _names_with_counter(
         matched.append(name)
         if is_reserved(name):
             continue
-        merged = _merge(folder.values, values)
+        merged = merge_values(folder.values, values)
         if merged is None:
             continue
         rel = folder.prefix + name
-        records.append(_make(root.path(rel), rel, merged, layout.text))
+        records.append(make_record(root.path(rel), rel, merged, layout.text))
     return matched, records
 
 
 def _descending_general(
-    root: Root, layout: Layout, folder: _Folder, names: list[str]
+    root: Root, layout: Layout, folder: Folder, names: list[str]
 ) -> Iterator[Checkpoint]:
-    records = _local_records(root, layout, folder, check=not layout.has_counter, names=names)
+    records = unchecked_records(root, layout, folder, names)
+    if not layout.has_counter:
+        # The order needs each file's time: check every record now.
+        records = [r for r in map(partial(checked_local, root), records) if r is not None]
     if not records:
         return
     records = _ordered(root, layout, records)
     yield from reversed(records)
 
 
-def _checked_local(root: Root, record: Checkpoint) -> Checkpoint | None:
-    """The record with its size and time, if it is a complete file (see :func:`_complete`)."""
-    path = root.inner_path(record.name)
-    st = _local_stat(root, path)
-    if st is None or not _complete(st, partial(os.path.lexists, sidecar_path(path))):
-        return None
-    return replace(record, size=st.st_size, mtime=st.st_mtime)
-
-
-def _complete(st: os.stat_result, vouched: Callable[[], bool]) -> bool:
-    """Whether a local file counts as a checkpoint: a regular file, and not empty.
-
-    An empty file is what a crash during a non-atomic save leaves (Keras
-    writes in place). A file whose sidecar sits next to it was renamed into
-    place complete by the callback: it counts whatever its size, as it does
-    where :func:`scan` takes it without a stat. ``vouched`` is asked only
-    for an empty file.
-    """
-    return stat.S_ISREG(st.st_mode) and (st.st_size > 0 or vouched())
-
-
 def _latest_by_listing(root: Root, layout: Layout) -> Checkpoint | None:
     if not root.local:
-        records = [r for r in _all_records(root, layout, check=True) if in_sequence(r)]
+        records = [r for r in all_records(root, layout, check=True) if in_sequence(r)]
         if not records:
             return None
         if layout.has_counter:
             return max(records, key=progress_key)
         return _ordered(root, layout, records)[-1]
-    folders = _folders(root, layout)
-    streams = [_descending_local(root, layout, folder) for folder in folders]
+    streams = [_descending_local(root, layout, folder) for folder in folders(root, layout)]
     if not streams:
         return None
     # Each stream is newest first; merging them lazily reads further into a
@@ -1173,7 +645,7 @@ def _latest_by_listing(root: Root, layout: Layout) -> Checkpoint | None:
     for record in merged:
         if not in_sequence(record):
             continue  # 'ckpt-final' for 'ckpt-{epoch}': never the latest
-        checked = _checked_local(root, record)
+        checked = checked_local(root, record)
         if checked is not None:
             return checked
     return None
@@ -1231,6 +703,7 @@ def find_latest(
     return _latest_by_listing(where, layout)
 
 
+
 # --------------------------------------------------------------------------- scan
 
 
@@ -1277,7 +750,7 @@ def scan(
     layout = _layout_to_walk(where, template, "scan")
     if layout is None:
         return []
-    return _ordered(where, layout, _all_records(where, layout, check=True, sizes=sizes))
+    return _ordered(where, layout, all_records(where, layout, check=True, sizes=sizes))
 
 
 # --------------------------------------------------------------------------- best
@@ -1286,7 +759,7 @@ def scan(
 def _top_ties(records: Iterable[Checkpoint], monitor: str, mode: Mode) -> list[list[Checkpoint]]:
     """Records that can win, in groups of equal value in their names, best group first.
 
-    Each group is in descending progress order; sidecars are not read.
+    Each group is in :func:`_ranked_ties` order; sidecars are not read.
     """
     sign = -1.0 if mode == "min" else 1.0
 
@@ -1311,6 +784,11 @@ def _top_ties(records: Iterable[Checkpoint], monitor: str, mode: Mode) -> list[l
     return groups
 
 
+def _ranked_ties(group: list[Checkpoint]) -> list[Checkpoint]:
+    """Records of equal value in their names, as :func:`_top_ties` orders them: earliest first."""
+    return sorted(group, key=tie_break, reverse=True)
+
+
 def _by_exact_value(group: list[Checkpoint], monitor: str, mode: Mode) -> list[Checkpoint]:
     """Records that tie on the value in their names, best first by :func:`best_key`."""
     if len(group) == 1:
@@ -1319,7 +797,7 @@ def _by_exact_value(group: list[Checkpoint], monitor: str, mode: Mode) -> list[C
 
 
 def _pick_best(
-    records: Iterable[Checkpoint],
+    groups: Iterable[list[Checkpoint]],
     monitor: str,
     mode: Mode,
     read_metadata: Callable[[list[Checkpoint]], list[Checkpoint]],
@@ -1327,13 +805,13 @@ def _pick_best(
 ) -> Checkpoint | None:
     """The best record by ``monitor``, reading sidecars only to break ties.
 
-    Records are ranked by the value in their names; where several share the
-    best value, their sidecars are read (all at once) and
-    :func:`ckptname._rank.best_key` orders them by exact value, then
-    progress. ``check`` may refuse a record (an empty file), and the next
-    best is taken.
+    ``groups`` are records of equal value in their names, best value first
+    (:func:`_top_ties`); where several share a value, their sidecars are
+    read (all at once) and :func:`ckptname._rank.best_key` orders them by
+    exact value, then progress. ``check`` may refuse a record (an empty
+    file), and the next best is taken.
     """
-    for group in _top_ties(records, monitor, mode):
+    for group in groups:
         if len(group) > 1:
             group = _by_exact_value(read_metadata(group), monitor, mode)
         for record in group:
@@ -1341,6 +819,83 @@ def _pick_best(
             if checked is not None:
                 return checked
     return None
+
+
+def _local_ties(
+    root: Root, layout: Layout, monitor: str, mode: Mode
+) -> Iterator[list[Checkpoint]] | None:
+    """:func:`_top_ties` of a local tree, reading back only the names of the groups asked for.
+
+    Each leaf folder is listed once, and of each name only ``monitor`` is
+    read (:meth:`ckptname.Template.read_field`): the same value ``parse``
+    reads, as the same pattern splits the name. The names that share the
+    best value are then read back in full, made records, and ordered as
+    :func:`_top_ties` orders them; the next best value only where the caller
+    refuses every record of a group.
+
+    Returns ``None`` where the template's monitored field cannot be read on
+    its own: the caller reads every record.
+    """
+    leaf = layout.leaf
+    if leaf.read_field([], monitor) is None:
+        return None
+    sign = -1.0 if mode == "min" else 1.0
+    places: list[Folder] = []
+    names: list[str] = []
+    where: list[int] = []  # the folder of each name, by index in places
+    scores: list[float] = []
+    for folder in folders(root, layout):
+        column = leaf.read_field(listdir_names(folder.inner), monitor)
+        assert column is not None
+        found, values = column
+        places.append(folder)
+        for name, value in zip(found, values):
+            # As metric_value and can_win read a record: a number, never NaN.
+            if is_number(value) and value == value:
+                names.append(name)
+                where.append(len(places) - 1)
+                scores.append(sign * float(value))
+    return _ties_of(root, layout, places, names, where, scores)
+
+
+def _ties_of(
+    root: Root,
+    layout: Layout,
+    places: list[Folder],
+    names: list[str],
+    where: list[int],
+    scores: list[float],
+) -> Iterator[list[Checkpoint]]:
+    """Groups of records of equal score, best first, made only as they are asked for."""
+    for indices in _equal_scores_best_first(scores):
+        by_folder: dict[int, list[str]] = {}
+        for i in indices:
+            by_folder.setdefault(where[i], []).append(names[i])
+        group = [
+            record
+            for place, members in by_folder.items()
+            for record in unchecked_records(root, layout, places[place], members)
+        ]
+        if group:
+            yield _ranked_ties(group)
+
+
+def _equal_scores_best_first(scores: list[float]) -> Iterator[list[int]]:
+    """Indices of ``scores`` in groups of equal score, highest first.
+
+    The first group costs one pass; the rest are sorted only if asked for.
+    """
+    if not scores:
+        return
+    top = max(scores)
+    yield [i for i, score in enumerate(scores) if score == top]
+    rest = sorted((i for i, score in enumerate(scores) if score != top), key=scores.__getitem__)
+    while rest:
+        score = scores[rest[-1]]
+        group = []
+        while rest and scores[rest[-1]] == score:
+            group.append(rest.pop())
+        yield group[::-1]
 
 
 def find_best(
@@ -1357,6 +912,10 @@ def find_best(
     ``ModelCheckpoint``: a later checkpoint must be strictly better), so the answer
     does not depend on listing order. Where the template has no ``monitor``
     field, every checkpoint's sidecar is read for it.
+
+    In a local folder, only the monitored field of each name is read, and
+    only the names that share the best value are read back in full and
+    checked.
 
     Args:
         root: a folder path or an fsspec URL.
@@ -1381,22 +940,29 @@ def find_best(
     layout = _layout_to_walk(where, template, "find_best")
     if layout is None:
         return None
-    records = _all_records(where, layout, check=not where.local)
-    if not records:
-        return None
     problems = _SidecarProblems()
     locate = _in_root(where)
-    if monitor not in layout.template.fields:
-        records = _with_sidecar_metric(layout, records, monitor, problems, locate)
-    if not layout.has_counter:
-        records = _ordered(where, layout, records)
+
+    def read_metadata(group: list[Checkpoint]) -> list[Checkpoint]:
+        return _with_sidecars(group, problems, locate)
+
+    groups: Iterable[list[Checkpoint]] | None = None
+    if where.local and layout.has_counter and monitor in layout.leaf.fields:
+        groups = _local_ties(where, layout, monitor, resolved)
+    if groups is None:
+        records = all_records(where, layout, check=not where.local)
+        if not records:
+            return None
+        if monitor not in layout.template.fields:
+            records = _with_sidecar_metric(layout, records, monitor, problems, locate)
+        if not layout.has_counter:
+            records = _ordered(where, layout, records)
+        groups = _top_ties(records, monitor, resolved)
 
     def check(record: Checkpoint) -> Checkpoint | None:
-        return _checked_local(where, record) if where.local else record
+        return checked_local(where, record) if where.local else record
 
-    best = _pick_best(
-        records, monitor, resolved, lambda group: _with_sidecars(group, problems, locate), check
-    )
+    best = _pick_best(groups, monitor, resolved, read_metadata, check)
     problems.warn()
     return best
 

@@ -42,7 +42,7 @@ import keras
 
 from ._background import BackgroundSaver
 from ._errors import CheckpointSaveError, CkptnameWarning
-from ._keras_backend import outside_distribution, save_model
+from ._keras_backend import outside_distribution, outside_strategy, save_model
 from ._transaction import CheckpointFolder
 
 __all__ = ["BackgroundSaves", "SaveFailed", "Shadow", "Snapshots", "build_shadow"]
@@ -104,19 +104,11 @@ class Snapshots:
 
 def build_shadow(model: Any) -> Shadow | str:
     """A :class:`Shadow` of ``model``, or the reason there can be none."""
-    # Only the chief builds one: its variables live on this process alone.
-    with outside_distribution():
-        try:
-            config = keras.saving.serialize_keras_object(model)
-            # The config is this process's own model: rebuilding its lambdas
-            # is no risk, and refusing them would refuse such models for no reason.
-            twin = keras.saving.deserialize_keras_object(config, safe_mode=False)
-        except Exception as exc:  # any failure of a user's get_config/from_config
-            return f"{type(exc).__name__}: {exc}"
-        optimizer: Any = getattr(twin, "optimizer", None)
-        has_optimizer = getattr(model, "optimizer", None) is not None and optimizer is not None
-        if has_optimizer and not optimizer.built and twin.built:
-            optimizer.build(twin.trainable_variables)
+    # Only the chief builds one: its variables live on this process alone, outside
+    # any distribution or strategy scope.
+    twin = outside_strategy(lambda: _rebuild(model))
+    if isinstance(twin, str):
+        return twin
     ours, theirs = _state(model), _state(twin)
     if len(ours) != len(theirs):
         return (
@@ -129,6 +121,23 @@ def build_shadow(model: Any) -> Shadow | str:
                 f"where the model's {mine.path!r} is {mine.dtype}{tuple(mine.shape)}"
             )
     return Shadow(model, twin)
+
+
+def _rebuild(model: Any) -> Any:
+    """The twin of ``model``, rebuilt from its config, optimizer built; or why it cannot be."""
+    with outside_distribution():
+        try:
+            config = keras.saving.serialize_keras_object(model)
+            # The config is this process's own model: rebuilding its lambdas
+            # is no risk, and refusing them would refuse such models for no reason.
+            twin = keras.saving.deserialize_keras_object(config, safe_mode=False)
+        except Exception as exc:  # any failure of a user's get_config/from_config
+            return f"{type(exc).__name__}: {exc}"
+        optimizer: Any = getattr(twin, "optimizer", None)
+        has_optimizer = getattr(model, "optimizer", None) is not None and optimizer is not None
+        if has_optimizer and not optimizer.built and twin.built:
+            optimizer.build(twin.trainable_variables)
+    return twin
 
 
 def _state(model: Any) -> list[Any]:

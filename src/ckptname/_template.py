@@ -20,8 +20,8 @@ import re
 import string
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
-from typing import Any, NamedTuple
+from functools import lru_cache, partial
+from typing import Any, AnyStr, NamedTuple
 
 from ._errors import MissingFieldError, RenderError, TemplateError
 
@@ -1014,7 +1014,10 @@ class Template:
     Tools that describe or search with a template (the command line, the
     scanner) read it through :attr:`field_views`, :attr:`literals`,
     :attr:`why_not_reversible` and :meth:`counter_search`, never through its
-    private attributes.
+    private attributes. A whole folder listing is read in one search by
+    :meth:`parse_many` and :meth:`read_listing` (every name, as ``parse``
+    reads it), :meth:`read_field` (one field of every name) and
+    :meth:`names_at_least` (the names whose counter reaches a bound).
     """
 
     text: str
@@ -1374,6 +1377,136 @@ class Template:
             return re.compile("\x00(?:" + pattern + ")(?=\x00)", self.regex.flags)
         return None
 
+    def parse_many(self, names: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+        """Read back every name of a folder listing at once.
+
+        The result is what ``parse`` gives name by name, leaving out the names it
+        refuses, as two lists in the listing's order: the names that read back, and
+        their values. The names are searched a few thousand at a time, joined
+        with NUL, by one pattern that splits every name that matches into its
+        fields; that costs a fraction of a ``parse`` per name, most of all
+        where most names do not match. The names are those of a folder as
+        listed: none holds NUL (no file name can), which would split it in two.
+
+        Raises:
+            TemplateError: the template is not reversible (see ``reversible``).
+        """
+        found, values, _ = self.read_listing(names, "")
+        return found, values
+
+    def read_listing(
+        self, names: Sequence[str], companion: str
+    ) -> tuple[list[str], list[dict[str, Any]], set[str]]:
+        """:meth:`parse_many`, and which names have a companion file in the listing.
+
+        A companion of a name is the name with ``companion`` appended (a
+        sidecar, ``.ckptname.json``). The third result holds, of every name
+        the template's pattern matches in full, those whose companion is in
+        ``names`` (and maybe other names that the template does not match).
+        The same search finds both where no name of the template can end with
+        ``companion``; elsewhere the listing is looked through once more.
+        With ``companion`` empty, the set is empty.
+
+        Raises:
+            TemplateError: the template is not reversible (see ``reversible``).
+        """
+        if self._why is not None:
+            raise TemplateError(f"template '{self.text}' cannot be read back: {self._why}")
+        out_names: list[str] = []
+        out_values: list[dict[str, Any]] = []
+        companions: set[str] = set()
+        reader = _bulk_reader(self, companion)
+        if reader is None:
+            for name in names:
+                values = self.parse(name)
+                if values is not None:
+                    out_names.append(name)
+                    out_values.append(values)
+        else:
+            pattern, read = reader
+            for chunk in _joined(names, "\x00"):
+                read(pattern.findall(chunk), out_names, out_values, companions)
+        if companion and (reader is None or not _companions_found(self, companion)):
+            # A name of the template could end with the companion's text, so a
+            # match may have taken a companion for a name: look at every name.
+            size = len(companion)
+            companions = {name[:-size] for name in names if name.endswith(companion)}
+        return out_names, out_values, companions
+
+    def read_field(self, names: Sequence[str], name: str) -> tuple[list[str], list[Any]] | None:
+        """One field of every name of a folder listing, read in one search.
+
+        Returns the names that the template's pattern matches in full, and the
+        value ``parse`` reads for the field ``name`` from each (of its first
+        occurrence). Only that field is converted: a name whose other fields
+        ``parse`` refuses (a float text longer than any float's, copies of a
+        field that disagree) may be among them, so parse the names you keep.
+
+        Returns ``None`` where the template has no such field, or where its
+        pattern could match across names (see :meth:`counter_search`).
+        """
+        reader = _field_reader(self, name)
+        if reader is None:
+            return None
+        pattern, convert = reader
+        rows: list[tuple[str, str]] = []
+        for chunk in _joined(names, "\x00"):
+            rows += pattern.findall(chunk)
+        texts = [text for _, text in rows]
+        try:
+            values = list(map(convert, texts))
+        except ValueError:
+            # Some text is refused (and so is its name, by parse): one by one.
+            kept = []
+            values = []
+            for row in rows:
+                try:
+                    values.append(convert(row[1]))
+                except ValueError:
+                    continue
+                kept.append(row)
+            rows = kept
+        return [found for found, _ in rows], values
+
+    def names_at_least(
+        self, names: Sequence[AnyStr], name: str, at_least: int
+    ) -> list[AnyStr] | None:
+        """The names of a folder listing whose field ``name`` may read as at least ``at_least``.
+
+        Every name that ``parse`` reads with that field at least ``at_least``
+        is among them, where the field's value counts as a number when it is
+        an ``int``, a whole ``float``, or a text of ASCII digits (as
+        ``ckptname._rank.as_counter`` reads a counter). Others may be too: the
+        search checks the other fields only loosely, so parse the names you
+        keep. With ``at_least`` near the largest value in the listing, few
+        names come out, and the search costs little more than joining them.
+
+        ``names`` may be ``str`` or ``bytes`` (``os.listdir`` of a ``bytes``
+        path): bytes are searched as bytes, and the names come back as given.
+
+        Returns ``None`` where the field is not read as a plain decimal
+        integer (``d`` without grouping, padded with zeros if at all) or
+        without a format type, where ``at_least`` is below 1 or longer than
+        40 digits, or where a search of bytes would need a pattern that is
+        not ASCII.
+        """
+        text = _at_least_pattern(self, name, at_least)
+        if text is None or not names:
+            return None if text is None else []
+        pattern: re.Pattern[Any]
+        if isinstance(names[0], bytes):
+            if not text.isascii():
+                return None
+            pattern = re.compile(text.encode("ascii"))
+            sep: Any = b"\x00"
+        else:
+            pattern = re.compile(text)
+            sep = "\x00"
+        found: list[AnyStr] = []
+        for chunk in _joined(names, sep):
+            found += pattern.findall(chunk)
+        return [match[1:] for match in found]  # each match starts with the NUL before it
+
 
 def _make_parser(
     regex: re.Pattern[str], fields: list[_Field]
@@ -1395,30 +1528,240 @@ def _make_parser(
         groups = ", ".join(f"g{i}" for i in range(len(fields)))
         lines.append(f"    {groups}{',' if len(fields) == 1 else ''} = m.groups()")
         lines.append("    try:")
-        items = []
-        for i, f in enumerate(fields):
-            conv = f.convert
-            if conv is int:
-                expr = f"int(g{i})"
-            elif conv is str:
-                expr = f"g{i}"
-            elif isinstance(conv, partial) and conv.func is _short_float:
-                ns[f"_s{i}"] = f.spec
-                lines.append(f"        v{i} = float(g{i})")
-                lines.append(f"        if len(g{i}) > 15 and _format(v{i}, _s{i}) != g{i}:")
-                lines.append("            return None")
-                expr = f"v{i}"
-            else:
-                ns[f"_c{i}"] = conv
-                expr = f"_c{i}(g{i})"
-            items.append(f"{f.name!r}: {expr}")
-        lines.append("        return {" + ", ".join(items) + "}")
+        converting, value = _converting(fields, ns, "        ", "return None")
+        lines += converting
+        lines.append(f"        return {value}")
         lines.append("    except ValueError:")
         lines.append("        return None")
     # Safe: the code is built above from repr()'d field names and fixed text only.
     exec("\n".join(lines), ns)
     parse: Callable[[str], dict[str, Any] | None] = ns["parse"]
     return parse
+
+
+def _converting(
+    fields: list[_Field], ns: dict[str, Any], indent: str, refuse: str
+) -> tuple[list[str], str]:
+    """Lines that convert the texts ``g0``, ``g1``... of the fields, and the values' dict.
+
+    The generated parsers share this: common converters inline, others
+    called from ``ns``; ``refuse`` is the statement for a text that no value
+    reads back from (``return None``, or ``continue`` in a loop over names).
+    """
+    lines: list[str] = []
+    items = []
+    for i, f in enumerate(fields):
+        conv = f.convert
+        if conv is int:
+            expr = f"int(g{i})"
+        elif conv is str:
+            expr = f"g{i}"
+        elif isinstance(conv, partial) and conv.func is _short_float:
+            ns[f"_s{i}"] = f.spec
+            lines.append(f"{indent}v{i} = float(g{i})")
+            lines.append(f"{indent}if len(g{i}) > 15 and _format(v{i}, _s{i}) != g{i}:")
+            lines.append(f"{indent}    {refuse}")
+            expr = f"v{i}"
+        else:
+            ns[f"_c{i}"] = conv
+            expr = f"_c{i}(g{i})"
+        items.append(f"{f.name!r}: {expr}")
+    return lines, "{" + ", ".join(items) + "}"
+
+
+# --------------------------------------------------------------------------- listings
+
+# Names joined for one search of a listing: enough to make a search cost little
+# more than its matching, few enough that the joined text stays in the CPU's
+# cache (joining a million names at once costs as much as searching them).
+_CHUNK = 4096
+
+
+def _joined(names: Sequence[AnyStr], sep: AnyStr) -> Iterator[AnyStr]:
+    """``names`` joined by ``sep`` (NUL) a chunk at a time, with ``sep`` before and after each.
+
+    No file name holds NUL, so each name stays one name in the joined text;
+    the listing methods ask for names of a folder as listed.
+    """
+    for i in range(0, len(names), _CHUNK):
+        yield sep + sep.join(names[i : i + _CHUNK]) + sep
+
+
+_BulkReader = Callable[[list[Any], list[str], list[dict[str, Any]], set[str]], None]
+
+
+@lru_cache(maxsize=128)
+def _bulk_reader(
+    template: Template, companion: str
+) -> tuple[re.Pattern[str], _BulkReader] | None:
+    """The pattern and the generated loop behind :meth:`Template.read_listing`.
+
+    ``findall`` of the pattern over a joined listing gives ``(name, g0, g1,
+    ..., companion)`` per name that the template's regex matches in full
+    (the same pattern, so the same split), where the last text is the
+    companion suffix if the name was matched with it; the loop converts the
+    texts of the others as the generated ``parse`` does and appends what
+    reads back, and collects the names with a companion. ``None`` for a
+    template that repeats a field (parse compares the copies) or whose
+    pattern could match across names: those are parsed name by name.
+    """
+    fields = list(template._fields)
+    if template._duplicates:
+        return None
+    kept = _keep_groups(template.regex.pattern, frozenset(range(1, len(fields) + 1)))
+    if kept is None:
+        return None
+    side = f"({re.escape(companion)})?" if companion else ""
+    pattern = re.compile("\x00(" + kept + ")" + side + "(?=\x00)", template.regex.flags)
+    ns: dict[str, Any] = {"_format": format, "_long": _has_long_part, "_LONG": _MAX_PART_BYTES // 4}
+    groups = [f"g{i}" for i in range(len(fields))] + (["side"] if companion else [])
+    row = ", ".join(["name", *groups]) if groups else "name"
+    converting, value = _converting(fields, ns, "            ", "continue")
+    lines = [
+        "def read(rows, names, values, companions):",
+        "    add_name = names.append",
+        "    add_value = values.append",
+        f"    for {row} in rows:",
+    ]
+    if companion:
+        lines += ["        if side:", "            companions.add(name)", "            continue"]
+    lines += [
+        # As in parse: no file system holds a path part over 255 bytes.
+        "        if len(name) > _LONG and _long(name):",
+        "            continue",
+        "        try:",
+        *converting,
+        f"            value = {value}",
+        "        except ValueError:",
+        "            continue",
+        "        add_name(name)",
+        "        add_value(value)",
+    ]
+    # Safe: the code is built from repr()'d field names and fixed text only.
+    exec("\n".join(lines), ns)
+    read: _BulkReader = ns["read"]
+    return pattern, read
+
+
+def _companions_found(template: Template, companion: str) -> bool:
+    """Whether one search tells every name of the template that has a companion in the listing.
+
+    A match of a companion (a name of the template, then ``companion``)
+    could instead be a match of the template alone only where a name of the
+    template can end with ``companion``'s text. It cannot where the template
+    ends with a literal, and neither that literal nor ``companion`` ends
+    with the other.
+    """
+    last = template._literals[-1]
+    return bool(last) and not companion.endswith(last) and not last.endswith(companion)
+
+
+@lru_cache(maxsize=128)
+def _field_reader(
+    template: Template, name: str
+) -> tuple[re.Pattern[str], Callable[[str], Any]] | None:
+    """The pattern and converter behind :meth:`Template.read_field`.
+
+    ``findall`` gives ``(name, text)`` per name the template's regex matches in
+    full, the text being that of the field's first occurrence, split as
+    ``parse`` splits it (the pattern is the template's own).
+    """
+    if name not in template._names:
+        return None
+    index = template._names.index(name)
+    kept = _keep_groups(template.regex.pattern, frozenset({index + 1}))
+    if kept is None:
+        return None
+    pattern = re.compile("\x00(" + kept + ")(?=\x00)", template.regex.flags)
+    return pattern, template._fields[index].convert
+
+
+@lru_cache(maxsize=64)
+def _at_least_pattern(template: Template, name: str, at_least: int) -> str | None:
+    """The pattern behind :meth:`Template.names_at_least`, or ``None``.
+
+    The literals are the template's; the field ``name`` (its first
+    occurrence) must read as a number of at least ``at_least``; every other
+    field is matched by a class of the characters its texts can hold, which
+    is a superset of its exact pattern and costs less to try. No groups: each
+    match is the NUL before a name and the name.
+    """
+    if at_least < 1 or name not in template._names:
+        return None
+    first = template._names.index(name)
+    literals = template._literals
+    parts = []
+    for i, f in enumerate(template._fields):
+        piece = _counter_at_least(f, at_least) if i == first else _loose(f)
+        if piece is None or "\x00" in literals[i]:
+            return None
+        parts += [re.escape(literals[i]), piece]
+    if "\x00" in literals[-1]:
+        return None
+    parts.append(re.escape(literals[-1]))
+    return "\x00(?:" + "".join(parts) + ")(?=\x00)"
+
+
+def _loose(f: _Field) -> str:
+    """A pattern of every text the field can hold, and more: one class of characters.
+
+    Where the field can hold any text (a string), the class is that of
+    strings; elsewhere the characters its texts are made of: those
+    :func:`_tail_chars` says can follow the first, a sign and the fill. (One
+    class costs the search less than a first character and then the rest.)
+    """
+    if f.tail is None:
+        return _FREE + "*"
+    chars = set(f.tail) | {"+", "-", " ", f.parsed.fill}
+    return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]*"
+
+
+# The longest bound :func:`_at_least_digits` writes a pattern for; a counter
+# with more digits than this has no place in a listing worth searching fast.
+_MAX_BOUND_DIGITS = 40
+
+
+def _counter_at_least(f: _Field, at_least: int) -> str | None:
+    """A pattern of the field's texts that read as a number of at least ``at_least``, and more.
+
+    For a plain decimal integer (``d``, maybe signed or padded with zeros):
+    the sign the spec writes before a positive number, zeros, then a number
+    of at least ``at_least``. For a field
+    without a format type, also a text of digits with leading zeros (a
+    string that reads as a number) and a whole float's shapes
+    (``300000.0``, ``1e+16``). ``None`` for any other field.
+    """
+    digits = _at_least_digits(at_least)
+    if digits is None:
+        return None
+    if f.convert is int and not f.parsed.grouping:
+        return _NONNEG_SIGN[f.parsed.sign] + "0*" + digits
+    if f.convert is _infer:
+        return f"(?:0*{digits}(?:\\.0)?|[0-9]+(?:\\.[0-9]+)?e\\+[0-9]+)"
+    return None
+
+
+def _at_least_digits(at_least: int) -> str | None:
+    """A pattern of the decimal numbers without leading zeros that are at least ``at_least``.
+
+    Longer numbers, or as long and larger digit by digit:
+    ``_at_least_digits(2994)`` is ``(?:[1-9][0-9]{4,}|(?:[3-9][0-9]{3}|299(?:[5-9]|4)))``.
+    """
+    text = str(at_least)
+    n = len(text)
+    if at_least < 1 or n > _MAX_BOUND_DIGITS:
+        return None
+    same = ""  # the pattern of the digits after position i, at least those of text
+    for i in reversed(range(n)):
+        digit = int(text[i])
+        rest = n - 1 - i
+        exact = text[i] + same
+        if digit == 9:
+            same = exact
+            continue
+        higher = ("9" if digit == 8 else f"[{digit + 1}-9]") + (f"[0-9]{{{rest}}}" if rest else "")
+        same = f"(?:{higher}|{exact})"
+    return f"(?:[1-9][0-9]{{{n},}}|{same})"
 
 
 def _splits_one_way(literals: list[str], fields: list[_Field]) -> bool:
@@ -1521,6 +1864,16 @@ def _keep_one_group(pattern: str, keep: int) -> str | None:
     small reader of regular expressions does not handle (named groups,
     backreferences, conditionals): the caller then takes the general path.
     """
+    return _keep_groups(pattern, {keep})
+
+
+def _keep_groups(pattern: str, keep: set[int] | frozenset[int]) -> str | None:
+    """``pattern`` with the capturing groups not numbered in ``keep`` made non-capturing.
+
+    ``\\Z`` (the end of a name, in ``_NOT_DOTS``) becomes ``(?=\\x00)``: in a
+    joined listing a name ends at the NUL after it. Returns ``None`` as
+    :func:`_keep_one_group` does.
+    """
     out: list[str] = []
     group = 0
     i = 0
@@ -1531,7 +1884,8 @@ def _keep_one_group(pattern: str, keep: int) -> str | None:
             size = _escape_size(pattern, i)
             if size is None:
                 return None
-            out.append(pattern[i : i + size])
+            escape = pattern[i : i + size]
+            out.append("(?=\\x00)" if escape == "\\Z" else escape)
             i += size
         elif c == "[":
             end = _class_end(pattern, i)
@@ -1548,7 +1902,7 @@ def _keep_one_group(pattern: str, keep: int) -> str | None:
                 i += 2
             else:
                 group += 1
-                out.append("(" if group == keep else "(?:")
+                out.append("(" if group in keep else "(?:")
                 i += 1
         elif c in ".\x00":
             return None

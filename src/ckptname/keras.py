@@ -33,7 +33,7 @@ import keras
 
 from ._background import in_worker
 from ._best import BestTracker
-from ._cluster import check_single_process_clock, check_single_process_preemption
+from ._cluster import Settings, check_cluster_preemption, check_single_process_clock
 from ._errors import (
     CheckpointSaveError,
     CkptnameWarning,
@@ -54,17 +54,22 @@ from ._fields import (
 from ._fit_resumed import fit_resumed
 from ._keras_backend import (
     FitLoop,
-    agree_on_chief,
     direction_from_model,
-    is_chief,
     jsonable,
     metric_state,
-    process_count,
     pythonify,
     read_fit_loop,
     restore_metrics,
     save_model,
     sidecar_for,
+)
+from ._keras_cluster import (
+    Link,
+    agree_at_train_begin,
+    cluster_link,
+    is_chief,
+    process_count,
+    unshared,
 )
 from ._lock import LockKeeper
 from ._options import (
@@ -108,7 +113,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
     * The best survives a resume; NaN never improves; an equal value keeps the
       earlier best (``ckptname._best``).
     * Only the chief writes and locks the folder; the others count and name
-      identically. The batch hook reads no metric unless a save is due.
+      identically, and every process checks with the others at train begin
+      that they share the writer and the settings (``ckptname._cluster``).
+      The batch hook reads no metric unless a save is due.
 
     Args:
         filepath: where to save: a template such as
@@ -178,7 +185,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         save_on_preemption: ``True`` watches ``preemption_signals``: one
             arriving during ``fit`` leads to a checkpoint at the next batch
             boundary, after which ``fit`` returns and :attr:`preempted` is
-            ``True`` (the README's "Preemption" section has the rules).
+            ``True``; on a cluster, a signal to any process stops every
+            process at the same step (the README's "Preemption" section has
+            the rules).
         preemption_signals: the signals ``save_on_preemption`` watches.
 
     Raises:
@@ -273,6 +282,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         # Created at train begin (signal handlers are process state, and a
         # callback may be deep-copied before, as KerasTuner does).
         self._watch: PreemptionWatch | None = None
+        # The channel to the cluster's other processes, for one fit (None: one process).
+        self._link: Link | None = None
         self._preempted = False
         self._train_logs: Mapping[str, Any] | None = None
         self._last_saved_batch: int | None = None
@@ -338,24 +349,31 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
                 later point than this run's counter, or its lock cannot be taken.
             FolderLockedError: another live run holds the folder's lock.
             ClusterError: the cluster's configuration does not say which one
-                process writes (a bad ``TF_CONFIG``; on JAX, ``chief=True`` on
-                more or fewer than one process).
+                process writes (a bad ``TF_CONFIG`` or cluster resolver), or the
+                processes of a cluster disagree: ``chief=True`` on more or
+                fewer than one, another ``filepath``, ``save_freq`` or
+                ``save_on_preemption`` (raised on every process alike).
         """
         # A fit that raised never reached on_train_end: its last save may
         # still be in flight.
         self._collect_background()
         model = self.model
-        self._is_chief = is_chief() if self.chief is None else bool(self.chief)
-        agree_on_chief(self._is_chief)
+        self._is_chief = is_chief(model) if self.chief is None else bool(self.chief)
+        # Before anything reads or writes the folder, every process of a
+        # cluster checks with the others that they share the settings.
+        self._link = cluster_link(model)
+        if self._link is not None:
+            agree_at_train_begin(self._link, self._settings())
         check_fields_for_batches(
             self.template, self._batch_saves(), self._extras_now(), self.monitor, self._needs()
         )
         if self._schedule.seconds:
-            check_single_process_clock(process_count(), self.save_freq)
+            check_single_process_clock(process_count(model), self.save_freq)
         self._resolve_mode(required=self.save_best_only or self.keep_best is not None)
         if self.save_on_preemption:
             check_fields_for_preemption(self.template, self._extras_now())
-            check_single_process_preemption(process_count())
+            if self._link is None:
+                check_cluster_preemption(process_count(model), unshared(model))
         steps, self._loop = read_fit_loop(model, (self.params or {}).get("steps"))
         self._schedule.configure(steps)
         self._saved_this_run = None
@@ -406,7 +424,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         watch = self._watch
         if watch is not None:
             self._train_logs = logs
-            if watch.requested and not self._preempted:
+            if self._stop_here(watch):
                 self._preempt(logs, end_of_epoch=self._schedule.ends_epoch())
 
     def on_test_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
@@ -417,7 +435,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         its last batch; validation stops after this batch.
         """
         watch = self._watch
-        if watch is None or not watch.requested or self._preempted:
+        if watch is None or not self._stop_here(watch):
             return
         s = self._schedule
         self._preempt(self._train_logs, end_of_epoch=s.epoch_steps is None or s.ends_epoch())
@@ -453,10 +471,14 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         """
         watch = self._watch
         if watch is not None:
-            watch.disarm()
-            if watch.requested and not self._preempted and self._schedule.counted_any:
+            try:
+                stop = self._stop_here(watch)
+            finally:
+                watch.disarm()
+            if stop and self._schedule.counted_any:
                 s = self._schedule
                 self._preempt(self._train_logs, end_of_epoch=s.complete)
+        self._link = None
         self._train_logs = None
         self._schedule.pending = None
         self._loop = None  # it holds Keras's epoch iterator, and its data
@@ -478,6 +500,31 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             self._locks.end_of_fit()
 
     # ------------------------------------------------------------------ train begin
+
+    def _settings(self) -> Settings:
+        """What every process of a cluster must have been given alike (see ``_cluster``)."""
+        return Settings(
+            writes=self._is_chief,
+            root=self._folder.root,
+            template=self.template.text,
+            save_freq=repr(self.save_freq),
+            schedule=repr(parse_save_freq(self.save_freq)),
+            save_on_preemption=self.save_on_preemption,
+        )
+
+    def _stop_here(self, watch: PreemptionWatch) -> bool:
+        """Whether training stops at this batch boundary for a preemption signal.
+
+        On a cluster, the signal reaches one process: the flag is shared at
+        every boundary of a fit (every process calls this at the same ones,
+        since all watch or none and all stop together), so every process
+        stops at the same step.
+        """
+        if self._preempted:
+            return False
+        if self._link is None or not watch.armed:
+            return watch.requested
+        return self._link.any(watch.requested)
 
     def _join_saver(self) -> None:
         # Never give the folder up while a save is still writing to it (its
