@@ -25,6 +25,10 @@
 * ``misconfigured``: instead of training, one ``fit`` for each entry, with the
   callback given that entry's ``chief``, ``filepath`` and ``save_on_preemption``
   (each a list of one value per process), recording the error each raised;
+* ``save_freq``, ``keep_last``: the callback's arguments (4 and 2 by default);
+  ``batch_sleep``: seconds each process sleeps after every batch; ``clock_rate``:
+  the clock the non-chief's schedule reads runs this many times faster than
+  time (a wall-clock ``save_freq`` must follow the chief's clock alone);
 * ``report``: where to write what this process computed, rewritten after every
   checkpoint, so a killed process leaves it too.
 
@@ -235,9 +239,13 @@ def train(strategy: Any, model: Any, x: Any, y: Any, batch_size: int, writes: li
         misconfigured(model, x, y, batch_size, writes)
         return
     preemption = SPEC.get("save_on_preemption", False)
-    ckpt = BatchAwareCheckpoint(filepath, monitor="loss", save_freq=4, keep_last=2,
+    ckpt = BatchAwareCheckpoint(filepath, monitor="loss", save_freq=SPEC.get("save_freq", 4),
+                                keep_last=SPEC.get("keep_last", 2),
                                 save_on_background=SPEC["background"], chief=SPEC["chief"],
                                 save_on_preemption=preemption)  # fmt: skip
+    if SPEC.get("clock_rate") and INDEX != 0:
+        began, rate = time.time(), SPEC["clock_rate"]
+        ckpt._schedule.clock = lambda: began + rate * (time.time() - began)
     if strategy is not None:
         replicas = strategy.num_replicas_in_sync  # type: ignore[attr-defined]
     else:
@@ -266,6 +274,7 @@ def train(strategy: Any, model: Any, x: Any, y: Any, batch_size: int, writes: li
 
         def on_train_batch_end(self, batch: int, logs: object = None) -> None:
             self.note()
+            time.sleep(SPEC.get("batch_sleep", 0))
             if SPEC.get("signal_to") == INDEX and ckpt.batch == SPEC["signal_at"] - 1:
                 os.kill(os.getpid(), signal.SIGTERM)
             if SPEC["kill_at"] is not None and ckpt.batch == SPEC["kill_at"]:

@@ -922,9 +922,11 @@ def test_a_wall_clock_save_freq_saves_about_every_interval_with_global_batch_nam
     ("kwargs", "message"),
     [
         ({"save_freq": "30s"},
-         "save_freq='30s' on a cluster of 2 processes: each process's clock would decide at "
-         "another step, and the names would differ; pass a number of batches or epochs "
-         "instead"),
+         "save_freq='30s' on a cluster of 2 processes (TF_CONFIG, with a model that does not "
+         "train under a MultiWorkerMirroredStrategy): each process names every checkpoint, and "
+         "ckptname shares the chief's clock with the others only under TensorFlow's "
+         "MultiWorkerMirroredStrategy and JAX's jax.distributed; pass a number of batches or "
+         "epochs instead"),
         # TF_CONFIG lists a cluster, but the model trains under no multi-worker strategy
         # whose collectives could share a signal.
         ({"save_on_preemption": True},

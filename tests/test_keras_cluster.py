@@ -49,9 +49,11 @@ class FakeLink:
         other = replace(mine, **{"writes": not mine.writes, **self.other})
         return [text, other.encode()]
 
-    def any(self, flag: bool) -> bool:
+    def any_of(self, flags: list[bool]) -> list[bool]:
+        # With save_on_preemption alone, one flag: the signal.
+        (flag,) = flags
         self.flags.append(flag)
-        return flag or len(self.flags) == self.stop_at
+        return [flag or len(self.flags) == self.stop_at]
 
 
 @pytest.fixture

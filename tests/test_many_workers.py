@@ -8,7 +8,9 @@ SIGKILLed as a whole in the middle of an epoch and restarted with
 ``save_on_preemption``; only its second worker is sent SIGTERM, and every worker
 stops at the same step with one checkpoint; restarted again, it resumes on every
 worker and finishes. Both must end with the same checkpoints, and each worker
-must have computed the names the chief wrote. TensorFlow workers after the first
+must have computed the names the chief wrote. One more cluster saves by the
+chief's clock (``save_freq="2s"``) while the other's clock runs three times as
+fast: every worker names the same checkpoints. TensorFlow workers after the first
 run get no ``TF_CONFIG``: their strategy is given a cluster resolver, as on Slurm;
 the killed run and the last one call ``fit`` inside ``with strategy.scope():``.
 One more cluster per backend is misconfigured in each way the processes must
@@ -23,6 +25,7 @@ the test fails with them. Nothing here is left running.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -224,6 +227,21 @@ def check_run(whole: list[dict[str, Any]], killed: list[dict[str, Any]],
     assert [r["preempted"] for r in (*whole, *resumed)] == [False] * 4
 
 
+# A wall-clock run: 24 batches of 0.25 s and more, a save every 2 s; the non-chief's clock is fast.
+CLOCK = {"save_freq": "2s", "keep_last": None, "batch_sleep": 0.25, "clock_rate": 3.0}
+
+
+def check_clock_run(reports: list[dict[str, Any]], sidecars: list[str]) -> None:
+    """Saves about every 2 s by the chief's clock, named alike on both workers."""
+    check_workers(reports)
+    names = reports[0]["names"]
+    assert len(names) >= 2, names  # 6 s and more of training
+    metas = [json.loads(text) for text in sidecars]
+    assert [m["batch"] for m in metas] == [int(name.split("-b")[1][:4]) for name in names]
+    gaps = [b["time"] - a["time"] for a, b in itertools.pairwise(metas)]
+    assert all(gap >= 1.9 for gap in gaps), gaps  # never before the interval
+
+
 def check_preemption_checkpoint(listing: list[str], sidecar: str) -> None:
     """After the preempted run: the save at 12 and the preemption checkpoint at 14, so marked."""
     names = sorted(n for n in listing if n.endswith(".keras"))
@@ -310,6 +328,11 @@ def test_two_tensorflow_workers_write_once_name_alike_and_resume_after_a_kill_an
                           background=True, save_on_preemption=True, in_scope=True,
                           **run)  # fmt: skip
     check_run(whole, killed, preempted, resumed)
+    clock_root = tmp_path / "clock"
+    clock = run_cluster(tmp_path, "tensorflow", str(clock_root / TEMPLATE), "clock", **CLOCK,
+                        **run)  # fmt: skip
+    check_clock_run(clock, [(clock_root / (name + SIDECAR_SUFFIX)).read_text()
+                            for name in clock[0]["names"]])  # fmt: skip
     names = whole[0]["names"]
     only_checkpoints(os.listdir(whole_root), names)
     only_checkpoints(os.listdir(killed_root), names)  # no temporary file left
@@ -388,6 +411,9 @@ def test_two_jax_processes_write_once_to_s3_name_alike_and_resume_after_a_kill_a
     resumed = run_cluster(tmp_path, "jax", url.replace("{run}", "killed"), "resumed",
                           background=True, save_on_preemption=True, **run)  # fmt: skip
     check_run(whole, killed, preempted, resumed)
+    clock = run_cluster(tmp_path, "jax", url.replace("{run}", "clock"), "clock", **CLOCK, **run)
+    check_clock_run(clock, [fs.cat(f"cluster/clock/{name}{SIDECAR_SUFFIX}").decode()
+                            for name in clock[0]["names"]])  # fmt: skip
     assert [p for p in fs.find("cluster") if "misconfigured" in p] == []  # nothing written
     names = whole[0]["names"]
     for folder in ("whole", "killed"):

@@ -43,8 +43,8 @@ from ._errors import ClusterError
 __all__ = [
     "Settings",
     "check_agreement",
+    "check_clock_shared",
     "check_cluster_preemption",
-    "check_single_process_clock",
     "chief_from_task",
     "chief_from_tf_config",
     "late_error",
@@ -313,19 +313,23 @@ def check_cluster_preemption(processes: int, unshared: str | None) -> None:
         )
 
 
-def check_single_process_clock(processes: int, save_freq: object) -> None:
-    """Refuse a wall-clock ``save_freq`` on a cluster of several processes.
+def check_clock_shared(processes: int, save_freq: object, unshared: str) -> None:
+    """Refuse a wall-clock ``save_freq`` where the processes cannot share the chief's clock.
 
-    Every process names every checkpoint; saves decided by each process's
-    clock would fall at different steps. Until the chief's decision is
-    agreed at the step, that is refused rather than left to drift.
+    Every process names every checkpoint, so a save decided by a clock must
+    fall at the same step everywhere: the chief's decision is shared at
+    every batch boundary, through the strategy's collectives on TensorFlow
+    and the coordination service on JAX. Where there is no such channel
+    (``unshared`` says which launch it is), each process's clock would
+    decide at another step, so that is refused.
 
     Raises:
         ClusterError: more than one process trains.
     """
     if processes > 1:
         raise ClusterError(
-            f"save_freq={save_freq!r} on a cluster of {processes} processes: each process's "
-            "clock would decide at another step, and the names would differ; pass a number "
-            "of batches or epochs instead"
+            f"save_freq={save_freq!r} on a cluster of {processes} processes ({unshared}): each "
+            "process names every checkpoint, and ckptname shares the chief's clock with the "
+            "others only under TensorFlow's MultiWorkerMirroredStrategy and JAX's "
+            "jax.distributed; pass a number of batches or epochs instead"
         )

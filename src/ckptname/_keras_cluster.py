@@ -4,8 +4,10 @@ This module is reserved for what only a backend can answer about a cluster:
 which process this is and how many train, the facts the chief rule of
 ``ckptname._cluster`` decides from, and the channel the processes agree
 through (:class:`Link`): at train begin on the settings every process must
-share (:func:`agree_at_train_begin`), and with ``save_on_preemption`` at every
-batch boundary on whether a preemption signal reached any of them.
+share (:func:`agree_at_train_begin`), and at every batch boundary, where the
+callback needs it, on whether a preemption signal reached any of them
+(``save_on_preemption``) and whether the chief's clock says a save is due (a
+wall-clock ``save_freq``).
 
 =========================  ==================================  ==================================
 backend and launch         the facts                           the channel
@@ -26,6 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import keras
@@ -74,8 +77,8 @@ class Link(Protocol):
     def gather(self, text: str, seconds: float) -> list[str]:
         """Every process's ``text``, process *i*'s at position *i*, waiting at most ``seconds``."""
 
-    def any(self, flag: bool) -> bool:
-        """Whether ``flag`` is true on any process."""
+    def any_of(self, flags: Sequence[bool]) -> list[bool]:
+        """For each position of ``flags``, whether it is true on any process."""
 
 
 def is_chief(model: Any) -> bool:
@@ -241,8 +244,9 @@ class _TensorFlowLink:
         texts = [rows[i, : lengths[i]].astype(np.uint8).tobytes() for i in range(self.count)]
         return [text.decode() for text in texts]
 
-    def any(self, flag: bool) -> bool:
-        return bool(self._sum(np.array([int(flag)], np.int64), None)[0] > 0)
+    def any_of(self, flags: Sequence[bool]) -> list[bool]:
+        totals = self._sum(np.array([int(flag) for flag in flags], np.int64), None)
+        return [bool(total > 0) for total in totals]
 
     def _sum(self, array: Any, seconds: float | None) -> Any:
         import tensorflow as tf
@@ -297,12 +301,12 @@ class _JaxLink:
         self.client.wait_at_barrier(f"{prefix}/read", wait)
         return got
 
-    def any(self, flag: bool) -> bool:
-        key = f"{self.prefix}/stop/{next(self._steps)}"
+    def any_of(self, flags: Sequence[bool]) -> list[bool]:
+        key = f"{self.prefix}/step/{next(self._steps)}"
         mine = f"{key}/{self.index}"
-        self.client.key_value_set(mine, "1" if flag else "0")
+        self.client.key_value_set(mine, "".join("1" if flag else "0" for flag in flags))
         wait = int(STEP_TIMEOUT_S * 1000)
-        found = flag
+        found = list(flags)
         for other in range(self.count):
             if other != self.index:
                 try:
@@ -310,9 +314,10 @@ class _JaxLink:
                 except Exception as exc:  # jaxlib's runtime error
                     raise ClusterError(
                         f"process {other} of the {self.count} did not reach the batch boundary "
-                        f"where every process shares whether a preemption signal came ({exc})"
+                        f"where every process shares whether a preemption signal came or a "
+                        f"save is due ({exc})"
                     ) from exc
-                found = found or said == "1"
+                found = [a or b == "1" for a, b in zip(found, said, strict=True)]
         # Every process has posted this boundary, so each has read the last one.
         if self._posted is not None:
             self.client.key_value_delete(self._posted)

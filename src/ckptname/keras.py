@@ -33,7 +33,7 @@ import keras
 
 from ._background import in_worker
 from ._best import BestTracker
-from ._cluster import Settings, check_cluster_preemption, check_single_process_clock
+from ._cluster import Settings, check_clock_shared, check_cluster_preemption
 from ._errors import (
     CheckpointSaveError,
     CkptnameWarning,
@@ -367,8 +367,8 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         check_fields_for_batches(
             self.template, self._batch_saves(), self._extras_now(), self.monitor, self._needs()
         )
-        if self._schedule.seconds:
-            check_single_process_clock(process_count(model), self.save_freq)
+        if self._schedule.seconds and self._link is None:
+            check_clock_shared(process_count(model), self.save_freq, unshared(model))
         self._resolve_mode(required=self.save_best_only or self.keep_best is not None)
         if self.save_on_preemption:
             check_fields_for_preemption(self.template, self._extras_now())
@@ -419,13 +419,14 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             logs: the metrics; read only when a save is due.
         """
         loop = self._loop
-        if self._schedule.end_batch(batch, None if loop is None else loop.ran()):
-            self._save(logs, end_of_epoch=self._schedule.ends_epoch())
-        watch = self._watch
-        if watch is not None:
+        due = self._schedule.end_batch(batch, None if loop is None else loop.ran())
+        if self._watch is not None:
             self._train_logs = logs
-            if self._stop_here(watch):
-                self._preempt(logs, end_of_epoch=self._schedule.ends_epoch())
+        due, stop = self._at_boundary(due, clock=True)
+        if due:
+            self._save(logs, end_of_epoch=self._schedule.ends_epoch())
+        if stop:
+            self._preempt(logs, end_of_epoch=self._schedule.ends_epoch())
 
     def on_test_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         """During validation, act on a preemption signal (see ``save_on_preemption``).
@@ -434,8 +435,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         epoch (unless training stopped inside it), with the training logs of
         its last batch; validation stops after this batch.
         """
-        watch = self._watch
-        if watch is None or not self._stop_here(watch):
+        if self._watch is None or not self._at_boundary(False, clock=False)[1]:
             return
         s = self._schedule
         self._preempt(self._train_logs, end_of_epoch=s.epoch_steps is None or s.ends_epoch())
@@ -472,7 +472,7 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
         watch = self._watch
         if watch is not None:
             try:
-                stop = self._stop_here(watch)
+                stop = self._at_boundary(False, clock=False)[1]
             finally:
                 watch.disarm()
             if stop and self._schedule.counted_any:
@@ -512,19 +512,30 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             save_on_preemption=self.save_on_preemption,
         )
 
-    def _stop_here(self, watch: PreemptionWatch) -> bool:
-        """Whether training stops at this batch boundary for a preemption signal.
+    def _at_boundary(self, due: bool, *, clock: bool) -> tuple[bool, bool]:
+        """Whether to save and whether to stop for a preemption signal, at this batch boundary.
 
-        On a cluster, the signal reaches one process: the flag is shared at
-        every boundary of a fit (every process calls this at the same ones,
-        since all watch or none and all stop together), so every process
-        stops at the same step.
+        ``due`` is this process's schedule's answer. On a cluster, the
+        processes agree in one exchange of the channel, made by every process
+        at the same boundaries (they share ``save_freq`` and
+        ``save_on_preemption``, checked at train begin):
+
+        * a wall-clock ``save_freq`` (``clock`` marks the training batch
+          ends it applies to): the chief's clock decides, and every process
+          names the checkpoint at the same step;
+        * ``save_on_preemption``: a signal reaches one process; every
+          process stops at the step where any of them has it.
         """
-        if self._preempted:
-            return False
-        if self._link is None or not watch.armed:
-            return watch.requested
-        return self._link.any(watch.requested)
+        watch = self._watch
+        stop = watch is not None and watch.requested and not self._preempted
+        shared = watch is not None and watch.armed and not self._preempted
+        timed = clock and bool(self._schedule.seconds)
+        link = self._link
+        if link is None or not (timed or shared):
+            return due, stop
+        flags = [due and self._is_chief] if timed else []
+        agreed = link.any_of([*flags, stop] if shared else flags)
+        return (agreed[0] if timed else due), (agreed[-1] if shared else stop)
 
     def _join_saver(self) -> None:
         # Never give the folder up while a save is still writing to it (its
