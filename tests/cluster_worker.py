@@ -2,9 +2,11 @@
 
 ``python cluster_worker.py SPEC`` reads the JSON file ``SPEC``:
 
-* ``backend``: ``"tensorflow"`` (``MultiWorkerMirroredStrategy``) or ``"jax"``
+* ``backend``: ``"tensorflow"`` (``MultiWorkerMirroredStrategy``), ``"jax"``
   (``jax.distributed`` with CPU collectives and ``keras.distribution.DataParallel``,
-  each process feeding its half of the data);
+  each process feeding its half of the data) or ``"torch"`` (``torch.distributed``
+  with gloo and ``DistributedDataParallel`` in a hand-written loop, as Keras's
+  multi-GPU PyTorch guide trains);
 * ``launch``: on TensorFlow, ``"tf_config"`` (the cluster in ``TF_CONFIG``, the
   default) or ``"resolver"`` (no ``TF_CONFIG``: the strategy is given a
   ``SimpleClusterResolver`` of the same cluster, as a Slurm job gives it a
@@ -86,9 +88,18 @@ def start_cluster() -> object | None:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
         work_around_keras_under_mwms()
         return strategy
-    # No TensorFlow on JAX: nothing here needs it (NumPy input), and keeping it out
-    # shows that; it also saves each process seconds of imports.
+    # No TensorFlow on JAX or PyTorch: nothing here needs it (NumPy input), and
+    # keeping it out shows that; it also saves each process seconds of imports.
     sys.modules["tensorflow"] = None  # type: ignore[assignment]
+    if BACKEND == "torch":
+        # As Keras's multi-GPU PyTorch guide sets it up, on CPU: gloo instead of NCCL.
+        from datetime import timedelta
+
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{PORTS[0]}", rank=INDEX,
+                                world_size=WORKERS, timeout=timedelta(seconds=SPEC["deadline"]))
+        return None
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -190,6 +201,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(STEPS * LOCAL_BATCH * WORKERS, 4)).astype("float32")
     y = (x @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")).astype("float32")
+    if BACKEND == "torch":
+        train_torch_loop(x, y, writes)
+        return
     if BACKEND == "jax":
         # Each process feeds its half; the global batch is both halves together.
         x, y, batch_size = x[INDEX::WORKERS], y[INDEX::WORKERS], LOCAL_BATCH
@@ -300,6 +314,143 @@ def train(strategy: Any, model: Any, x: Any, y: Any, batch_size: int, writes: li
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def train_torch_loop(x: Any, y: Any, writes: list[str]) -> None:
+    """Keras's multi-GPU PyTorch guide on CPU: DDP, a DistributedSampler, a torch optimizer.
+
+    The callback is driven by hand, as ``fit`` would drive it, and the loss it
+    is given is the mean over the processes, as ``fit`` reports it under a
+    distribution: every process then names every checkpoint alike. The
+    optimizer is plain SGD, whose state is nothing: the Keras checkpoint holds
+    the whole training state. An interrupted epoch's rest is run first, as a
+    run of its own (as ``fit_resumed`` does).
+    """
+    import keras
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    from ckptname.keras import BatchAwareCheckpoint, resume
+
+    filepath = SPEC["filepath"]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)]
+    )
+    point = resume(model, filepath)
+    if SPEC.get("misconfigured"):
+        misconfigured_loops(model, writes)
+        return
+    ckpt = BatchAwareCheckpoint(filepath, monitor="loss", save_freq=SPEC.get("save_freq", 4),
+                                keep_last=SPEC.get("keep_last", 2),
+                                save_on_background=SPEC["background"], chief=SPEC["chief"],
+                                save_on_preemption=SPEC.get("save_on_preemption",
+                                                            False))  # fmt: skip
+    if SPEC.get("clock_rate") and INDEX != 0:
+        began, rate = time.time(), SPEC["clock_rate"]
+        ckpt._schedule.clock = lambda: began + rate * (time.time() - began)
+    data = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    sampler = DistributedSampler(data, num_replicas=WORKERS, rank=INDEX, shuffle=False)
+    loader = DataLoader(data, sampler=sampler, batch_size=LOCAL_BATCH, shuffle=False)
+    ddp = DistributedDataParallel(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.MSELoss()
+    report = {"index": INDEX, "chief": None, "resumed_from": point.batch, "names": [],
+              "writes": writes, "replicas": dist.get_world_size()}  # fmt: skip
+    steps_run = 0
+
+    def write_report() -> None:
+        report["chief"] = ckpt.is_chief
+        tmp = SPEC["report"] + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(report, fh)
+        os.replace(tmp, SPEC["report"])
+
+    def note() -> None:
+        path = ckpt.last_checkpoint
+        name = None if path is None else os.path.basename(path)
+        if name is not None and (not report["names"] or report["names"][-1] != name):
+            report["names"].append(name)
+            write_report()
+
+    def run(first_epoch: int, last_epoch: int, skip: int) -> bool:
+        """Epochs ``first_epoch`` to ``last_epoch`` (0-based); the first skips ``skip`` batches."""
+        nonlocal steps_run
+        model.stop_training = False  # as fit does; the callback sets it for a preemption
+        ckpt.set_model(model)
+        ckpt.set_params({"epochs": last_epoch + 1, "steps": STEPS - skip})
+        ckpt.on_train_begin()
+        logs: dict[str, float] = {}
+        for epoch in range(first_epoch, last_epoch + 1):
+            ckpt.on_epoch_begin(epoch)
+            begin = skip if epoch == first_epoch else 0
+            for i, (xb, yb) in enumerate(loader):
+                if i < begin:
+                    continue
+                loss = loss_fn(ddp(xb), yb)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                steps_run += 1
+                mean = loss.detach().clone()
+                dist.all_reduce(mean)
+                logs = {"loss": float(mean) / WORKERS}
+                ckpt.on_train_batch_end(i - begin, logs)
+                note()
+                if SPEC.get("signal_to") == INDEX and ckpt.batch == SPEC["signal_at"] - 1:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                if SPEC["kill_at"] is not None and ckpt.batch == SPEC["kill_at"]:
+                    report["paused_at"] = ckpt.batch
+                    write_report()
+                    while True:  # until the test kills the cluster
+                        time.sleep(1)
+                time.sleep(SPEC.get("batch_sleep", 0))
+                if model.stop_training:
+                    break
+            ckpt.on_epoch_end(epoch, logs)  # as fit does, also after a stop
+            note()
+            if model.stop_training:
+                break
+        ckpt.on_train_end()
+        note()
+        return not model.stop_training
+
+    write_report()
+    going = True
+    if point.mid_epoch:
+        going = run(point.initial_epoch, point.initial_epoch, point.batch_in_epoch)
+    if going:
+        run(point.initial_epoch + int(point.mid_epoch), EPOCHS - 1, 0)
+    report["iterations"] = point.batch + steps_run
+    report["batch"], report["preempted"] = ckpt.batch, ckpt.preempted
+    report["weights"] = [np.asarray(w).tolist() for w in model.get_weights()]
+    write_report()
+    dist.destroy_process_group()
+
+
+def misconfigured_loops(model: Any, writes: list[str]) -> None:
+    """One run of the callback's hooks for each misconfiguration; the error each raised."""
+    from ckptname.keras import BatchAwareCheckpoint
+
+    errors: list[list[str] | None] = []
+    for case in SPEC["misconfigured"]:
+        mine = {key: values[INDEX] for key, values in case.items()}
+        ckpt = BatchAwareCheckpoint(mine["filepath"], monitor="loss", save_freq=mine["save_freq"],
+                                    chief=mine["chief"],
+                                    save_on_preemption=mine["save_on_preemption"])  # fmt: skip
+        ckpt.set_model(model)
+        try:
+            ckpt.on_train_begin()
+        except Exception as exc:  # the test compares type and message
+            errors.append([f"{type(exc).__module__}.{type(exc).__name__}", str(exc)])
+        else:
+            errors.append(None)
+            ckpt.on_train_end()
+    with open(SPEC["report"], "w") as fh:
+        json.dump({"index": INDEX, "errors": errors, "writes": writes}, fh)
 
 
 def misconfigured(model: Any, x: Any, y: Any, batch_size: int, writes: list[str]) -> None:

@@ -212,14 +212,14 @@ def test_a_process_that_never_arrives_is_named_where_the_channel_knows_it(proces
 
 
 def test_preemption_is_refused_only_on_a_cluster_without_a_channel():
-    check_cluster_preemption(1, "torch.distributed")
+    check_cluster_preemption(1, "TF_CONFIG")
     check_cluster_preemption(4, None)  # the processes share the signal
     with pytest.raises(ClusterError) as info:
-        check_cluster_preemption(2, "torch.distributed")
+        check_cluster_preemption(2, "TF_CONFIG")
     assert str(info.value) == (
-        "save_on_preemption=True on a cluster of 2 processes (torch.distributed): a signal "
-        "reaches one process, and ckptname shares it with the others only under TensorFlow's "
-        "MultiWorkerMirroredStrategy and JAX's jax.distributed; here the others would wait for "
-        "it at their next step; pass save_on_preemption=False and save with an integer "
-        "save_freq, or train in one process"
+        "save_on_preemption=True on a cluster of 2 processes (TF_CONFIG): a signal reaches one "
+        "process, and ckptname shares it with the others only under TensorFlow's "
+        "MultiWorkerMirroredStrategy, JAX's jax.distributed and PyTorch's torch.distributed; "
+        "here the others would wait for it at their next step; pass save_on_preemption=False "
+        "and save with an integer save_freq, or train in one process"
     )

@@ -925,17 +925,17 @@ def test_a_wall_clock_save_freq_saves_about_every_interval_with_global_batch_nam
          "save_freq='30s' on a cluster of 2 processes (TF_CONFIG, with a model that does not "
          "train under a MultiWorkerMirroredStrategy): each process names every checkpoint, and "
          "ckptname shares the chief's clock with the others only under TensorFlow's "
-         "MultiWorkerMirroredStrategy and JAX's jax.distributed; pass a number of batches or "
-         "epochs instead"),
+         "MultiWorkerMirroredStrategy, JAX's jax.distributed and PyTorch's torch.distributed; "
+         "pass a number of batches or epochs instead"),
         # TF_CONFIG lists a cluster, but the model trains under no multi-worker strategy
         # whose collectives could share a signal.
         ({"save_on_preemption": True},
          "save_on_preemption=True on a cluster of 2 processes (TF_CONFIG, with a model that "
          "does not train under a MultiWorkerMirroredStrategy): a signal reaches one process, "
          "and ckptname shares it with the others only under TensorFlow's "
-         "MultiWorkerMirroredStrategy and JAX's jax.distributed; here the others would wait "
-         "for it at their next step; pass save_on_preemption=False and save with an integer "
-         "save_freq, or train in one process"),
+         "MultiWorkerMirroredStrategy, JAX's jax.distributed and PyTorch's torch.distributed; "
+         "here the others would wait for it at their next step; pass save_on_preemption=False "
+         "and save with an integer save_freq, or train in one process"),
     ],
 )  # fmt: skip
 def test_what_several_processes_cannot_agree_on_is_refused_before_training(

@@ -55,6 +55,9 @@ class FakeLink:
         self.flags.append(flag)
         return [flag or len(self.flags) == self.stop_at]
 
+    def close(self) -> None:
+        pass
+
 
 @pytest.fixture
 def link(monkeypatch: pytest.MonkeyPatch) -> Any:

@@ -429,3 +429,34 @@ def test_two_jax_processes_write_once_to_s3_name_alike_and_resume_after_a_kill_a
             local.append(str(tmp_path / folder / name))
             fs.get(f"cluster/{folder}/{name}", local[-1])
     loads(local)
+
+
+def test_two_torch_processes_in_a_ddp_loop_write_once_name_alike_and_resume_after_a_kill(tmp_path):
+    """Keras's multi-GPU PyTorch guide on CPU (gloo), with the callback driven by hand."""
+    pytest.importorskip("torch")
+    root = tmp_path / "torch"
+    wrong = misconfigurations(f"{root}/misconfigured")
+    misconfigured = run_cluster(tmp_path, "torch", f"{root}/misconfigured/same/{TEMPLATE}",
+                                "misconfigured", misconfigured=wrong)  # fmt: skip
+    check_misconfigured(misconfigured, f"{root}/misconfigured")
+    assert not os.path.exists(f"{root}/misconfigured")  # nothing was written, not even a lock
+    whole = run_cluster(tmp_path, "torch", str(root / "whole" / TEMPLATE), "whole")
+    killed = run_cluster(tmp_path, "torch", str(root / "killed" / TEMPLATE), "killed",
+                         kill_at=KILL_AT)  # fmt: skip
+    preempted = run_cluster(tmp_path, "torch", str(root / "killed" / TEMPLATE), "preempted",
+                            save_on_preemption=True, signal_at=SIGNAL_AT, signal_to=1)  # fmt: skip
+    listing = os.listdir(root / "killed")
+    sidecar = next(n for n in listing if f"-b{SIGNAL_AT:04d}-" in n and n.endswith(SIDECAR_SUFFIX))
+    check_preemption_checkpoint(listing, (root / "killed" / sidecar).read_text())
+    resumed = run_cluster(tmp_path, "torch", str(root / "killed" / TEMPLATE), "resumed",
+                          background=True, save_on_preemption=True)  # fmt: skip
+    check_run(whole, killed, preempted, resumed)
+    # Killed, preempted and resumed twice, every process ends with the weights of
+    # the uninterrupted run.
+    assert resumed[0]["weights"] == resumed[1]["weights"] == whole[0]["weights"]
+    clock = run_cluster(tmp_path, "torch", str(root / "clock" / TEMPLATE), "clock", **CLOCK)
+    check_clock_run(clock, [(root / "clock" / (name + SIDECAR_SUFFIX)).read_text()
+                            for name in clock[0]["names"]])  # fmt: skip
+    names = whole[0]["names"]
+    only_checkpoints(os.listdir(root / "whole"), names)
+    only_checkpoints(os.listdir(root / "killed"), names)  # no temporary file left

@@ -58,6 +58,11 @@ _WAY_OUT = {
     _TF_CONFIG: "fix TF_CONFIG",
     _RESOLVER: "fix the cluster resolver given to the strategy",
 }
+_CHANNELS = (
+    "TensorFlow's MultiWorkerMirroredStrategy, JAX's jax.distributed and PyTorch's "
+    "torch.distributed"
+)
+"""The launches whose processes ckptname can agree through (``_keras_cluster.Link``)."""
 _ONE_WRITER = (
     "exactly one may: pass chief=True on one process only, or leave chief=None on every "
     "process so that the cluster's configuration picks one"
@@ -295,7 +300,8 @@ def check_cluster_preemption(processes: int, unshared: str | None) -> None:
 
     A signal reaches one process, and every process must stop at the same
     step: the flag is agreed at every batch boundary, through the strategy's
-    collectives on TensorFlow and the coordination service on JAX. Where
+    collectives on TensorFlow, the coordination service on JAX and the
+    process group's store on PyTorch. Where
     there is no such channel (``unshared`` says which launch it is), one
     worker stopping alone would leave the others waiting at their next
     step, so that is refused.
@@ -306,10 +312,9 @@ def check_cluster_preemption(processes: int, unshared: str | None) -> None:
     if processes > 1 and unshared is not None:
         raise ClusterError(
             f"save_on_preemption=True on a cluster of {processes} processes ({unshared}): a "
-            "signal reaches one process, and ckptname shares it with the others only under "
-            "TensorFlow's MultiWorkerMirroredStrategy and JAX's jax.distributed; here the "
-            "others would wait for it at their next step; pass save_on_preemption=False and "
-            "save with an integer save_freq, or train in one process"
+            f"signal reaches one process, and ckptname shares it with the others only under "
+            f"{_CHANNELS}; here the others would wait for it at their next step; pass "
+            "save_on_preemption=False and save with an integer save_freq, or train in one process"
         )
 
 
@@ -318,8 +323,8 @@ def check_clock_shared(processes: int, save_freq: object, unshared: str) -> None
 
     Every process names every checkpoint, so a save decided by a clock must
     fall at the same step everywhere: the chief's decision is shared at
-    every batch boundary, through the strategy's collectives on TensorFlow
-    and the coordination service on JAX. Where there is no such channel
+    every batch boundary, through the channel that shares the preemption
+    flag (see :func:`check_cluster_preemption`). Where there is no such channel
     (``unshared`` says which launch it is), each process's clock would
     decide at another step, so that is refused.
 
@@ -329,7 +334,6 @@ def check_clock_shared(processes: int, save_freq: object, unshared: str) -> None
     if processes > 1:
         raise ClusterError(
             f"save_freq={save_freq!r} on a cluster of {processes} processes ({unshared}): each "
-            "process names every checkpoint, and ckptname shares the chief's clock with the "
-            "others only under TensorFlow's MultiWorkerMirroredStrategy and JAX's "
-            "jax.distributed; pass a number of batches or epochs instead"
+            f"process names every checkpoint, and ckptname shares the chief's clock with the "
+            f"others only under {_CHANNELS}; pass a number of batches or epochs instead"
         )

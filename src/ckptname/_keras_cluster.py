@@ -19,12 +19,14 @@ workers                    Slurm, a resolver passed to it)
 TensorFlow otherwise       ``TF_CONFIG``, else one process     none
 JAX, ``jax.distributed``   ``jax.process_index()``             the coordination service's
                                                                key-value store, with deadlines
-PyTorch                    the rank of ``torch.distributed``   none
+PyTorch, ``torch.          the rank of ``torch.distributed``   the key-value store of the default
+distributed``                                                  process group, with deadlines
 =========================  ==================================  ==================================
 """
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import os
@@ -59,7 +61,7 @@ AGREE_TIMEOUT_S = 300.0
 """How long a process waits at train begin for the others' settings."""
 
 STEP_TIMEOUT_S = 24 * 3600.0
-"""How long a JAX process waits at a batch boundary for the others (a chief's save can be long)."""
+"""How long a JAX or PyTorch process waits at a batch boundary for the others (saves are long)."""
 
 _AGREEMENTS = itertools.count()
 
@@ -79,6 +81,9 @@ class Link(Protocol):
 
     def any_of(self, flags: Sequence[bool]) -> list[bool]:
         """For each position of ``flags``, whether it is true on any process."""
+
+    def close(self) -> None:
+        """At train end, after the last :meth:`any_of`: wait until every process is past it."""
 
 
 def is_chief(model: Any) -> bool:
@@ -160,6 +165,15 @@ def cluster_link(model: Any) -> Link | None:
         if count < 2 or client is None:
             return None
         return _JaxLink(client, int(jax.process_index()), count)
+    if backend == "torch":
+        import torch.distributed as dist  # type: ignore[import-not-found,unused-ignore]
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return None
+        from torch.distributed import distributed_c10d
+
+        store = distributed_c10d._get_default_store()
+        return _TorchLink(store, int(dist.get_rank()), int(dist.get_world_size()))
     if backend != "tensorflow":
         return None
     strategy = _multi_worker_strategy(model)
@@ -174,7 +188,7 @@ def unshared(model: Any) -> str:
     """How this cluster was launched, for an error where it has no :class:`Link`."""
     backend = keras.backend.backend()
     if backend == "torch":
-        return "torch.distributed"
+        return "PyTorch processes without torch.distributed"
     if backend == "jax":
         return "JAX processes without jax.distributed"
     return "TF_CONFIG, with a model that does not train under a MultiWorkerMirroredStrategy"
@@ -248,6 +262,9 @@ class _TensorFlowLink:
         totals = self._sum(np.array([int(flag) for flag in flags], np.int64), None)
         return [bool(total > 0) for total in totals]
 
+    def close(self) -> None:
+        pass  # the strategy's own collectives keep the workers together
+
     def _sum(self, array: Any, seconds: float | None) -> Any:
         import tensorflow as tf
 
@@ -267,59 +284,157 @@ class _TensorFlowLink:
         return total.numpy()
 
 
-class _JaxLink:
-    """Agreement through the key-value store of ``jax.distributed``'s coordination service.
+class _Late(Exception):
+    """A store's wait ran past its deadline."""
+
+
+class _KeyValueLink:
+    """Agreement through a key-value store every process reaches.
 
     Keys live under a prefix of their own for each train begin (the *n*-th
     train begin of each process meets the *n*-th of every other); a
     process's key of one batch boundary is deleted once it has read every
-    key of the next, when every process is past reading it.
+    key of the next, when every process is past reading it. Subclasses
+    give the store's four verbs.
     """
 
-    def __init__(self, client: Any, index: int, count: int) -> None:
-        self.client = client
+    def __init__(self, index: int, count: int) -> None:
         self.index = index
         self.count = count
         self.prefix = f"ckptname/{next(_AGREEMENTS)}"
         self._steps = itertools.count()
         self._posted: str | None = None
 
+    def _set(self, key: str, value: str) -> None:
+        raise NotImplementedError
+
+    def _get(self, key: str, seconds: float) -> str:
+        """The value of ``key``, waiting for it at most ``seconds``; :class:`_Late` past that."""
+        raise NotImplementedError
+
+    def _barrier(self, name: str, seconds: float) -> None:
+        """Wait until every process reached barrier ``name``; :class:`_Late` past ``seconds``."""
+        raise NotImplementedError
+
+    def _delete(self, key: str) -> None:
+        raise NotImplementedError
+
     def gather(self, text: str, seconds: float) -> list[str]:
         prefix = f"{self.prefix}/settings"
-        self.client.key_value_set(f"{prefix}/{self.index}", text)
-        wait = int(seconds * 1000)
+        self._set(f"{prefix}/{self.index}", text)
         got = []
         for other in range(self.count):
             try:
-                got.append(self.client.blocking_key_value_get(f"{prefix}/{other}", wait))
-            except Exception as exc:  # jaxlib's runtime error: only a deadline is ours to explain
-                if "DEADLINE_EXCEEDED" not in str(exc):
-                    raise
+                got.append(self._get(f"{prefix}/{other}", seconds))
+            except _Late as exc:
                 raise late_error(self.count, seconds, other) from exc
         # No process goes on (or stops) before every one has read every record:
         # process 0 serves the store, and its end would cut the others' reads.
-        self.client.wait_at_barrier(f"{prefix}/read", wait)
+        try:
+            self._barrier(f"{prefix}/read", seconds)
+        except _Late as exc:
+            raise late_error(self.count, seconds, None) from exc
         return got
 
     def any_of(self, flags: Sequence[bool]) -> list[bool]:
         key = f"{self.prefix}/step/{next(self._steps)}"
         mine = f"{key}/{self.index}"
-        self.client.key_value_set(mine, "".join("1" if flag else "0" for flag in flags))
-        wait = int(STEP_TIMEOUT_S * 1000)
+        self._set(mine, "".join("1" if flag else "0" for flag in flags))
         found = list(flags)
         for other in range(self.count):
             if other != self.index:
                 try:
-                    said = self.client.blocking_key_value_get(f"{key}/{other}", wait)
-                except Exception as exc:  # jaxlib's runtime error
+                    said = self._get(f"{key}/{other}", STEP_TIMEOUT_S)
+                except _Late as exc:
                     raise ClusterError(
                         f"process {other} of the {self.count} did not reach the batch boundary "
                         f"where every process shares whether a preemption signal came or a "
-                        f"save is due ({exc})"
+                        f"save is due, within {STEP_TIMEOUT_S:g} s"
                     ) from exc
                 found = [a or b == "1" for a, b in zip(found, said, strict=True)]
         # Every process has posted this boundary, so each has read the last one.
         if self._posted is not None:
-            self.client.key_value_delete(self._posted)
+            self._delete(self._posted)
         self._posted = mine
         return found
+
+    def close(self) -> None:
+        if self._posted is None:
+            return
+        # The last boundary's keys are read by every process before any goes
+        # on: process 0 serves the store, and its end would cut the others' reads.
+        try:
+            self._barrier(f"{self.prefix}/end", AGREE_TIMEOUT_S)
+        except _Late as exc:
+            raise ClusterError(
+                f"a process of the {self.count} did not reach the end of training within "
+                f"{AGREE_TIMEOUT_S:g} s of the others"
+            ) from exc
+
+
+class _JaxLink(_KeyValueLink):
+    """The key-value store of ``jax.distributed``'s coordination service."""
+
+    def __init__(self, client: Any, index: int, count: int) -> None:
+        super().__init__(index, count)
+        self.client = client
+
+    def _set(self, key: str, value: str) -> None:
+        self.client.key_value_set(key, value)
+
+    def _get(self, key: str, seconds: float) -> str:
+        try:
+            return str(self.client.blocking_key_value_get(key, int(seconds * 1000)))
+        except Exception as exc:  # jaxlib's runtime error: only a deadline is ours to explain
+            if "DEADLINE_EXCEEDED" not in str(exc):
+                raise
+            raise _Late from exc
+
+    def _barrier(self, name: str, seconds: float) -> None:
+        try:
+            self.client.wait_at_barrier(name, int(seconds * 1000))
+        except Exception as exc:  # jaxlib's runtime error
+            if "DEADLINE_EXCEEDED" not in str(exc):
+                raise
+            raise _Late from exc
+
+    def _delete(self, key: str) -> None:
+        self.client.key_value_delete(key)
+
+
+class _TorchLink(_KeyValueLink):
+    """The store of ``torch.distributed``'s default process group (a ``TCPStore`` served by rank 0).
+
+    It serves every backend alike (gloo and NCCL), needs no tensor on any
+    device, and its waits have deadlines, where a collective has only the
+    process group's.
+    """
+
+    def __init__(self, store: Any, index: int, count: int) -> None:
+        super().__init__(index, count)
+        self.store = store
+
+    def _set(self, key: str, value: str) -> None:
+        self.store.set(key, value)
+
+    def _wait(self, key: str, seconds: float) -> None:
+        import torch.distributed as dist  # type: ignore[import-not-found,unused-ignore]
+
+        try:
+            self.store.wait([key], datetime.timedelta(seconds=seconds))
+        except dist.DistStoreError as exc:
+            if "timeout" not in str(exc):
+                raise
+            raise _Late from exc
+
+    def _get(self, key: str, seconds: float) -> str:
+        self._wait(key, seconds)
+        return bytes(self.store.get(key)).decode()
+
+    def _barrier(self, name: str, seconds: float) -> None:
+        if int(self.store.add(f"{name}/arrived", 1)) == self.count:
+            self.store.set(f"{name}/all", "1")
+        self._wait(f"{name}/all", seconds)
+
+    def _delete(self, key: str) -> None:
+        self.store.delete_key(key)

@@ -478,7 +478,9 @@ class BatchAwareCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # K
             if stop and self._schedule.counted_any:
                 s = self._schedule
                 self._preempt(self._train_logs, end_of_epoch=s.complete)
-        self._link = None
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
         self._train_logs = None
         self._schedule.pending = None
         self._loop = None  # it holds Keras's epoch iterator, and its data
