@@ -118,17 +118,21 @@ def free_port() -> int:
 
 # The PUTs of two saves of `last.keras` into a fresh root: the first writes the
 # state file (marking the root), the model, its sidecar, the state file; the
-# second the model (the 5th PUT), its sidecar (6th) and the state file (7th).
+# second the old sidecar naming both records (the 5th PUT), the model (6th),
+# its sidecar (7th) and the state file (8th).
 @pytest.mark.parametrize(
     ("nth", "step", "model", "batch"),
     [
-        # The upload fails: the old checkpoint stays as it was, committed.
-        (5, "upload the checkpoint 'last.keras'", b"model 5", 5),
-        # The commit marker fails: the new model stands under the name, with the
-        # old sidecar (an object store has no rename to put both in place at once).
-        (6, "write the sidecar 'last.keras.ckptname.json'", b"model 10", 5),
+        # Nothing changed yet: the old checkpoint stays as it was.
+        (5, "write the sidecar 'last.keras.ckptname.json'", b"model 5", 5),
+        # The upload fails: the old checkpoint stays as it was, committed, and
+        # its sidecar still describes it.
+        (6, "upload the checkpoint 'last.keras'", b"model 5", 5),
+        # The commit marker fails: the new model stands under the name, and
+        # readers take the new record the sidecar already held beside the old.
+        (7, "write the sidecar 'last.keras.ckptname.json'", b"model 10", 10),
         # The state file fails: the new checkpoint is complete and committed.
-        (7, "write the state file '.ckptname-state.json'", b"model 10", 10),
+        (8, "write the state file '.ckptname-state.json'", b"model 10", 10),
     ],
 )
 def test_a_replace_failing_on_the_nth_put_never_uncommits_the_checkpoint(
@@ -151,6 +155,34 @@ def test_a_replace_failing_on_the_nth_put_never_uncommits_the_checkpoint(
     assert s3().cat_file(f"{root}/last.keras".removeprefix("s3://")) == model
     where = step.replace("'", f"'{root}/", 1)
     assert str(info.value) == f"could not {where}: {INTERNAL_ERROR}"
+
+
+def test_a_replace_stopped_between_the_upload_and_its_sidecar_reads_as_the_new_checkpoint(
+    server: CountingMotoServer, root: str
+) -> None:
+    folder = CheckpointFolder(f"{root}/last.keras")
+    save(folder, "last.keras", 5)
+    uploads = []
+
+    def sidecar_after_the_upload(key: str) -> bool:
+        if key.endswith("/last.keras"):
+            uploads.append(key)
+        return key.endswith("/last.keras" + SIDECAR_SUFFIX) and len(uploads) == 1
+
+    server.fail("put", sidecar_after_the_upload, times=1)
+    with pytest.raises(CheckpointSaveError, match="could not write the sidecar"):
+        save(folder, "last.keras", 10)
+    # The name holds the new model: every reader describes it by its own record,
+    # never by the one of the model it replaced.
+    assert s3().cat_file(f"{root}/last.keras".removeprefix("s3://")) == b"model 10"
+    assert read_metadata(f"{root}/last.keras")["batch"] == 10
+    assert [r.metadata["batch"] for r in scan(root, "last.keras")] == [10]  # type: ignore[index]
+    # The next save replaces it as any other.
+    server.heal()
+    save(folder, "last.keras", 15)
+    assert read_metadata(f"{root}/last.keras")["batch"] == 15
+    assert "replacing" not in json.loads(s3().cat_file(
+        f"{root}/last.keras{SIDECAR_SUFFIX}".removeprefix("s3://")))  # fmt: skip
 
 
 def test_a_failed_new_save_on_s3_leaves_nothing_of_it(

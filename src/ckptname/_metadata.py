@@ -79,6 +79,14 @@ without its sidecar from before then was there before ckptname (another
 tool's checkpoint), one from after it is a save of ckptname's that did not
 finish (see ``ckptname._transaction``).
 
+While an upload replaces a checkpoint on an object store (a template without
+counters, such as ``last.keras``), its sidecar holds one key more,
+``"replacing": {"over": <the old object's version>, "sidecar": <the new
+sidecar, as JSON text>}``: readers take the new record once the object under
+the name is no longer the old one (see :func:`settle`), so a save stopped
+between the upload and its sidecar never leaves the new model described by
+the old record.
+
 Names in both are relative to the folder that holds the state file. Floats that
 JSON cannot hold (NaN, inf) are written as the strings ``"nan"``, ``"inf"``,
 ``"-inf"`` and read back as floats.
@@ -115,6 +123,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "LOCK_NAME",
     "METADATA_LIMIT",
+    "REPLACING_KEY",
     "SIDECAR_SUFFIX",
     "STATE_FORMAT",
     "STATE_NAME",
@@ -124,6 +133,8 @@ __all__ = [
     "read_metadata",
     "read_sidecar",
     "read_state",
+    "replacing_record",
+    "settle",
     "sidecar_path",
     "state_record",
     "write_state",
@@ -135,6 +146,8 @@ LOCK_NAME = ".ckptname.lock"
 CHECKPOINT_FORMAT = "ckptname.checkpoint/1"
 STATE_FORMAT = "ckptname.state/1"
 _RESERVED_MARK = ".ckptname"
+REPLACING_KEY = "replacing"
+"""The sidecar key of a replacement in progress on an object store (see :func:`settle`)."""
 # The largest sidecar or state file read (16 MiB): far above what ckptname
 # writes, far below what would strain memory. Storage.read_many reads at most
 # one byte more of each file.
@@ -312,7 +325,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"checkpoint {target!r} has no metadata sidecar ({os.path.basename(side)}); "
             "it was not written by ckptname, or its save did not complete"
         ) from None
-    return decode(raw, what)
+    return settle(decode(raw, what), storage, inner, what)
 
 
 def read_sidecar(storage: Storage, checkpoint_inner_path: str) -> dict[str, Any] | None:
@@ -339,7 +352,44 @@ def read_sidecar(storage: Storage, checkpoint_inner_path: str) -> dict[str, Any]
         raw = _read(storage, side, what)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return decode(raw, what)
+    return settle(decode(raw, what), storage, checkpoint_inner_path, what)
+
+
+def replacing_record(old: Mapping[str, Any], version: str, new: bytes) -> bytes:
+    """The sidecar written before an upload replaces a checkpoint on an object store.
+
+    It is the old record, with the old object's ``version`` and the new
+    sidecar's bytes under ``"replacing"``: until the new sidecar is written,
+    :func:`settle` tells readers which of the two describes the object the
+    name holds.
+    """
+    return encode({**old, REPLACING_KEY: {"over": version, "sidecar": new.decode()}})
+
+
+def settle(
+    meta: dict[str, Any], storage: Storage, checkpoint_inner_path: str, what: str
+) -> dict[str, Any]:
+    """The record that describes the object now under the checkpoint's name.
+
+    A sidecar written before a replacing upload (:func:`replacing_record`)
+    holds two records: the old one stands while the object is the one it
+    replaces (same version: the upload failed, or has not happened), the
+    new one once the object is another (the upload went through, and the
+    save stopped before writing the new sidecar over it). Every other
+    sidecar is its own record. Only such a sidecar costs a look-up of the
+    object.
+
+    Raises:
+        MetadataError: the new record in it cannot be read.
+    """
+    pending = meta.pop(REPLACING_KEY, None)
+    if not isinstance(pending, dict):
+        return meta
+    version = storage.version(checkpoint_inner_path)
+    new = pending.get("sidecar")
+    if version is None or version == pending.get("over") or not isinstance(new, str):
+        return meta
+    return decode(new.encode(), f"{what} (the record of the checkpoint that replaced its own)")
 
 
 def read_state(storage: Storage, folder: str) -> dict[str, Any] | None:

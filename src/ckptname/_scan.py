@@ -81,6 +81,7 @@ from ._metadata import (
     is_reserved,
     read_sidecar,
     read_state,
+    settle,
     sidecar_path,
 )
 from ._rank import (
@@ -192,7 +193,8 @@ def _with_sidecars(
             if isinstance(raw, OSError):
                 raise raw
             try:
-                meta = decode(raw, f"sidecar {storage.url(path)!r}")
+                what = f"sidecar {storage.url(path)!r}"
+                meta = settle(decode(raw, what), storage, path[: -len(SIDECAR_SUFFIX)], what)
             except MetadataError as exc:
                 problems.messages.append(str(exc))
                 continue

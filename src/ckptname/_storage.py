@@ -296,6 +296,18 @@ class Storage:
         """The entry for one path (its name is the last part), or ``None`` if absent."""
         raise NotImplementedError
 
+    def version(self, path: str) -> str | None:
+        """What tells the object at ``path`` from another written over it; ``None`` if absent.
+
+        Object stores replace an object whole with each upload; a sidecar
+        written before a replacing upload records the old object's version,
+        so that readers can tell which of the two stands under the name (see
+        ``ckptname._metadata.settle``). The local disk renames instead and
+        needs none: there it is the size and the modification time.
+        """
+        entry = self.stat(path)
+        return None if entry is None else f"{entry.size}|{entry.mtime}"
+
     def modified(self, path: str) -> float | None:
         """When a file was last written, as a POSIX time, where the storage says; else ``None``.
 
@@ -640,6 +652,15 @@ def _posix_time(value: Any) -> float | None:
     return None
 
 
+# What fsspec's file systems report that changes when an object is written
+# over: its content hash or generation (S3's ETag, GCS's generation and
+# md5Hash, Azure's etag), its size and its time.
+_VERSION_KEYS = (
+    "ETag", "etag", "generation", "md5Hash", "crc32c", "VersionId", "version_id",
+    "size", "LastModified", "last_modified", "mtime", "updated",
+)  # fmt: skip
+
+
 class FsspecStorage(Storage):
     """Files on any fsspec file system (object stores, ``memory://``...).
 
@@ -838,6 +859,12 @@ class FsspecStorage(Storage):
         is_dir = info.get("type") == "directory"
         size = None if is_dir else info.get("size")
         return Entry(path.rstrip("/").rsplit("/", 1)[-1], is_dir, size, None)
+
+    def version(self, path: str) -> str | None:
+        info = self._info(path)
+        if info is None:
+            return None
+        return "|".join(f"{key}={info[key]}" for key in _VERSION_KEYS if info.get(key) is not None)
 
     def modified(self, path: str) -> float | None:
         info = self._info(path)

@@ -34,14 +34,22 @@ On an object store:
 2. the sidecar, its commit marker, is written;
 3. the state file is rewritten to name the new checkpoint.
 
-A replacing save writes new, then retires old as well: the upload is one
-request that replaces the old object whole or not at all, and the old
-sidecar stays until the new one is written over it. A failed upload (an
-HTTP 500, a refused connection) leaves the old checkpoint committed and
-unchanged; nothing is deleted before the new checkpoint is complete. Between
-steps 1 and 2 of a replace the name holds the new model with the old sidecar
-(an object store has no rename to close that gap): a kill there leaves a
-complete checkpoint whose sidecar is one save old.
+A replacing save writes new, then retires old as well, in one more step:
+
+1. the sidecar is rewritten as the old record plus the old object's version
+   and the new sidecar (``"replacing"``, see ``ckptname._metadata.settle``);
+2. the model is uploaded under its name, one request that replaces the old
+   object whole or not at all;
+3. the new sidecar is written over the old;
+4. the state file is rewritten.
+
+Nothing is deleted before the new checkpoint is complete, and after a
+failure or a kill at any step the name holds one complete checkpoint and
+readers take the record that describes it: the old one while the object is
+the old one (a failed upload, an HTTP 500, a refused connection), the new one
+once the upload went through, even where step 3 never came. An object store
+has no rename to put model and sidecar in place at once; the version the
+sidecar records (S3's ETag, with size and time) stands in for it.
 
 What a killed or failed save leaves is removed when the next run of the
 folder begins (:meth:`CheckpointFolder.clean_leftovers`), by the chief and
@@ -92,6 +100,7 @@ from ._metadata import (
     is_reserved,
     read_sidecar,
     read_state,
+    replacing_record,
     sidecar_path,
     state_record,
 )
@@ -981,6 +990,8 @@ class CheckpointFolder:
         # A name whose commit marker exists holds a checkpoint: it is
         # replaced, never uncommitted (nothing of it is removed first).
         replacing = _step("look up the sidecar", self.url(side), storage.exists, side)
+        if replacing:
+            self._announce_replacement(path, side, save.data)
         committed = False
         try:
             self._upload(path, save.write_model)
@@ -996,6 +1007,27 @@ class CheckpointFolder:
                     with contextlib.suppress(OSError):
                         storage.remove(leftover)
             raise
+
+    def _announce_replacement(self, path: str, side: str, new: bytes) -> None:
+        """Before an upload replaces a checkpoint: its sidecar names both records.
+
+        The old record stays as it is, with the old object's version and the
+        new sidecar beside it (:func:`~ckptname._metadata.replacing_record`):
+        whichever object stands under the name after a failure or a kill,
+        readers take the record that describes it. An old sidecar that does
+        not read back, or an object whose store reports no version, is
+        replaced as before.
+        """
+        storage, url = self.storage, self.url(side)
+        try:
+            old = decode(_step("read the sidecar", url, storage.read_small, side, METADATA_LIMIT),
+                         f"sidecar {url!r}")  # fmt: skip
+        except MetadataError:
+            return
+        version = _step("look up the checkpoint", self.url(path), storage.version, path)
+        if version is not None:
+            record = replacing_record(old, version, new)
+            _step("write the sidecar", url, storage.write_bytes, side, record)
 
     def _mark_remote(self, best: Mapping[str, Any] | None) -> None:
         """Write the state file before the first upload into a root that has none.
