@@ -270,3 +270,63 @@ def test_every_step_and_errno_under_both_policies(tmp_path, monkeypatch, step, c
         f"{n}.ckptname.json" for n in survivors
     ]
     assert_loads_and_is_found(tmp_path, survivors)
+
+
+POISONED = {"from_batch": None}
+
+
+@keras.saving.register_keras_serializable(package="ckptname_tests")
+class Poisonable(keras.layers.Dense):
+    """A Dense layer whose config cannot be written as JSON once poisoned (a real TypeError)."""
+
+    def get_config(self):
+        config = super().get_config()
+        if POISONED["from_batch"] == "now":
+            config["cannot_be_json"] = object()
+        return config
+
+
+class Poison(keras.callbacks.Callback):
+    """From global batch ``at`` on, the model's config fails to serialize."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.done = at, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        if self.done == self.at:
+            POISONED["from_batch"] = "now"
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_writer_raising_a_non_os_error_is_governed_by_on_save_error_in_a_real_fit(
+    tmp_path, background
+):
+    """Keras's own save fails with a TypeError (a config that is not JSON) from batch 10 on."""
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((4,)), Poisonable(3), keras.layers.Dense(1)])
+    m.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    ckpt = BatchAwareCheckpoint(str(tmp_path / "b{batch:02d}.keras"), save_freq=5,
+                                on_save_error="warn", save_on_background=background)  # fmt: skip
+    POISONED["from_batch"] = None
+    try:
+        with pytest.warns(CkptnameWarning) as record:
+            fit(m, [Poison(at=10), ckpt], epochs=2)  # 20 batches: saves at 5, 10, 15, 20
+    finally:
+        POISONED["from_batch"] = None
+    failed = [m for m in ours(record) if "training continues (on_save_error='warn')" in m]
+    assert failed and all("TypeError" in m or "not JSON serializable" in m for m in failed), ours(
+        record
+    )
+    assert names(tmp_path) == ["b05.keras"]  # the failed saves left nothing behind
+    assert read_state(tmp_path)["latest"]["name"] == "b05.keras"
+    assert leftovers(tmp_path) == []
+    with pytest.raises(CheckpointSaveError):  # the same save, on_save_error="raise": it stops fit
+        POISONED["from_batch"] = None
+        raising = BatchAwareCheckpoint(str(tmp_path / "raise" / "b{batch:02d}.keras"),
+                                       save_freq=5, save_on_background=background)  # fmt: skip
+        try:
+            fit(m, [Poison(at=10), raising], epochs=2)
+        finally:
+            POISONED["from_batch"] = None

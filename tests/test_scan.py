@@ -7,6 +7,11 @@ import json
 import math
 import os
 import pickle
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -1087,3 +1092,54 @@ def test_links_are_followed_only_where_they_stay_inside_the_root(tmp_path: Path)
 
     (root / "ckpts").symlink_to(outside / "seed=2", target_is_directory=True)  # out
     assert scan(root, "ckpts/ep{epoch:03d}-{loss:.2f}.keras") == []
+
+
+UNREADABLE_PROBE = """
+import json, sys
+from ckptname import StorageError, find_best, find_latest, scan
+from ckptname.cli import main
+root, template = sys.argv[1], sys.argv[2]
+got = []
+for call in (lambda: scan(root, template), lambda: find_latest(root, template),
+             lambda: find_best(root, "loss", template=template)):
+    try:
+        call()
+    except StorageError as exc:
+        got.append([str(exc), exc.errno, isinstance(exc, OSError)])
+    else:
+        got.append(None)
+sys.stdout.write(json.dumps(got) + "\\n")
+sys.stdout.flush()
+sys.exit(main(["ls", root, "-t", template]))
+"""
+
+
+def test_a_local_folder_that_cannot_be_listed_is_a_storage_error_naming_it():
+    """Permission denied on a folder of the tree: every query and the CLI say which, in one line."""
+    # A tree another user can reach, with one member's folder only its owner may
+    # list; the queries run as that other user (root reads everything).
+    base = tempfile.mkdtemp(prefix="ckptname-perm-", dir="/tmp")  # (tmp_path is 0o700)
+    try:
+        os.chmod(base, 0o755)
+        for run in ("a", "b"):
+            folder = os.path.join(base, f"run={run}")
+            os.makedirs(folder)
+            for batch in (1, 2):
+                with open(os.path.join(folder, f"b{batch}-0.5.keras"), "wb") as fh:
+                    fh.write(b"model")
+            os.chmod(folder, 0o755)
+        locked = os.path.join(base, "run=b")
+        os.chmod(locked, stat.S_IRWXU)  # 0o700, owned by this user
+        command = [sys.executable, "-c", UNREADABLE_PROBE, base, "run={run}/b{batch}-{loss}.keras"]
+        if os.geteuid() == 0:
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        os.chmod(os.path.join(base, "run=b"), 0o755)
+        shutil.rmtree(base)
+    message = f"could not list {locked!r}: Permission denied"
+    assert done.stdout, done.stderr
+    assert json.loads(done.stdout.splitlines()[0]) == [[message, 13, True]] * 3
+    assert done.stderr == f"ckptname ls: {message}\n"
+    assert done.returncode == 1

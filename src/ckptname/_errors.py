@@ -13,9 +13,10 @@ without knowing about ckptname::
     ├── CheckpointError(CkptnameError, RuntimeError)  a checkpoint folder in a state
     │   │                                             that training must not continue from
     │   ├── CheckpointSaveError(CheckpointError, OSError)  a save failed on disk or remote
-    │   ├── StorageError(CheckpointError, OSError)    an object store (any fsspec file
-    │   │                                             system) failed a read, a listing,
-    │   │                                             a write or a delete
+    │   ├── StorageError(CheckpointError, OSError)    an object store failed a read, a
+    │   │                                             listing, a write or a delete, or
+    │   │                                             the local disk refused a listing
+    │   │                                             or a read
     │   └── FolderLockedError(CheckpointError)        another live run holds the folder's
     │                                                 lock (``.ckptname.lock``)
     ├── MetadataError(CkptnameError, ValueError)      a sidecar or state file that
@@ -159,7 +160,11 @@ class CheckpointSaveError(CheckpointError, OSError):
 
 
 class StorageError(CheckpointError, OSError):
-    """An object store (any fsspec file system) failed a read, a listing, a write or a delete.
+    """A file system failed a read, a listing, a write or a delete.
+
+    An object store (any fsspec file system) failing for any reason, or the
+    local disk refusing to list a folder or read ckptname's own files
+    (permission denied, an I/O error).
 
     Whatever the file system library raised (an ``OSError``, a botocore or
     aiohttp client error, a timeout) becomes this error, chained as its

@@ -63,7 +63,7 @@ from typing import Any
 from ._metadata import SIDECAR_SUFFIX, STATE_NAME, is_reserved, sidecar_path
 from ._rank import as_counter
 from ._roots import Layout, Root
-from ._storage import Entry
+from ._storage import Entry, local_failures
 from ._template import Template, same_value
 
 __all__ = [
@@ -345,17 +345,27 @@ def folders(root: Root, layout: Layout) -> list[Folder]:
 
 
 def listdir_names(path: str) -> list[str]:
-    """A local folder's names, or none where it does not exist."""
+    """A local folder's names, or none where it does not exist.
+
+    Raises:
+        StorageError: the folder cannot be listed (permission denied, an I/O error).
+    """
     try:
-        return os.listdir(path or ".")
+        with local_failures("list", path or "."):
+            return os.listdir(path or ".")
     except (FileNotFoundError, NotADirectoryError):
         return []
 
 
 def listdir_bytes(path: str) -> list[bytes]:
-    """A local folder's names as bytes (none decoded), or none where it does not exist."""
+    """A local folder's names as bytes (none decoded), or none where it does not exist.
+
+    Raises:
+        StorageError: the folder cannot be listed (permission denied, an I/O error).
+    """
     try:
-        return os.listdir(os.fsencode(path or "."))
+        with local_failures("list", path or "."):
+            return os.listdir(os.fsencode(path or "."))
     except (FileNotFoundError, NotADirectoryError):
         return []
 
@@ -456,6 +466,10 @@ class _LocalFolder:
         self.fd: int | None = None  # the open folder, where stat can read relative to it
 
     def __enter__(self) -> _LocalFolder:
+        with local_failures("list", self.path):
+            return self._list()
+
+    def _list(self) -> _LocalFolder:
         target: str | int = self.path
         if os.scandir in os.supports_fd and os.stat in os.supports_dir_fd:
             try:

@@ -114,6 +114,7 @@ __all__ = [
     "LocalTree",
     "Storage",
     "UnsafeFileError",
+    "local_failures",
     "storage_for",
     "temp_name",
     "temp_target",
@@ -398,7 +399,7 @@ class LocalStorage(Storage):
 
     def listdir(self, path: str) -> list[Entry]:
         out = []
-        with os.scandir(path or ".") as it:
+        with local_failures("list", path or "."), os.scandir(path or ".") as it:
             for e in it:
                 try:
                     is_dir = e.is_dir()
@@ -435,6 +436,10 @@ class LocalStorage(Storage):
         flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
         if not follow:
             flags |= getattr(os, "O_NOFOLLOW", 0)
+        with local_failures("read", path):
+            return self._read_small(path, limit, flags, follow)
+
+    def _read_small(self, path: str, limit: int, flags: int, follow: bool) -> bytes:
         try:
             fd = os.open(path, flags)
         except OSError as exc:
@@ -625,6 +630,24 @@ def _cause(exc: BaseException) -> str:
     if status is not None and f"HTTP {status}" not in text:
         text = f"HTTP {status}: {text}"
     return text
+
+
+@contextlib.contextmanager
+def local_failures(what: str, path: str) -> Iterator[None]:
+    """Turn the local disk's refusal to ``what`` ``path`` into a :class:`StorageError`.
+
+    A folder or file that cannot be read (permission denied, an I/O error,
+    a loop of links) fails the call with the path and the cause, as an
+    object store's failure does. What is absent stays ``FileNotFoundError``
+    or ``NotADirectoryError``, and a file refused by ckptname's own rules
+    stays :class:`UnsafeFileError`: callers give those meanings of their own.
+    """
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError, UnsafeFileError, StorageError):
+        raise
+    except OSError as exc:
+        raise _storage_error(what, path, exc, 1) from exc
 
 
 def _storage_error(what: str, url: str, exc: BaseException, attempts: int) -> StorageError:
