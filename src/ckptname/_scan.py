@@ -44,6 +44,7 @@ The order of checkpoints is :func:`ckptname._rank.progress_key`.
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -401,8 +402,10 @@ def _from_state(root: Root, template: Template, state: dict[str, Any]) -> Checkp
 # alone (see _newest_above_sample); in smaller ones, one search of every
 # counter costs about as much as taking the sample.
 _SAMPLED_FROM = 2048
-# Names in that sample: the largest counter among them is passed by about one
-# name in this many of the folder's, and those few are all that is read back.
+# Names in that sample, at most: the largest counter among them is passed by
+# about one name in this many of the folder's, and those few are all that is
+# read back. Smaller folders take the square root of their size, which makes
+# the sample and the names found above it cost least together.
 _SAMPLE = 512
 
 
@@ -482,12 +485,12 @@ def _newest_above_sample(
 def _sample_step(count: int) -> int:
     """Every how many names of a listing of ``count`` the sample takes one.
 
-    About ``count / _SAMPLE``, and not a multiple of 2, 3, 5 or 7: a listing
-    may repeat a pattern (on tmpfs, newest first, each checkpoint next to its
-    sidecar), and a step that is a multiple of its period would sample the
-    sidecars alone.
+    About ``count / min(_SAMPLE, sqrt(count))``, and not a multiple of 2, 3, 5
+    or 7: a listing may repeat a pattern (on tmpfs, newest first, each
+    checkpoint next to its sidecar), and a step that is a multiple of its
+    period would sample the sidecars alone.
     """
-    step = max(1, count // _SAMPLE)
+    step = max(1, count // min(_SAMPLE, max(1, math.isqrt(count))))
     while step > 1 and any(step % p == 0 for p in (2, 3, 5, 7)):
         step += 1
     return step
